@@ -1,0 +1,1 @@
+"""tweetguard serving runtime: policies, preprocessing, model artifact, Predictor, BentoML service."""

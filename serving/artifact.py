@@ -1,0 +1,124 @@
+"""The model artifact contract: a directory of Hugging Face `save_pretrained` files + `policy_card.json`.
+
+This directory is what training writes, MLflow stores, evaluation reads and BentoML packages. Loading
+validates the card against this code (schema, policy names and order, preprocessing version) and fails with
+a message naming the mismatch. A registered artifact's files are never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from serving.policies import DESCRIPTIONS, POLICIES
+from serving.preprocess import PREPROCESS_VERSION
+
+CARD_FILE = "policy_card.json"
+CARD_SCHEMA_VERSION = 1
+
+
+class ArtifactError(ValueError):
+    """The directory is not a usable tweetguard model artifact; the message says why."""
+
+
+class Calibration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["none", "temperature", "isotonic"] = "none"
+    temperature: float = Field(1.0, gt=0, description="logit / temperature, for method=temperature")
+    # Isotonic: piecewise-linear map of the raw probability through these knots (x ascending).
+    x: list[float] = Field(default_factory=list)
+    y: list[float] = Field(default_factory=list)
+
+
+class PolicySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str
+    threshold: float = Field(0.5, ge=0, le=1, description="flag when calibrated probability >= threshold")
+    threshold_method: str = Field("default 0.5", description="how the threshold was chosen, and on what data")
+    calibration: Calibration = Field(default_factory=Calibration)
+
+
+class SourceRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    license: str
+    content_hash: str
+
+
+class PolicyCard(BaseModel):
+    """`policy_card.json`: everything beyond the HF weights that serving needs, plus lineage."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = CARD_SCHEMA_VERSION
+    model_name: str = "tweetguard"
+    policies: list[PolicySpec] = Field(
+        default_factory=lambda: [PolicySpec(name=p, description=DESCRIPTIONS[p]) for p in POLICIES]
+    )
+    preprocess_version: str = PREPROCESS_VERSION
+    max_length: int = Field(128, ge=8)
+    head: str = "mean"
+    backbone: str = ""
+    sources: list[SourceRef] = Field(default_factory=list)
+    dataset_hash: str = ""
+    validation_metrics: dict[str, float] = Field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    config: dict[str, Any] = Field(default_factory=dict, description="the resolved training config")
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {p.name: p.threshold for p in self.policies}
+
+    def policy(self, name: str) -> PolicySpec:
+        return next(p for p in self.policies if p.name == name)
+
+
+def check_card(card: PolicyCard, where: str) -> PolicyCard:
+    if card.schema_version != CARD_SCHEMA_VERSION:
+        raise ArtifactError(f"{where}: card schema_version {card.schema_version}, this code reads {CARD_SCHEMA_VERSION}")
+    names = tuple(p.name for p in card.policies)
+    if names != POLICIES:
+        raise ArtifactError(f"{where}: card policies {names} do not match this code's {POLICIES} (names and order)")
+    if card.preprocess_version != PREPROCESS_VERSION:
+        raise ArtifactError(
+            f"{where}: model trained with preprocessing v{card.preprocess_version}, "
+            f"this code implements v{PREPROCESS_VERSION}; install the tweetguard version that trained it"
+        )
+    return card
+
+
+def read_card(model_dir: str | Path) -> PolicyCard:
+    path = Path(model_dir) / CARD_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{model_dir}: not a tweetguard model artifact (no {CARD_FILE})")
+    try:
+        card = PolicyCard.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as e:
+        raise ArtifactError(f"{path}: invalid policy card: {e}") from None
+    return check_card(card, str(path))
+
+
+def write_card(model_dir: str | Path, card: PolicyCard) -> Path:
+    """Write atomically (a reader never sees half a card)."""
+    check_card(card, str(model_dir))
+    path = Path(model_dir) / CARD_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def save_artifact(model_dir: str | Path, model, tokenizer, card: PolicyCard) -> Path:
+    """HF weights + tokenizer + card in one directory: the complete, servable model."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    write_card(model_dir, card)
+    return model_dir

@@ -1,0 +1,1 @@
+"""tweetguard training: config, data, model, train, evaluate, baseline, registry, CLI."""

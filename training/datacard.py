@@ -1,0 +1,125 @@
+"""The data card: what went into the unified dataset, as JSON (for MLflow and code) and markdown (for people)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.policies import NEGATIVE, POLICIES, POSITIVE, UNKNOWN
+
+STAT_COLUMNS = (
+    "read", "bad_rows_skipped", "empty_after_normalization", "merged_within_source", "merged_validation",
+    "merged_train", "leak_removed_from_validation", "leak_removed_from_train", "label_conflicts",
+    "capped_from_train",
+)
+
+
+@dataclass
+class DataCard:
+    data: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, path: Path) -> "DataCard":
+        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+    @property
+    def sources(self) -> list[dict[str, str]]:
+        return [{"name": s["name"], "license": s["license"], "content_hash": s["content_hash"]}
+                for s in self.data["sources"]]
+
+    def write(self, json_path: Path, md_path: Path) -> None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(self.data, indent=2) + "\n", encoding="utf-8")
+        md_path.write_text(self.markdown, encoding="utf-8")
+
+    @property
+    def markdown(self) -> str:
+        d = self.data
+        out = [f"# Data card (dataset {d['fingerprint'][:16]})", ""]
+        out += ["## Label counts (positive / negative / unknown)", "",
+                "| source | split | rows | " + " | ".join(POLICIES) + " |",
+                "|---|---|---:|" + "---|" * len(POLICIES)]
+        for c in d["counts"]:
+            cells = [f"{c[p]['pos']} / {c[p]['neg']} / {c[p]['unk']}" for p in POLICIES]
+            out.append(f"| {c['source']} | {c['split']} | {c['rows']} | " + " | ".join(cells) + " |")
+        out += ["", "## Cleaning per source (rows)", "",
+                "| source | " + " | ".join(STAT_COLUMNS) + " |", "|---|" + "---:|" * len(STAT_COLUMNS)]
+        for name, st in d["cleaning"].items():
+            out.append(f"| {name} | " + " | ".join(str(st.get(k, 0)) for k in STAT_COLUMNS) + " |")
+        out += ["", f"Duplicate texts inside official test splits (kept, for benchmark comparability): "
+                    f"{d['test_duplicates_kept']}", "", "## Text length (characters; words)", "",
+                "| split | rows | chars p5 / p50 / p95 / max | words p50 / p95 / max |", "|---|---:|---|---|"]
+        for split, ln in d["lengths"].items():
+            out.append(f"| {split} | {ln['rows']} | {ln['chars'][0]} / {ln['chars'][1]} / {ln['chars'][2]} / "
+                       f"{ln['chars'][3]} | {ln['words'][1]} / {ln['words'][2]} / {ln['words'][3]} |")
+        out += ["", "## Sources", "", "| source | license | domain | content hash | weak negatives on |",
+                "|---|---|---|---|---|"]
+        for s in d["sources"]:
+            weak = ", ".join(s["weak_negatives"]) or "-"
+            out.append(f"| {s['name']} | {s['license']} | {s['domain']} | {s['content_hash'][:12]} | {weak} |")
+        for name, why in d["excluded"].items():
+            out.append(f"| ~~{name}~~ | excluded: {why} | | | |")
+        extras = [(n, x) for n, xs in d["notes"].items() for x in xs]
+        extras += [(n, f"known defect handled: {k} x{v}") for n, ds in d["defects"].items() for k, v in ds.items()]
+        extras += [(n, f"skipped malformed row {b}") for n, bs in d["bad_rows"].items() for b in bs[:5]]
+        if extras:
+            out += ["", "## Notes", ""] + [f"- {n}: {x}" for n, x in extras]
+        return "\n".join(out) + "\n"
+
+
+def _counts(rows) -> dict[str, dict[str, int]]:
+    out = {}
+    for j, p in enumerate(POLICIES):
+        c = Counter(r.labels[j] for r in rows)
+        out[p] = {"pos": c[POSITIVE], "neg": c[NEGATIVE], "unk": c[UNKNOWN]}
+    return out
+
+
+def _lengths(rows) -> dict[str, Any]:
+    if not rows:
+        return {"rows": 0, "chars": [0, 0, 0, 0], "words": [0, 0, 0, 0]}
+    chars = np.array([len(r.text) for r in rows])
+    words = np.array([len(r.text.split()) for r in rows])
+    q = lambda a: [int(np.percentile(a, 5)), int(np.median(a)), int(np.percentile(a, 95)), int(a.max())]  # noqa: E731
+    return {"rows": len(rows), "chars": q(chars), "words": q(words)}
+
+
+def build_card(specs, excluded, hashes, fingerprint, by_split, info, cfg) -> DataCard:
+    stats = info["stats"]
+    counts = []
+    for spec in specs:
+        for split, rows in by_split.items():
+            part = [r for r in rows if r.source == spec.name]
+            if part:
+                counts.append({"source": spec.name, "split": split, "rows": len(part), **_counts(part)})
+    for split, rows in by_split.items():
+        counts.append({"source": "**all**", "split": split, "rows": len(rows), **_counts(rows)})
+    cleaning = {}
+    for spec in specs:
+        st = dict(stats[spec.name])
+        st["bad_rows_skipped"] = len(info["bad_rows"].get(spec.name, []))
+        st["empty_after_normalization"] = info["empty_after_normalization"].get(spec.name, 0)
+        cleaning[spec.name] = st
+    return DataCard({
+        "fingerprint": fingerprint,
+        "config": cfg.model_dump(mode="json"),
+        "sources": [{
+            "name": s.name, "license": s.license, "domain": s.domain, "content_hash": hashes[s.name],
+            "weak_negatives": [f"{p} <- {r.weak_negative.column} in {r.weak_negative.values}"
+                               for p, r in s.policies.items() if r.weak_negative and r.weak_negative.enabled],
+        } for s in specs],
+        "excluded": excluded,
+        "counts": counts,
+        "cleaning": cleaning,
+        "test_duplicates_kept": stats["_test"]["duplicate_texts_kept"],
+        "lengths": {split: _lengths(rows) for split, rows in by_split.items()},
+        "defects": info["defects"], "notes": info["notes"], "bad_rows": info["bad_rows"],
+    })
