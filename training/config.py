@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from serving.backbone import BUNDLED_BACKBONE
+from serving.policies import POLICIES
 
 DEFAULT_DATA_ROOT = "../shared/datasets"
 
@@ -57,6 +58,12 @@ class ModelConfig(Section):
         description=f"'{BUNDLED_BACKBONE}' (the bundled MiniLM package), a local HF model dir, or a hub id.",
     )
     max_length: int = Field(128, ge=8, le=512, description="Tokens per text; longer texts are truncated.")
+    head: Literal["cls", "mean"] = Field(
+        "mean", description="cls: stock CLS-pooler classifier; mean: masked mean pooling (how MiniLM was trained)."
+    )
+    kind: Literal["transformer", "tfidf"] = Field(
+        "transformer", description="transformer: fine-tune the backbone; tfidf: the baseline (section `baseline`)."
+    )
 
 
 class TrackingConfig(Section):
@@ -67,11 +74,142 @@ class TrackingConfig(Section):
     registered_model: str = Field("tweetguard", description="Registry name the trained model is registered under.")
 
 
+class TrainConfig(Section):
+    """Fine-tuning hyperparameters (`tweetguard train`). Steps are optimizer steps (after accumulation)."""
+
+    seed: int = Field(42, description="Seeds python, numpy and torch: same seed + data + config -> same metrics.")
+    epochs: int = Field(3, ge=1, description="Passes over the training data (upper bound; see max_steps/max_minutes).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps; null = epochs decide.")
+    max_minutes: float | None = Field(
+        None, gt=0, description="Wall-clock budget in minutes (training + evaluation); null = none. Not reproducible."
+    )
+    batch_size: int = Field(32, ge=1, description="Examples per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step (effective batch = product).")
+    eval_batch_size: int = Field(128, ge=1, description="Examples per batch when scoring validation.")
+    eval_max_rows: int | None = Field(
+        None, ge=1, description="Validate during training on a seeded sample of this many validation rows "
+        "(cheaper early stopping); null = all. Calibration and thresholds always use the whole split."
+    )
+    lr: float = Field(5e-5, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases / LayerNorm).")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of the steps with linear warmup from 0.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping (global L2 norm); null = off.")
+    pos_weight: Literal["auto", "none"] | list[float] = Field(
+        "auto",
+        description="Per-policy BCE positive weight: auto = negatives/positives in train (capped), none = 1, "
+        "or one number per policy in POLICIES order.",
+    )
+    pos_weight_cap: float = Field(10.0, ge=1, description="Upper bound for pos_weight=auto.")
+    source_balance: float = Field(
+        0.0, ge=0, le=1, description="Sampling weight per example ~ 1/size(source)^alpha: 0 = natural mix "
+        "(each example once per epoch), 1 = every source equally often (with replacement)."
+    )
+    length_group: int = Field(
+        50, ge=1, description="Batches per length-sorted mega-batch (dynamic padding wastes less); 1 = no grouping."
+    )
+    eval_every_steps: int | None = Field(
+        None, ge=1, description="Validate every N steps as well as at each epoch end; null = epoch ends only."
+    )
+    early_stopping_patience: int | None = Field(
+        3, ge=1, description="Stop after this many validations without improving the metric; null = never."
+    )
+    metric: str = Field("mean_pr_auc", description="Validation metric to maximize (key of training.metrics output).")
+    checkpoint_every_steps: int = Field(200, ge=1, description="Write a resumable checkpoint every N steps.")
+    bf16: bool = Field(False, description="bfloat16 autocast for forward/backward (fast on CPUs with AMX).")
+    num_threads: int | None = Field(None, ge=1, description="torch.set_num_threads; null = torch's default.")
+    output_dir: str = Field("runs", description="Run dirs (checkpoints, artifact) go to <output_dir>/<run_name>.")
+    log_every_steps: int = Field(1, ge=1, description="Log train loss to MLflow every N steps.")
+    system_metrics: bool = Field(True, description="Log CPU/memory system metrics to the MLflow run.")
+
+    @field_validator("pos_weight")
+    @classmethod
+    def _pos_weight_per_policy(cls, v):
+        if isinstance(v, list) and (len(v) != len(POLICIES) or any(x <= 0 for x in v)):
+            raise ValueError(f"needs {len(POLICIES)} positive numbers, one per policy {POLICIES}")
+        return v
+
+
+class BaselineConfig(Section):
+    """TF-IDF + one logistic regression per policy (`model.kind: tfidf`, training.baseline)."""
+
+    word_ngram_range: tuple[int, int] = Field((1, 2), description="Word n-gram sizes (min, max).")
+    char_ngram_range: tuple[int, int] = Field(
+        (2, 5), description="Character n-gram sizes (min, max), within word boundaries (char_wb)."
+    )
+    word_max_features: int | None = Field(200_000, ge=1, description="Top word n-grams kept; null = all.")
+    char_max_features: int | None = Field(300_000, ge=1, description="Top char n-grams kept; null = all.")
+    min_df: int = Field(2, ge=1, description="Drop n-grams seen in fewer train texts (noise, memorized ids).")
+    sublinear_tf: bool = Field(True, description="tf -> 1 + log(tf), so a repeated word does not dominate.")
+    # Validation sweep on the full data (C 1/4/16 x class_weight none/balanced): mean PR-AUC within 0.005
+    # everywhere up to C=4; C=1 had the best ROC-AUC and abusive/harassment PR-AUC, and fits fastest.
+    C: float = Field(1.0, gt=0, description="Inverse L2 regularization strength of each logistic regression.")
+    class_weight: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weight classes inversely to their frequency (skews probabilities up)."
+    )
+    max_iter: int = Field(2000, ge=10, description="lbfgs iterations per policy.")
+    calibration: Literal["none", "temperature", "isotonic"] = Field(
+        "temperature", description="Per-policy calibration fit on validation (before thresholds are chosen)."
+    )
+
+    @field_validator("word_ngram_range", "char_ngram_range")
+    @classmethod
+    def _ngram_range(cls, v):
+        if not 1 <= v[0] <= v[1]:
+            raise ValueError(f"needs 1 <= min <= max, got {list(v)}")
+        return v
+
+
+class CalibrationConfig(Section):
+    """Last stage of training (`training.calibration.finalize_card`): fit on validation, stored in the card."""
+
+    method: Literal["none", "temperature", "isotonic"] = Field(
+        "temperature", description="Per-policy calibration of the logits, fit on validation (masked labels)."
+    )
+    threshold_method: Literal["max_f1", "precision", "recall"] = Field(
+        "max_f1", description="max_f1, or the threshold that reaches `threshold_target` precision / recall."
+    )
+    threshold_target: float | None = Field(
+        None, gt=0, le=1, description="Target precision or recall (0-1) for threshold_method precision / recall."
+    )
+    deployment_prevalence: float | None = Field(
+        None, gt=0, lt=1, description="Positive rate expected in real traffic (e.g. 0.03): thresholds are chosen "
+        "as if validation had that rate; null = validation's own mix (max F1 on validation)."
+    )
+
+    @model_validator(mode="after")
+    def _target_for_method(self):
+        if self.threshold_method != "max_f1" and self.threshold_target is None:
+            raise ValueError(f"threshold_method={self.threshold_method} needs threshold_target (0-1)")
+        return self
+
+
+class EvalConfig(Section):
+    """`tweetguard evaluate` / `promote` (training.evaluate, training.promote)."""
+
+    split: str = Field("test", description="Split that `evaluate` scores (promotion always decides on validation).")
+    bootstrap_samples: int = Field(1000, ge=50, description="Resamples for the 95% CIs and the promotion gate.")
+    seed: int = Field(0, description="Bootstrap seed: same seed + scores -> same intervals.")
+    report_prevalence: float = Field(
+        0.03, gt=0, lt=1, description="Realistic share of positives in traffic at which precision is also reported."
+    )
+    identity_terms: str = Field("configs/identity_terms.yaml", description="Identity-term list for bias slices.")
+    min_slice_support: int = Field(
+        20, ge=1, description="A bias slice is judged only with at least this many positives and negatives."
+    )
+    top_errors: int = Field(10, ge=0, description="False positives / negatives listed per policy.")
+    batch_size: int = Field(64, ge=1, description="Texts per forward pass when scoring.")
+    output_dir: str = Field("reports", description="Report directories go to <output_dir>/<name>.")
+
+
 class Config(Section):
     run_name: str | None = Field(None, description="MLflow run name; null = generated.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    evaluation: EvalConfig = Field(default_factory=EvalConfig)
 
 
 M = TypeVar("M", bound=BaseModel)

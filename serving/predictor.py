@@ -1,0 +1,225 @@
+"""The one inference path: model artifact -> calibrated per-policy probabilities.
+
+Serving, evaluation, batch scoring and notebooks all score through `Predictor`, so offline numbers are served
+numbers. Texts are normalized with `normalize_tweet`, length-sorted, batched with dynamic padding (each batch
+padded to its own longest text) and returned in input order. A text's score does not depend on its batch-mates
+(beyond float noise), which `tests/test_predictor.py` checks.
+
+`path` names the numeric path. Only "reference" (eager fp32) exists; fast paths (bf16, int8, ONNX Runtime) are
+to be added behind this same interface and checked against "reference" for agreement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from serving.artifact import ArtifactError, PolicyCard, read_card
+from serving.modeling import load_model
+from serving.preprocess import normalize_tweet
+
+PATHS: tuple[str, ...] = ("reference",)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # exp(-log(1 + e^-x)): no overflow warnings for large |x|.
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def calibrate(logits: np.ndarray, card: PolicyCard) -> np.ndarray:
+    """Raw logits [N, P] -> calibrated probabilities [N, P] (float64), per policy as the card says.
+
+    The only place calibration math lives: the Predictor and evaluation both call it.
+    - none:        sigmoid(logit)
+    - temperature: sigmoid(logit / T)
+    - isotonic:    piecewise-linear map of sigmoid(logit) through the card's knots (x ascending), clamped
+                   to the end knots outside their range.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[1] != len(card.policies):
+        raise ValueError(f"logits shape {logits.shape}: expected [N, {len(card.policies)}], one column per policy")
+    out = np.empty_like(logits)
+    for j, spec in enumerate(card.policies):
+        cal = spec.calibration
+        if cal.method == "none":
+            out[:, j] = _sigmoid(logits[:, j])
+        elif cal.method == "temperature":
+            out[:, j] = _sigmoid(logits[:, j] / cal.temperature)
+        elif cal.method == "isotonic":
+            _check_knots(spec.name, cal.x, cal.y)
+            out[:, j] = np.interp(_sigmoid(logits[:, j]), cal.x, cal.y)
+        else:  # the card schema only admits the three methods above; a new one needs code here
+            raise ArtifactError(f"policies[{spec.name}].calibration.method {cal.method!r} is not implemented")
+    return out
+
+
+def _check_knots(policy: str, x: list[float], y: list[float]) -> None:
+    where = f"policies[{policy}].calibration"
+    if len(x) < 2 or len(x) != len(y):
+        raise ArtifactError(f"{where}: isotonic needs >= 2 knots with len(x) == len(y), got {len(x)} and {len(y)}")
+    if any(b < a for a, b in zip(x, x[1:])):
+        raise ArtifactError(f"{where}.x must be ascending (np.interp silently misbehaves otherwise)")
+    if any(not 0.0 <= v <= 1.0 for v in y):
+        raise ArtifactError(f"{where}.y values must be probabilities in [0, 1]")
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    # A bare str is a Sequence too: iterating it would silently score single characters.
+    if isinstance(texts, str | bytes) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a sequence of str (e.g. a list), got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+    return list(texts)
+
+
+class Predictor:
+    """A loaded model artifact that scores texts. Build with `Predictor.load(model_dir)`."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        card: PolicyCard,
+        *,
+        batch_size: int = 64,
+        path: str = "reference",
+        model_dir: Path | None = None,
+    ):
+        if path not in PATHS:
+            raise ValueError(f"path={path!r}: available inference paths are {PATHS}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.card = card
+        self.policies: tuple[str, ...] = tuple(p.name for p in card.policies)
+        self.max_length: int = card.max_length
+        self.batch_size = batch_size
+        self.path = path
+        self.model_dir = model_dir
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | Path,
+        *,
+        batch_size: int = 64,
+        num_threads: int | None = None,
+        path: str = "reference",
+    ) -> Predictor:
+        """Read and validate the artifact (card, label layout, max length), then load weights and tokenizer.
+
+        `num_threads` sets torch's intra-op threads for the whole process (torch has no per-model setting).
+        """
+        model_dir = Path(model_dir)
+        card = read_card(model_dir)  # validates schema, policy names/order, preprocessing version
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        model = load_model(model_dir)
+        _check_model(model, card, model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        return cls(model, tokenizer, card, batch_size=batch_size, path=path, model_dir=model_dir)
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.model_dir}, path={self.path!r}, max_length={self.max_length})"
+
+    # ---- scoring ---------------------------------------------------------------------------------------------
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """Raw (uncalibrated) logits [N, P] in input order."""
+        return self._score(_check_texts(texts))[0]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Calibrated probabilities [N, P] in input order, columns in `self.policies` order."""
+        return calibrate(self.logits(texts), self.card)
+
+    def predict(self, texts: Sequence[str], thresholds: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+        """Per text: {"scores": {policy: p}, "flags": {policy: p >= threshold}, "truncated": bool}.
+
+        Thresholds are the card's; `thresholds` overrides some or all of them by policy name.
+        """
+        limits = self.thresholds(thresholds)
+        logits, truncated = self._score(_check_texts(texts))
+        probs = calibrate(logits, self.card)
+        return [
+            {
+                "scores": {p: float(row[j]) for j, p in enumerate(self.policies)},
+                "flags": {p: bool(row[j] >= limits[p]) for j, p in enumerate(self.policies)},
+                "truncated": bool(cut),
+            }
+            for row, cut in zip(probs, truncated)
+        ]
+
+    def thresholds(self, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+        """The card's thresholds with `overrides` applied (validated: known policies, values in [0, 1])."""
+        limits = dict(self.card.thresholds)
+        for name, value in (overrides or {}).items():
+            if name not in limits:
+                raise ValueError(f"thresholds[{name!r}]: unknown policy; policies are {self.policies}")
+            if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"thresholds[{name!r}] = {value!r}: expected a number in [0, 1]")
+            limits[name] = float(value)
+        return limits
+
+    def _score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(logits [N, P] float32, truncated [N] bool), both in input order."""
+        n, n_policies = len(texts), len(self.policies)
+        logits = np.zeros((n, n_policies), dtype=np.float32)
+        if n == 0:
+            return logits, np.zeros(0, dtype=bool)
+        features, truncated = self._encode([normalize_tweet(t) for t in texts])
+        # Longest first: similar lengths share a batch (little padding), and a too-large batch fails at once.
+        order = sorted(range(n), key=lambda i: -len(features[i]["input_ids"]))
+        with torch.inference_mode():
+            for start in range(0, n, self.batch_size):
+                idx = order[start : start + self.batch_size]
+                batch = self.tokenizer.pad([features[i] for i in idx], padding="longest", return_tensors="pt")
+                logits[idx] = self._forward(batch)
+        return logits, truncated
+
+    def _forward(self, batch: Mapping[str, torch.Tensor]) -> np.ndarray:
+        """One padded batch -> logits [B, P] float32. The seam where other paths (bf16, ONNX, ...) plug in."""
+        return self.model(**batch).logits.float().numpy()
+
+    def _encode(self, texts: list[str]) -> tuple[list[dict[str, list[int]]], np.ndarray]:
+        """Token ids per text, truncated to max_length, and whether truncation cut anything."""
+        enc = self.tokenizer(
+            texts, truncation=True, max_length=self.max_length, return_overflowing_tokens=True, padding=False
+        )
+        # With overflow, each text yields its head window first, then one row per overflow window.
+        sample = enc["overflow_to_sample_mapping"]
+        keys = [k for k in enc.keys() if k != "overflow_to_sample_mapping"]
+        features: list[dict[str, list[int]]] = [{} for _ in texts]
+        truncated = np.zeros(len(texts), dtype=bool)
+        seen = np.zeros(len(texts), dtype=bool)
+        for row, i in enumerate(sample):
+            if seen[i]:
+                truncated[i] = True
+                continue
+            seen[i] = True
+            features[i] = {k: enc[k][row] for k in keys}
+        return features, truncated
+
+
+def _check_model(model: PreTrainedModel, card: PolicyCard, model_dir: Path) -> None:
+    """The weights' label layout and position range must agree with the card, or scores land on wrong policies."""
+    config = model.config
+    names = tuple(p.name for p in card.policies)
+    labels = tuple(config.id2label[i] for i in range(config.num_labels)) if config.id2label else ()
+    if config.num_labels != len(names) or labels != names:
+        raise ArtifactError(
+            f"{model_dir}/config.json: id2label {labels} (num_labels={config.num_labels}) does not match "
+            f"the policy card's policies {names}"
+        )
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and card.max_length > positions:
+        raise ArtifactError(
+            f"{model_dir}: policy card max_length={card.max_length} exceeds the model's "
+            f"max_position_embeddings={positions}"
+        )

@@ -1,0 +1,161 @@
+"""Service settings and the HTTP request/response shapes of the tweetguard service.
+
+Pure pydantic (no BentoML, no torch): the request guard, the service and the tests all import it.
+Policy names come from `serving.policies`; thresholds come from the model's policy card.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from serving.policies import POLICIES
+
+ENV_PREFIX = "TWEETGUARD_"
+
+
+class ServiceSettings(BaseModel):
+    """Runtime knobs of the service, each overridable by the env var ``TWEETGUARD_<FIELD NAME>``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_tag: str = Field("tweetguard:latest", description="BentoML model store tag to serve")
+    max_body_bytes: int = Field(1_048_576, gt=0, description="request body limit (bytes), checked before parsing")
+    max_texts: int = Field(256, gt=0, description="texts per request")
+    max_chars: int = Field(4_000, gt=0, description="characters per text (a tweet is <= 280; long posts more)")
+    batch_max_size: int = Field(64, gt=1, description="adaptive batching: most texts in one model call")
+    batch_max_latency_ms: int = Field(
+        1_000, gt=0, description="adaptive batching: a text queued longer than this is refused with 503"
+    )
+    max_inflight: int = Field(64, gt=0, description="scoring requests in flight per worker; more get 503")
+    timeout_s: float = Field(30.0, gt=0, description="BentoML traffic timeout per request (504 after)")
+    predict_batch_size: int = Field(32, gt=0, description="Predictor batch size inside one model call")
+    torch_threads: int | None = Field(
+        None, gt=0, description="torch intra-op threads (default: all cores); 1 is far faster on a busy host"
+    )
+    log_texts: bool = Field(False, description="log request texts (off: logs carry counts and sizes only)")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ServiceSettings:
+        """Defaults overridden by ``TWEETGUARD_*`` env vars (empty = unset); a bad value names its variable."""
+        environ = os.environ if environ is None else environ
+        names = {f: ENV_PREFIX + f.upper() for f in cls.model_fields}
+        values = {f: environ[var] for f, var in names.items() if environ.get(var, "") != ""}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as e:
+            bad = ", ".join(f"{ENV_PREFIX}{str(err['loc'][0]).upper()}: {err['msg']}" for err in e.errors())
+            raise ValueError(f"invalid service settings: {bad}") from None
+
+
+Thresholds = dict[str, float]
+
+
+def _check_thresholds(value: Thresholds | None) -> Thresholds | None:
+    if value is None:
+        return None
+    unknown = sorted(set(value) - set(POLICIES))
+    if unknown:
+        raise ValueError(f"unknown policy {unknown[0]!r}; policies are {list(POLICIES)}")
+    for name, t in value.items():
+        if not 0.0 <= t <= 1.0:  # also false for NaN
+            raise ValueError(f"threshold for {name!r} must be within [0, 1], got {t}")
+    return value
+
+
+class ClassifyRequest(BaseModel):
+    """``{"texts": [...]}`` or ``{"text": "..."}``; optional per-request thresholds (echoed back)."""
+
+    # Examples live on fields: BentoML's OpenAPI generator rejects model-level `examples`.
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[str] | None = Field(
+        None, description="tweets to score, in order", examples=[["have a nice day", "i will find you"]]
+    )
+    text: str | None = Field(None, description="one tweet to score (instead of texts)")
+    thresholds: Thresholds | None = Field(
+        None,
+        description="per-policy decision thresholds overriding the policy card's for this request",
+        examples=[{"violence": 0.3}],
+    )
+
+    _thresholds = field_validator("thresholds")(_check_thresholds)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ClassifyRequest:
+        if (self.texts is None) == (self.text is None):
+            raise ValueError("give exactly one of 'texts' (a list of strings) or 'text' (a string)")
+        return self
+
+    def items(self) -> list[str]:
+        return self.texts if self.texts is not None else [self.text]  # type: ignore[list-item]
+
+    def field_name(self, i: int) -> str:
+        return f"texts[{i}]" if self.texts is not None else "text"
+
+
+def _moderation_input(value: object) -> object:
+    """OpenAI's ``input``: a string, a list of strings, or a list of parts (only text parts are scored)."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        raise ValueError(f"input must be a string or a list of strings, got {type(value).__name__}")
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, dict) and item.get("type") == "text" and set(item) <= {"type", "text"}:
+            item = item.get("text")
+            if not isinstance(item, str):
+                raise ValueError(f"input[{i}].text must be a string")
+        elif isinstance(item, dict) and "type" in item:
+            raise ValueError(f"input[{i}]: only text parts are supported by this model, got type {item['type']!r}")
+        elif not isinstance(item, str):
+            raise ValueError(f"input[{i}] must be a string or a text part, got {type(item).__name__}")
+        out.append(item)
+    return out
+
+
+class ModerationRequest(BaseModel):
+    """The OpenAI ``POST /v1/moderations`` request: ``input`` is a string, strings, or text parts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str | list[str] = Field(
+        ..., description="text(s) to classify (text parts are also accepted)", examples=[["i will find you"]]
+    )
+    model: str | None = Field(None, description="accepted for compatibility; the served model answers")
+
+    _input = field_validator("input", mode="before")(_moderation_input)
+
+    def items(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else self.input
+
+    def field_name(self, i: int) -> str:
+        return "input" if isinstance(self.input, str) else f"input[{i}]"
+
+
+class TextResult(BaseModel):
+    scores: dict[str, float] = Field(description="calibrated probability per policy")
+    flags: dict[str, bool] = Field(description="probability >= threshold, per policy")
+    truncated: bool = Field(description="the text was longer than the model window; its tail was not scored")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str = Field(description="BentoML model store version of the served artifact")
+    thresholds: Thresholds = Field(description="the thresholds the flags in this response used")
+    thresholds_source: Literal["policy_card", "request"]
+    max_length: int = Field(description="model window in tokens; longer texts are truncated")
+
+
+class ClassifyResponse(BaseModel):
+    model: ModelInfo
+    results: list[TextResult]
+
+
+class ScoredText(BaseModel):
+    """What the inner batchable API returns per text (flags are decided per request, outside the batch)."""
+
+    scores: list[float]  # in POLICIES order
+    truncated: bool

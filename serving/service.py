@@ -1,0 +1,143 @@
+"""The tweetguard BentoML service: `bentoml serve serving.service:TweetGuard` (or a bento built by
+`tweetguard package`).
+
+- ``POST /classify``        one text or a list -> calibrated probability and flag per policy
+- ``POST /v1/moderations``  the OpenAI moderation shape (mapping in `serving.moderation`)
+- ``/livez`` ``/readyz`` ``/metrics`` from BentoML; readiness is true once the model is loaded and warm.
+
+Both scoring APIs call one inner batchable API (`score_batch`, one list argument) through the service's own
+in-process client, so BentoML's adaptive batching merges texts of concurrent requests into one model call
+while everything stays in one process with one model copy. Scores come only from `serving.predictor`.
+Auth, limits and input errors are handled before any of this by `serving.guard.RequestGuard`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import bentoml
+from bentoml.exceptions import BentoMLException
+from starlette.responses import JSONResponse
+
+from serving.guard import IN_PROCESS, Refusal, RequestGuard
+from serving.moderation import moderation_response
+from serving.policies import POLICIES
+from serving.schemas import (
+    ClassifyRequest,
+    ClassifyResponse,
+    ModelInfo,
+    ModerationRequest,
+    ScoredText,
+    ServiceSettings,
+    TextResult,
+)
+
+logger = logging.getLogger("tweetguard.service")
+# BentoML's log setup passes WARNING and up from other libraries; our INFO lines (model served, refusals with
+# their status and field, texts when TWEETGUARD_LOG_TEXTS is on) belong in the server log too.
+logging.getLogger("tweetguard").setLevel(logging.INFO)
+
+SETTINGS = ServiceSettings.from_env()
+TOKEN_ENV = "TWEETGUARD_API_TOKEN"
+# `tweetguard package` pins the exact model version as a bento argument (stored in the bento), so a built
+# bento serves that model even when the store holds newer ones; otherwise the env/default tag.
+MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or SETTINGS.model_tag
+INNER_ROUTE = "/internal/score_batch"
+
+
+@bentoml.service(
+    name="tweetguard",
+    workers=1,  # one model copy; torch uses the cores inside a batch
+    traffic={"timeout": SETTINGS.timeout_s},
+    # BentoML's in-process client recycles its HTTP session every 100 requests by default and drops the
+    # requests still in flight on it (seen as "Server disconnected" 500s at 16 concurrent clients).
+    runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9},
+)
+class TweetGuard:
+    model = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self) -> None:
+        from serving.predictor import Predictor  # torch + transformers: only in the serving worker
+
+        if not os.environ.get(TOKEN_ENV):
+            logger.warning("%s is not set: the scoring endpoints are open to anyone who can reach this port",
+                           TOKEN_ENV)
+        self.ready = False
+        self.predictor = Predictor.load(self.model.path, batch_size=SETTINGS.predict_batch_size,
+                                        num_threads=SETTINGS.torch_threads)
+        self.card = self.predictor.card
+        self.version = str(self.model.tag.version)
+        self.predictor.predict(["warm up the model before readiness"])
+        self.ready = True
+        logger.info("serving %s:%s (policies %s, thresholds %s)", self.card.model_name, self.version,
+                    list(POLICIES), self.card.thresholds)
+
+    def __is_ready__(self) -> bool:
+        return self.ready
+
+    @bentoml.api(
+        route=INNER_ROUTE,
+        batchable=True,
+        max_batch_size=SETTINGS.batch_max_size,
+        max_latency_ms=SETTINGS.batch_max_latency_ms,
+    )
+    def score_batch(self, texts: list[str]) -> list[ScoredText]:
+        """Internal (in-process only): texts merged from concurrent requests, scored in one Predictor call."""
+        rows = self.predictor.predict(texts)
+        return [ScoredText(scores=[r["scores"][p] for p in POLICIES], truncated=r["truncated"]) for r in rows]
+
+    async def _score(self, texts: list[str], thresholds: dict[str, float]) -> list[TextResult] | JSONResponse:
+        if SETTINGS.log_texts:
+            logger.info("texts: %r", texts)
+        token = IN_PROCESS.set(True)
+        try:
+            rows = await self.to_async.score_batch(texts)
+        except BentoMLException as e:
+            if getattr(e, "error_code", None) == 503:  # the batch queue dropped it: waited past max latency
+                return Refusal(503, "overloaded: the batch queue is full; retry later", code="overloaded",
+                               headers={"Retry-After": "1"}).response()
+            raise
+        finally:
+            IN_PROCESS.reset(token)
+        results = []
+        for row in rows:
+            row = row if isinstance(row, ScoredText) else ScoredText.model_validate(row)
+            scores = dict(zip(POLICIES, row.scores))
+            # The card's rule: flag when calibrated probability >= threshold.
+            flags = {p: scores[p] >= thresholds[p] for p in POLICIES}
+            results.append(TextResult(scores=scores, flags=flags, truncated=row.truncated))
+        return results
+
+    def _model_info(self, thresholds: dict[str, float], source: str) -> ModelInfo:
+        return ModelInfo(name=self.card.model_name, version=self.version, thresholds=thresholds,
+                         thresholds_source=source, max_length=self.card.max_length)
+
+    @bentoml.api(route="/classify", input_spec=ClassifyRequest)
+    async def classify(self, texts=None, text=None, thresholds=None) -> ClassifyResponse:
+        """Per text: calibrated probability and flag of every policy; model name, version, thresholds once."""
+        req = ClassifyRequest(texts=texts, text=text, thresholds=thresholds)
+        used = self.predictor.thresholds(req.thresholds)
+        results = await self._score(req.items(), used)
+        if isinstance(results, JSONResponse):
+            return results  # type: ignore[return-value]
+        return ClassifyResponse(model=self._model_info(used, "request" if req.thresholds else "policy_card"),
+                                results=results)
+
+    @bentoml.api(route="/v1/moderations", input_spec=ModerationRequest)
+    async def moderations(self, input, model=None) -> dict:  # noqa: A002 - OpenAI's field name
+        """OpenAI-compatible moderation: `harassment`, `harassment/threatening`, `violence` mapped from ours."""
+        req = ModerationRequest(input=input, model=model)
+        results = await self._score(req.items(), self.card.thresholds)
+        if isinstance(results, JSONResponse):
+            return results  # type: ignore[return-value]
+        return moderation_response(results, model=str(self.model.tag))  # the exact model store tag
+
+
+TweetGuard.add_asgi_middleware(
+    RequestGuard,
+    settings=SETTINGS,
+    routes={"/classify": ClassifyRequest, "/v1/moderations": ModerationRequest},
+    internal=[INNER_ROUTE],
+    token=os.environ.get(TOKEN_ENV) or None,
+)

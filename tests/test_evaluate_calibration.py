@@ -1,0 +1,63 @@
+"""finalize_card: calibration + thresholds fit on validation, as training's last stage, through the real Predictor."""
+
+from __future__ import annotations
+
+import shutil
+
+import datasets
+import numpy as np
+import pytest
+
+from serving.artifact import write_card
+from serving.policies import POLICIES
+from serving.predictor import Predictor
+from training.calibration import finalize_card
+from training.config import load_config
+from training.metrics import choose_thresholds
+from tests.test_evaluate import dir_digest
+from tests.tiny import WORDS
+
+TRUE_T = 3.0  # labels are drawn from sigmoid(logit / 3): the raw model is over-confident
+
+
+@pytest.fixture(scope="module")
+def validation(tiny_artifact) -> datasets.Dataset:
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(WORDS, size=rng.integers(3, 12))) + f" n{i}" for i in range(800)]
+    logits = Predictor.load(tiny_artifact).logits(texts)
+    labels = (rng.random(logits.shape) < 1 / (1 + np.exp(-logits / TRUE_T))).astype(int)
+    labels[::7, 2] = -1  # unknown labels must be ignored, not read as negatives
+    return datasets.Dataset.from_dict({"id": [str(i) for i in range(len(texts))], "text": texts,
+                                       "source": ["synthetic"] * len(texts), "labels": labels.tolist(),
+                                       "subset": [""] * len(texts), "raw_label": [""] * len(texts)})
+
+
+def test_finalize_card_fits_temperature_and_thresholds(tiny_artifact, validation, tmp_path):
+    before = dir_digest(tiny_artifact)
+    card = finalize_card(tiny_artifact, validation, load_config())
+    assert dir_digest(tiny_artifact) == before  # returns a card; writes nothing
+    for spec in card.policies:
+        assert spec.calibration.method == "temperature"
+        assert TRUE_T / 1.6 < spec.calibration.temperature < TRUE_T * 1.6, spec
+        assert "max F1" in spec.threshold_method and "validation" in spec.threshold_method
+    metrics = card.validation_metrics
+    for p in POLICIES:
+        assert metrics[f"{p}/ece"] < metrics[f"{p}/ece_uncalibrated"]
+    # The stored card reproduces the thresholds through the serving path.
+    model_dir = shutil.copytree(tiny_artifact, tmp_path / "model")
+    write_card(model_dir, card)
+    probs = Predictor.load(model_dir).predict_proba(validation["text"])
+    expected = choose_thresholds(np.asarray(validation["labels"]), probs)
+    assert card.thresholds == pytest.approx({p: t for p, (t, _) in expected.items()})
+
+
+def test_target_precision_and_deployment_prevalence(tiny_artifact, validation):
+    cfg = load_config(None, ["calibration.threshold_method=precision", "calibration.threshold_target=0.6",
+                             "calibration.deployment_prevalence=0.05", "calibration.method=none"])
+    card = finalize_card(Predictor.load(tiny_artifact), validation, cfg)
+    default = finalize_card(tiny_artifact, validation, load_config(None, ["calibration.method=none"]))
+    for spec, base in zip(card.policies, default.policies):
+        assert spec.calibration.method == "none"
+        assert "precision >= 0.6 at prevalence 0.05" in spec.threshold_method or "NOT reached" in spec.threshold_method
+        # At 5% prevalence a 0.6 precision needs a stricter threshold than max F1 on a ~50% positive split.
+        assert spec.threshold >= base.threshold

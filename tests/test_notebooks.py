@@ -1,0 +1,85 @@
+"""Both notebooks run top to bottom (nbclient) against tiny registered models in a tmp sqlite MLflow store.
+
+The kernel is this interpreter (a kernelspec written into a tmp JUPYTER_PATH), so the test works from a fresh
+clone without `ipykernel install`. Parameters go in through environment variables, which the kernel inherits.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from training.config import load_config
+from training.data import prepare
+from tests.test_evaluate import register_dir
+from tests.tiny import write_tiny_train_config
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+KERNEL = "tweetguard-test"
+
+
+@pytest.mark.parametrize("name", ["evaluation.ipynb", "compare.ipynb"])
+def test_committed_notebooks_carry_no_outputs(name):
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+@pytest.fixture
+def notebook_env(tmp_path, tiny_artifact, mlflow_sqlite, monkeypatch) -> Path:
+    """Kernel spec for this Python, tiny data config, champion = tiny transformer, challenger = TF-IDF."""
+    kernel_dir = tmp_path / "jupyter" / "kernels" / KERNEL
+    kernel_dir.mkdir(parents=True)
+    (kernel_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "tweetguard (test)", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    config = write_tiny_train_config(tmp_path)
+    cfg = load_config(config, ["baseline.min_df=1"])
+    from training.baseline import train_baseline
+    from training.versions import CHALLENGER, CHAMPION, set_alias
+
+    tfidf, _ = train_baseline(cfg, prepare(cfg.data), tmp_path / "tfidf")
+    set_alias("tweetguard", CHAMPION, register_dir(tiny_artifact, mlflow_sqlite), mlflow_sqlite)
+    set_alias("tweetguard", CHALLENGER, register_dir(tfidf, mlflow_sqlite), mlflow_sqlite)
+    monkeypatch.setenv("TWEETGUARD_CONFIG", str(config))
+    monkeypatch.setenv("TWEETGUARD_SPLIT", "validation")
+    monkeypatch.setenv("TWEETGUARD_OVERRIDES", f"evaluation.bootstrap_samples=50 evaluation.min_slice_support=2 "
+                                               f"evaluation.output_dir={tmp_path / 'reports'}")
+    return tmp_path
+
+
+def _run(name: str) -> nbformat.NotebookNode:
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(nb, kernel_name=KERNEL, timeout=600, resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    return nb
+
+
+def _text(nb: nbformat.NotebookNode) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            parts += [str(v) for k, v in out.get("data", {}).items() if k.startswith("text/")]
+    return "\n".join(parts)
+
+
+def test_evaluation_notebook_runs(notebook_env):
+    nb = _run("evaluation.ipynb")
+    text = _text(nb)
+    assert "tweetguard v1 (transformer) on validation" in text
+    assert "| abusive |" in text and "ECE calibrated" in text
+    assert any(o.get("data", {}).get("image/png") for c in nb.cells for o in c.get("outputs", []))
+    assert (notebook_env / "reports" / "tweetguard-v1-validation" / "report.md").is_file()
+
+
+def test_compare_notebook_runs(notebook_env, monkeypatch):
+    nb = _run("compare.ipynb")
+    text = _text(nb)
+    assert "A = tweetguard v1 (transformer), B = tweetguard v2 (tfidf)" in text
+    assert "abusive/pr_auc" in text and "tweetguard v2 - tweetguard v1" in text

@@ -1,0 +1,96 @@
+"""Bearer-token auth and overload answers of a real `bentoml serve` (TWEETGUARD_API_TOKEN set)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import bentoml
+import httpx
+import openai
+import pytest
+
+from tests.bento_fixtures import ServedBento, import_model
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "s3cret-token-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(autouse=True)
+def _own_bentoml_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+
+
+@pytest.fixture(scope="module")
+def served(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("bentoml_home")
+    import_model(tiny_artifact, home)
+    # Two scoring requests in flight and a 1 ms batch queue deadline, so both overload answers (the guard's and
+    # the batch queue's) are reachable with a few clients; texts logged on request (the default, off, is
+    # checked in test_service_http).
+    env = {"TWEETGUARD_API_TOKEN": TOKEN, "TWEETGUARD_MAX_INFLIGHT": "2", "TWEETGUARD_BATCH_MAX_LATENCY_MS": "1",
+           "TWEETGUARD_LOG_TEXTS": "1"}
+    server = ServedBento.start("serving.service:TweetGuard", bentoml_home=home, log_path=home / "serve.log",
+                               env=env)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("path, payload", [("/classify", {"texts": ["hi"]}), ("/v1/moderations", {"input": "hi"})])
+def test_scoring_needs_the_token(served, path, payload):
+    r = httpx.post(served.url + path, json=payload)
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+    assert r.json()["error"]["param"] == "Authorization"
+    r = httpx.post(served.url + path, json=payload, headers={"Authorization": "Basic dXNlcjpwdw=="})
+    assert r.status_code == 401
+    r = httpx.post(served.url + path, json=payload, headers={"Authorization": "Bearer wrong-token"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    r = httpx.post(served.url + path, json=payload, headers={"Authorization": f"Bearer {TOKEN}x"})
+    assert r.status_code == 403
+    r = httpx.post(served.url + path, json=payload, headers=AUTH)
+    assert r.status_code == 200, r.text
+
+
+def test_auth_is_checked_before_the_body(served):
+    # An unauthenticated caller learns nothing about input validation.
+    r = httpx.post(served.url + "/classify", content=b"not json", headers={"content-type": "application/json"})
+    assert r.status_code == 401
+
+
+def test_health_stays_open_and_no_open_warning(served):
+    for path in ("/livez", "/readyz", "/metrics"):
+        assert httpx.get(served.url + path).status_code == 200
+    assert "TWEETGUARD_API_TOKEN is not set" not in served.log()
+
+
+def test_texts_logged_only_when_enabled(served):
+    marker = "qzv opt-in logged marker"
+    assert httpx.post(served.url + "/classify", json={"text": marker}, headers=AUTH).status_code == 200
+    assert marker in served.log()
+    assert "refused POST /classify: 401 unauthorized" in served.log()  # refusals are logged, without texts
+
+
+def test_clients_with_token(served):
+    client = openai.OpenAI(base_url=served.url + "/v1", api_key=TOKEN, max_retries=0)
+    assert len(client.moderations.create(input=["hi", "you idiot"]).results) == 2
+    with pytest.raises(openai.PermissionDeniedError):
+        openai.OpenAI(base_url=served.url + "/v1", api_key="nope", max_retries=0).moderations.create(input="hi")
+    with bentoml.SyncHTTPClient(served.url, token=TOKEN) as c:
+        assert len(c.classify(texts=["hi"])["results"]) == 1
+
+
+def test_overload_is_503_with_reason_not_a_hang(served):
+    payload = {"texts": ["you are a stupid idiot and i will find you " * 6] * 64}
+    with httpx.Client(base_url=served.url, headers=AUTH, timeout=30) as client, ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: client.post("/classify", json=payload), range(16)))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 503} and 503 in codes, codes
+    refused = [r for r in responses if r.status_code == 503]
+    assert all(r.json()["error"]["code"] == "overloaded" and r.headers["Retry-After"] == "1" for r in refused)
+    messages = [r.json()["error"]["message"] for r in refused]
+    # Both refusals: the guard's in-flight limit and the batch queue's deadline.
+    assert any("requests in flight" in m for m in messages) and any("batch queue" in m for m in messages), messages
+    # Overload passes: a request on its own is served again.
+    assert httpx.post(served.url + "/classify", json={"text": "hi"}, headers=AUTH).status_code == 200

@@ -1,0 +1,81 @@
+"""`tweetguard package` builds a bento that serves exactly the packaged model; `bentoml serve <tag>` runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from serving.predictor import Predictor
+from tests.bento_fixtures import ServedBento, import_model
+from tests.tiny import make_tiny_artifact
+from training.cli import main as cli_main
+from training.package import BENTOFILE, REPO_ROOT, serve_command
+
+pytestmark = pytest.mark.integration
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_bentofile_packages_match_the_serve_extra():
+    extra = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve"]
+    assert yaml.safe_load(BENTOFILE.read_text())["python"]["packages"] == extra
+
+
+def test_serve_defaults_to_loopback():
+    cmd = serve_command("tweetguard:abc")
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and "tweetguard:abc" in cmd
+
+
+def test_package_build_and_serve_the_bento(tiny_artifact: Path, tmp_path: Path, monkeypatch, capsys):
+    home = tmp_path / "bentoml"
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    assert cli_main(["package", "--model", str(tiny_artifact)]) == 0
+    out = capsys.readouterr().out
+    bento_tag = out.split("bento: ", 1)[1].split()[0]
+    assert f"tweetguard serve --bento {bento_tag}" in out
+
+    name, version = bento_tag.split(":")
+    bento_dir = home / "bentos" / name / version
+    info = yaml.safe_load((bento_dir / "bento.yaml").read_text())
+    model_tag = info["args"]["model_tag"]
+    assert [m["tag"] for m in info["services"][0]["models"]] == [model_tag]
+    # Only the serving package goes in: no venv, MLflow store, caches, data or tests.
+    shipped = {p.relative_to(bento_dir / "src").as_posix() for p in (bento_dir / "src").rglob("*") if p.is_file()}
+    assert "serving/service.py" in shipped and "serving/predictor.py" in shipped
+    assert not [p for p in shipped if p.split("/")[0] in {".venv", "tests", "data", "training", "mlruns"}
+                or "__pycache__" in p or p.endswith(("mlflow.db", ".pyc"))], shipped
+
+    # The store holds the same bytes, with the policy card and lineage as metadata.
+    model_dir = home / "models" / "tweetguard" / model_tag.split(":")[1]
+    meta = yaml.safe_load((model_dir / "model.yaml").read_text())["metadata"]
+    hashes = meta["lineage"]["files_sha256"]
+    assert hashes == {str(p.relative_to(tiny_artifact)): _sha(p) for p in tiny_artifact.rglob("*") if p.is_file()}
+    assert all(_sha(model_dir / rel) == h for rel, h in hashes.items())
+    assert meta["policy_card"]["model_name"] == "tiny" and meta["lineage"]["ref"] == str(tiny_artifact)
+
+    # A newer model in the store must not change what this bento serves.
+    other = make_tiny_artifact(tmp_path / "other", seed=1)
+    newer = import_model(other, home)
+    assert newer != model_tag
+
+    server = ServedBento.start(bento_tag, bentoml_home=home, log_path=tmp_path / "serve.log", via_cli=True)
+    try:
+        assert f"listening on {server.url}" in server.log()  # `tweetguard serve` binds loopback by default
+        texts = ["you are a stupid idiot", "have a good day", "i will find you"]
+        r = httpx.post(server.url + "/classify", json={"texts": texts})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"]["version"] == model_tag.split(":")[1]
+        for got, want in zip(body["results"], Predictor.load(tiny_artifact).predict(texts)):
+            assert all(abs(got["scores"][p] - v) <= 1e-5 for p, v in want["scores"].items())
+        r = httpx.post(server.url + "/v1/moderations", json={"input": texts})
+        assert r.status_code == 200 and r.json()["model"] == model_tag
+    finally:
+        server.stop()

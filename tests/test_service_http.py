@@ -1,0 +1,223 @@
+"""The service served by a real `bentoml serve` (source tree, tiny model imported into a tmp model store),
+called with httpx, bentoml.SyncHTTPClient and the official openai client."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import bentoml
+import httpx
+import openai
+import pytest
+from openai.types import ModerationCreateResponse
+
+from serving.moderation import map_scores
+from serving.predictor import Predictor
+from tests.bento_fixtures import ServedBento, import_model
+
+pytestmark = pytest.mark.integration
+
+LIMITS = {"TWEETGUARD_MAX_TEXTS": "8", "TWEETGUARD_MAX_CHARS": "300", "TWEETGUARD_MAX_BODY_BYTES": "20000"}
+TEXTS = ["you are a stupid idiot", "have a good day", "i will find you and hurt you", "@user go home", "love"]
+ODD = [
+    "i will 🔪 you 😡",  # emoji
+    "أنت غبي \u202eyou are stupid\u202c",  # RTL script + bidi override
+    "shut\u200b up\u200d idiot\ufeff",  # zero-width characters
+    "nul\x00byte\x07bell",  # NUL and control characters
+    "\u200b\u200b",  # nothing visible: normalizes to an empty text, still scored
+    "𝓼𝓽𝓾𝓹𝓲𝓭 " * 10,  # mathematical letters, NFKC -> plain
+]
+MARKER = "zqxjv unique marker text"
+
+
+@pytest.fixture(autouse=True)
+def _own_bentoml_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+
+
+@pytest.fixture(scope="module")
+def served(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("bentoml_home")
+    import_model(tiny_artifact, home)
+    server = ServedBento.start("serving.service:TweetGuard", bentoml_home=home,
+                               log_path=home / "serve.log", env=LIMITS)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def offline(tiny_artifact: Path) -> Predictor:
+    return Predictor.load(tiny_artifact)
+
+
+def _assert_same_scores(served_results: list[dict], expected: list[dict]) -> None:
+    assert len(served_results) == len(expected)
+    for got, want in zip(served_results, expected):
+        assert got["scores"].keys() == want["scores"].keys()
+        for p, v in want["scores"].items():
+            assert abs(got["scores"][p] - v) <= 1e-5, (p, got["scores"][p], v)
+        assert got["truncated"] == want["truncated"]
+
+
+def test_classify_equals_offline_predictor(served, offline):
+    long_text = "you are a stupid idiot " * 10  # 50 tokens > 32, the tiny model's window
+    texts = [*TEXTS, long_text]
+    r = httpx.post(served.url + "/classify", json={"texts": texts})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = offline.predict(texts)
+    _assert_same_scores(body["results"], expected)
+    assert [x["flags"] for x in body["results"]] == [x["flags"] for x in expected]
+    assert body["results"][-1]["truncated"] and not body["results"][0]["truncated"]
+    card = offline.card
+    assert body["model"]["name"] == card.model_name and body["model"]["thresholds"] == card.thresholds
+    assert body["model"]["thresholds_source"] == "policy_card" and body["model"]["max_length"] == card.max_length
+
+
+def test_single_text_and_threshold_override_echoed(served, offline):
+    r = httpx.post(served.url + "/classify", json={"text": TEXTS[0], "thresholds": {"violence": 0.0}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["results"]) == 1
+    assert body["model"]["thresholds"] == {**offline.card.thresholds, "violence": 0.0}
+    assert body["model"]["thresholds_source"] == "request"
+    assert body["results"][0]["flags"]["violence"] is True  # every probability is >= 0
+    _assert_same_scores(body["results"], offline.predict([TEXTS[0]]))
+
+
+def test_odd_unicode_is_scored_like_offline(served, offline):
+    r = httpx.post(served.url + "/classify", json={"texts": ODD})
+    assert r.status_code == 200, r.text
+    _assert_same_scores(r.json()["results"], offline.predict(ODD))
+
+
+def test_moderations_with_openai_client(served, offline):
+    client = openai.OpenAI(base_url=served.url + "/v1", api_key="unused", max_retries=0)
+    resp = client.moderations.create(input=TEXTS[:3])
+    assert isinstance(resp, ModerationCreateResponse) and len(resp.results) == 3
+    for result, want in zip(resp.results, offline.predict(TEXTS[:3])):
+        wire = result.model_dump(by_alias=True)
+        scores, flags = map_scores(want["scores"], want["flags"])
+        for cat, v in scores.items():
+            assert abs(wire["category_scores"][cat] - v) <= 1e-5, cat
+        assert wire["categories"] == flags
+        assert result.flagged == any(want["flags"].values())
+        ours = result.model_extra["tweetguard"]  # our own three scores ride along
+        assert set(ours["unmodeled"]) >= {"hate", "sexual", "self-harm", "illicit"}
+        assert ours["flags"] == want["flags"]
+    single = client.moderations.create(input=TEXTS[0], model="omni-moderation-latest")
+    assert len(single.results) == 1 and single.model.startswith("tweetguard:")
+    with pytest.raises(openai.BadRequestError, match="input"):
+        client.moderations.create(input=[])
+
+
+def test_moderations_raw_response_validates(served):
+    parts = [{"type": "text", "text": TEXTS[0]}, TEXTS[1]]
+    for payload in ({"input": TEXTS[2]}, {"input": TEXTS}, {"input": parts}, {"input": ODD}):
+        r = httpx.post(served.url + "/v1/moderations", json=payload)
+        assert r.status_code == 200, r.text
+        ModerationCreateResponse.model_validate(r.json())
+
+
+def test_bentoml_sync_client(served, offline):
+    with bentoml.SyncHTTPClient(served.url) as client:
+        body = client.classify(texts=TEXTS)
+        mod = client.moderations(input=TEXTS[:2])
+    _assert_same_scores(body["results"], offline.predict(TEXTS))
+    ModerationCreateResponse.model_validate(mod)
+
+
+def _post(url: str, path: str, payload=None, *, content: bytes | None = None, headers=None) -> httpx.Response:
+    if payload is not None:
+        content = json.dumps(payload).encode()
+    headers = {"content-type": "application/json", **(headers or {})}
+    return httpx.post(url + path, content=content, headers=headers)
+
+
+BAD = [  # (path, json payload or raw bytes, expected status, the field the reason must name)
+    ("/classify", b'{"texts": ["a"', 400, "body"),
+    ("/classify", b'\xff\xfe{"texts": []}', 400, "body"),
+    ("/classify", [["a"]], 400, "body"),
+    ("/classify", {}, 400, "text"),
+    ("/classify", {"text": "a", "texts": ["b"]}, 400, "text"),
+    ("/classify", {"texts": "one string"}, 400, "texts"),
+    ("/classify", {"texts": []}, 400, "texts"),
+    ("/classify", {"texts": ["ok", 3]}, 400, "texts[1]"),
+    ("/classify", {"texts": ["ok", None]}, 400, "texts[1]"),
+    ("/classify", {"texts": ["ok", "  "]}, 400, "texts[1]"),
+    ("/classify", {"text": ""}, 400, "text"),
+    ("/classify", {"texts": ["a"] * 9}, 400, "texts"),
+    ("/classify", {"texts": ["ok", "x" * 301]}, 400, "texts[1]"),
+    ("/classify", b'{"texts": ["ok", "lone \\ud800 surrogate"]}', 400, "texts[1]"),
+    ("/classify", {"texts": ["a"], "lang": "en"}, 400, "lang"),
+    ("/classify", {"texts": ["a"], "thresholds": {"violence": 1.5}}, 400, "thresholds"),
+    ("/classify", {"texts": ["a"], "thresholds": {"spam": 0.5}}, 400, "thresholds"),
+    ("/classify", b'{"texts": ["a"], "thresholds": {"violence": NaN}}', 400, "thresholds"),
+    ("/v1/moderations", {}, 400, "input"),
+    ("/v1/moderations", {"input": []}, 400, "input"),
+    ("/v1/moderations", {"input": 7}, 400, "input"),
+    ("/v1/moderations", {"input": ["ok", 7]}, 400, "input[1]"),
+    ("/v1/moderations", {"input": [{"type": "image_url", "image_url": {"url": "http://x/y"}}]}, 400, "input[0]"),
+    ("/v1/moderations", {"input": "a", "user": "u1"}, 400, "user"),
+]
+
+
+@pytest.mark.parametrize("path, payload, status, field", BAD, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)])
+def test_bad_input_is_4xx_naming_the_field(served, path, payload, status, field):
+    r = _post(served.url, path, None if isinstance(payload, bytes) else payload,
+              content=payload if isinstance(payload, bytes) else None)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert field in error["message"], error
+    assert error["type"] == "invalid_request_error"
+
+
+def test_wrong_content_type_method_size_and_internal_route(served):
+    r = httpx.post(served.url + "/classify", content=b'{"texts": ["a"]}', headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and "Content-Type" in r.json()["error"]["message"]
+    r = httpx.post(served.url + "/classify", content=b'{"texts": ["a"]}')  # no content type at all
+    assert r.status_code == 415
+    r = httpx.get(served.url + "/classify")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    big = json.dumps({"texts": ["a" * 250] * 100}).encode()  # > 20,000 bytes, declared in Content-Length
+    r = _post(served.url, "/classify", content=big)
+    assert r.status_code == 413 and "body" in r.json()["error"]["message"]
+
+    def chunks():  # chunked transfer: no Content-Length, the limit must hold while streaming
+        for i in range(0, len(big), 4096):
+            yield big[i : i + 4096]
+
+    r = httpx.post(served.url + "/classify", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    # The inner batch API is reachable only from inside the service process.
+    r = _post(served.url, "/internal/score_batch", {"texts": ["a"]})
+    assert r.status_code == 404
+
+
+def test_concurrent_requests_are_batched(served, offline):
+    before = served.metric_batch_sizes()
+    # > 2 x 100 in-process calls under concurrency: see runner_connection in serving/service.py.
+    texts = [f"{TEXTS[i % len(TEXTS)]} {'!' * (i % 7)}" for i in range(224)]
+    with httpx.Client(base_url=served.url) as client, ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda t: client.post("/classify", json={"text": t}), texts))
+    assert all(r.status_code == 200 for r in responses), {r.status_code for r in responses}
+    got = [r.json()["results"][0] for r in responses]
+    _assert_same_scores(got, offline.predict(texts))
+    after = served.metric_batch_sizes()
+    calls, merged = after[1] - before[1], after[0] - before[0]  # model calls, requests they carried
+    assert merged == len(texts)
+    assert calls < merged, f"no request was batched with another: {calls} model calls for {merged} requests"
+
+
+def test_health_readiness_and_logs(served):
+    assert served.not_ready_polls > 0  # readiness did not answer 200 before the model was loaded
+    for path in ("/livez", "/readyz", "/metrics"):
+        assert httpx.get(served.url + path).status_code == 200
+    r = httpx.post(served.url + "/classify", json={"texts": [MARKER]})
+    assert r.status_code == 200
+    log = served.log()
+    assert "TWEETGUARD_API_TOKEN is not set" in log  # the open-service warning
+    assert "/classify" in log  # requests are logged ...
+    assert MARKER not in log  # ... without their texts

@@ -1,0 +1,150 @@
+"""MLflow run contents and registration: embedded sqlite store, a real `mlflow server`, an unreachable one."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+
+from serving.artifact import CARD_FILE, read_card
+from serving.policies import POLICIES
+from training.config import load_config
+from training.registry import resolve_model_ref
+from training.tracking import TrackingError
+from training.train import train
+from tests.tiny import write_tiny_train_config
+
+STEPS = 6
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_run_contents(client: MlflowClient, run_id: str, uri: str, tmp_path: Path) -> None:
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["train.max_steps"] == str(STEPS) and params["model.head"] == "mean"
+    assert params["tracking.registered_model"] == "tweetguard" and "derived.pos_weight" in params
+    assert all(len(v) <= 500 for v in params.values())
+    tags = run.data.tags
+    assert {"git_commit", "backbone", "config_file", "stop_reason"} <= tags.keys()
+    assert tags["config_file"].endswith("tiny.yaml")
+    losses = client.get_metric_history(run_id, "train_loss")
+    assert [m.step for m in losses] == list(range(1, STEPS + 1))
+    for policy in POLICIES:
+        assert client.get_metric_history(run_id, f"val_{policy}/pr_auc"), policy
+    assert client.get_metric_history(run_id, "val_mean_pr_auc")[-1].step == STEPS
+    # Dataset lineage: the prepared splits and each source, with their content hashes.
+    names = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert {"tweetguard-train", "tweetguard-validation", "source-tiny_full", "source-tiny_violence"} <= names.keys()
+    src = {t.key: t.value for t in names["source-tiny_full"].tags}
+    assert len(src["content_hash"]) == 64 and names["source-tiny_full"].dataset.digest == src["content_hash"][:32]
+    artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "model")}
+    assert {"data", "model", "model/config.json", "model/model.safetensors", f"model/{CARD_FILE}"} <= artifacts
+    # Registered, first version is @champion, and the registry reference downloads a valid artifact.
+    version = client.get_model_version_by_alias("tweetguard", "champion")
+    assert version.run_id == run_id and str(version.version) == "1"
+    local = resolve_model_ref("models:/tweetguard@champion", tracking_uri=uri, dst_path=tmp_path / "dl")
+    card = read_card(local)
+    assert card.mlflow_run_id == run_id and set(card.validation_metrics) >= {"mean_pr_auc"}
+
+
+def test_sqlite_run_contents_and_registration(tmp_path, mlflow_sqlite):
+    config = write_tiny_train_config(tmp_path, max_steps=STEPS, eval_every_steps=3)
+    first = train(load_config(config, ["run_name=first"]), config_file=str(config), progress_bar=False)
+    client = MlflowClient(mlflow_sqlite)
+    check_run_contents(client, first.run_id, mlflow_sqlite, tmp_path)
+    assert first.model_version == "1"
+    # A second training is a new version; @champion stays where it was (promotion is evaluation's job).
+    second = train(load_config(config, ["run_name=second"]), config_file=str(config), progress_bar=False)
+    assert second.model_version == "2"
+    assert str(client.get_model_version_by_alias("tweetguard", "champion").version) == "1"
+    assert "first" in {r.info.run_name for r in client.search_runs([first_exp(client)])}
+    # Artifacts beside the database (the test's tmp dir), never in the working directory's ./mlruns.
+    assert len(list((tmp_path / "mlruns").rglob(CARD_FILE))) == 2
+
+
+def first_exp(client: MlflowClient) -> str:
+    return client.get_experiment_by_name("tweetguard").experiment_id
+
+
+def test_unreachable_server_fails_before_loading_anything(tmp_path):
+    port = free_port()  # nothing listens here
+    # data.root does not exist: reaching the data layer would raise FileNotFoundError instead.
+    cfg = load_config(None, [f"tracking.uri=http://127.0.0.1:{port}", f"data.root={tmp_path / 'absent'}"])
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=rf"127\.0\.0\.1:{port} is unreachable"):
+        train(cfg, progress_bar=False)
+    assert time.monotonic() - started < 10
+
+
+def test_cli_reports_unreachable_server(tmp_path):
+    from training.cli import main
+
+    assert main(["train", f"tracking.uri=http://127.0.0.1:{free_port()}"]) == 2
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    log = open(tmp_path / "server.log", "wb")
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+           "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            try:
+                if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, 15)  # the server's own process group (it forks workers)
+        proc.wait(30)
+        log.close()
+
+
+@pytest.mark.integration
+def test_real_mlflow_server(tmp_path, mlflow_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # env, not config: the documented switch
+    config = write_tiny_train_config(tmp_path, max_steps=STEPS, eval_every_steps=3)
+    result = train(load_config(config, ["run_name=served"]), config_file=str(config), progress_bar=False)
+    client = MlflowClient(mlflow_server)
+    check_run_contents(client, result.run_id, mlflow_server, tmp_path)
+    # The artifacts went through the server into its artifact store, not into a local ./mlruns.
+    stored = list((tmp_path / "server-artifacts").rglob(CARD_FILE))
+    assert len(stored) == 1 and not (tmp_path / "mlruns").exists()
+
+
+def test_tfidf_baseline_is_its_own_run_and_registered_model(tmp_path, mlflow_sqlite):
+    config = write_tiny_train_config(tmp_path)
+    cfg = load_config(config, ["model.kind=tfidf", "tracking.registered_model=tweetguard-tfidf", "run_name=tfidf"])
+    result = train(cfg, config_file=str(config))
+    client = MlflowClient(mlflow_sqlite)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["kind"] == "tfidf"
+    assert "validation/mean_pr_auc" in run.data.metrics and "test/mean_pr_auc" in run.data.metrics
+    version = client.get_model_version("tweetguard-tfidf", result.model_version)
+    assert version.run_id == result.run_id
+    assert not client.get_registered_model("tweetguard-tfidf").aliases  # never a champion candidate
+    local = resolve_model_ref(f"models:/tweetguard-tfidf/{result.model_version}", tracking_uri=mlflow_sqlite,
+                              dst_path=tmp_path / "dl")
+    assert read_card(local).mlflow_run_id == result.run_id

@@ -1,0 +1,109 @@
+"""Registered versions for evaluation and promotion: which version a reference names, aliases, tags, and the
+champion history. (Registration itself is `training.registry`; resolving a reference to files is
+`training.registry.resolve_model_ref`.) Every call takes the tracking URI explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of past champion versions, oldest first
+_MODELS = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
+
+
+@dataclass
+class ModelIdentity:
+    """What a model reference points at: registry name/version when it is a registered version."""
+
+    ref: str
+    name: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}" if self.version else self.ref
+
+    def tags(self) -> dict[str, str]:
+        out = {"model_ref": self.ref}
+        out.update({k: v for k, v in (("model_name", self.name), ("model_version", self.version),
+                                      ("model_run_id", self.run_id)) if v})
+        return out
+
+
+def client(tracking_uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def identify(ref: str, tracking_uri: str, card_run_id: str | None = None) -> ModelIdentity:
+    """The registry identity of `ref` (models:/name@alias, models:/name/N, runs:/id/..., or a directory)."""
+    m = _MODELS.match(ref)
+    if m:
+        c = client(tracking_uri)
+        mv = (c.get_model_version_by_alias(m["name"], m["alias"]) if m["alias"]
+              else c.get_model_version(m["name"], m["version"]))
+        return ModelIdentity(ref, mv.name, str(mv.version), mv.run_id)
+    if ref.startswith("runs:/"):
+        return ModelIdentity(ref, run_id=ref.split("/")[1])
+    return ModelIdentity(ref, run_id=card_run_id)
+
+
+def local_model_dir(ref: str, tracking_uri: str):
+    """`training.registry.resolve_model_ref`, but a models:/ reference is first turned into its version's
+    source through *this* tracking URI: MLflow 3.17's `download_artifacts` resolves models:/ URIs with the
+    global registry URI (env / default) and ignores the `registry_uri` it is given."""
+    from training.registry import resolve_model_ref
+
+    m = _MODELS.match(ref)
+    if m:
+        c = client(tracking_uri)
+        mv = (c.get_model_version_by_alias(m["name"], m["alias"]) if m["alias"]
+              else c.get_model_version(m["name"], m["version"]))
+        ref = mv.source
+    return resolve_model_ref(ref, tracking_uri=tracking_uri)
+
+
+def registered(ref: str) -> tuple[str, str | None, str | None]:
+    """(name, alias, version) of a models:/ reference; ValueError naming the accepted forms otherwise."""
+    m = _MODELS.match(ref)
+    if not m:
+        raise ValueError(f"{ref!r}: promotion works on registered versions: models:/<name>/<version> or "
+                         f"models:/<name>@<alias>")
+    return m["name"], m["alias"], m["version"]
+
+
+def alias_version(name: str, alias: str, tracking_uri: str) -> str | None:
+    aliases = client(tracking_uri).get_registered_model(name).aliases
+    return str(aliases[alias]) if alias in aliases else None
+
+
+def set_alias(name: str, alias: str, version: str, tracking_uri: str) -> None:
+    client(tracking_uri).set_registered_model_alias(name, alias, version)
+
+
+def set_version_tags(name: str, version: str, tags: dict[str, str], tracking_uri: str) -> None:
+    c = client(tracking_uri)
+    for k, v in tags.items():
+        c.set_model_version_tag(name, version, k, v)
+
+
+def version_tags(name: str, version: str, tracking_uri: str) -> dict[str, str]:
+    return dict(client(tracking_uri).get_model_version(name, version).tags)
+
+
+def champion_history(name: str, tracking_uri: str) -> list[str]:
+    tags = client(tracking_uri).get_registered_model(name).tags
+    return [str(v) for v in json.loads(tags.get(HISTORY_TAG, "[]"))]
+
+
+def set_champion_history(name: str, history: list[str], tracking_uri: str) -> None:
+    client(tracking_uri).set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+
+
+def set_description(name: str, version: str, text: str, tracking_uri: str) -> None:
+    client(tracking_uri).update_model_version(name, version, description=text)
