@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test clean
+.PHONY: install run baseline test clean
 
 # torch is pinned in the same resolution as everything else: left to pip it picks a multi-GB CUDA build.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -18,8 +18,21 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 install: $(BIN)/.installed
 
+MODEL := models:/tweetguard
+
+# data -> train (registers a version: @challenger; the first is also @champion) -> evaluate on test ->
+# promotion gate on validation (a refusal is reported, not an error) -> bento of @champion.
 run: install
 	$(BIN)/tweetguard data --config $(CONFIG)
+	$(BIN)/tweetguard train --config $(CONFIG)
+	$(BIN)/tweetguard evaluate --config $(CONFIG) --model $(MODEL)@challenger
+	$(BIN)/tweetguard promote --config $(CONFIG) --candidate $(MODEL)@challenger
+	$(BIN)/tweetguard package --model $(MODEL)@champion
+
+# The classical yardstick, registered as tweetguard-tfidf (never a champion candidate).
+baseline: install
+	$(BIN)/tweetguard train --config configs/baseline.yaml
+	$(BIN)/tweetguard evaluate --config configs/baseline.yaml --model models:/tweetguard-tfidf@challenger
 
 test: install
 	$(BIN)/python -m pytest

@@ -89,7 +89,7 @@ def _registry_source(uri: str, tracking_uri: str | None) -> str:
 
 
 # -- registration (training) ------------------------------------------------------------------------------
-CHAMPION = "champion"
+CHAMPION, CHALLENGER = "champion", "challenger"  # registry aliases: the served model / the last candidate
 
 
 def register_model(model_uri: str, name: str, *, run_id: str, tracking_uri: str,

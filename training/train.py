@@ -40,10 +40,14 @@ class TrainResult:
     minutes: float
 
     def summary(self, metric: str) -> str:
-        per_policy = " ".join(f"{k}={v:.3f}" for k, v in self.best_metrics.items() if k.endswith("/pr_auc"))
+        from serving.policies import POLICIES
+
+        per_policy = " ".join(f"{p}/pr_auc={self.best_metrics[f'{p}/pr_auc']:.3f}" for p in POLICIES
+                              if f"{p}/pr_auc" in self.best_metrics)
         version = f" registered version {self.model_version}" if self.model_version else ""
-        return (f"trained {self.steps} steps in {self.minutes:.1f} min ({self.examples_per_s:.1f} ex/s, stopped: "
-                f"{self.stop_reason}) | artifact {self.artifact_dir} | MLflow run {self.run_id}{version} | best "
+        done = (f"trained {self.steps} steps in {self.minutes:.1f} min ({self.examples_per_s:.1f} ex/s, stopped: "
+                f"{self.stop_reason})" if self.steps else f"fitted in {self.minutes:.1f} min")
+        return (f"{done} | artifact {self.artifact_dir} | MLflow run {self.run_id}{version} | best "
                 f"validation {metric}={self.best_metrics.get(metric, float('nan')):.4f} {per_policy}")
 
 
@@ -213,13 +217,19 @@ def finish(cfg: Config, run, run_dir: Path, prepared, tokenizer, trainer, uri: s
 
 
 def log_and_register(run, artifact: Path, cfg: Config, uri: str, champion: bool) -> str:
-    from training.registry import CHAMPION, register_model, set_alias_if_missing
+    from training.modelcard import attach_model_card
+    from training.registry import CHALLENGER, CHAMPION, register_model, set_alias_if_missing
+    from training.versions import set_alias
 
+    name = cfg.tracking.registered_model
     model_uri = run.log_model_dir(artifact, ARTIFACT_DIR)  # only now: the directory is complete
-    version = register_model(model_uri, cfg.tracking.registered_model, run_id=run.run_id, tracking_uri=uri,
+    version = register_model(model_uri, name, run_id=run.run_id, tracking_uri=uri,
                              tags={"backbone": cfg.model.backbone, "kind": cfg.model.kind})
+    attach_model_card(name, version, artifact, tracking_uri=uri)
+    # Every new version is @challenger until `promote` decides; the first transformer version is @champion.
+    set_alias(name, CHALLENGER, version, uri)
     if champion:
-        set_alias_if_missing(cfg.tracking.registered_model, CHAMPION, version, tracking_uri=uri)
+        set_alias_if_missing(name, CHAMPION, version, tracking_uri=uri)
     return version
 
 

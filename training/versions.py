@@ -9,7 +9,7 @@ import json
 import re
 from dataclasses import dataclass
 
-CHAMPION, CHALLENGER = "champion", "challenger"
+from training.registry import CHALLENGER, CHAMPION  # noqa: F401  (re-exported for promote)
 HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of past champion versions, oldest first
 _MODELS = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 
