@@ -160,13 +160,14 @@ def load_split(cfg: Config, split: str):
 def evaluate(ref: str, cfg: Config, *, split: str | None = None, out_dir: str | Path | None = None,
              tracking_uri: str | None = None, data=None, log_to_mlflow: bool = True) -> EvalResult:
     """Resolve `ref`, score `split` (or the given `data` split), write the report, log the evaluation run."""
+    from training.registry import resolve_model_ref
     from training.report import render_markdown
     from training.tracking import resolve_uri
-    from training.versions import identify, local_model_dir
+    from training.versions import identify
 
     split = split or cfg.evaluation.split
     uri = resolve_uri(tracking_uri or cfg.tracking.uri)
-    model_dir = local_model_dir(ref, uri)
+    model_dir = resolve_model_ref(ref, tracking_uri=uri)
     scorer = load_scorer(model_dir, batch_size=cfg.evaluation.batch_size)
     identity = identify(ref, uri, scorer.card.mlflow_run_id)
     data = load_split(cfg, split) if data is None else data

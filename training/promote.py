@@ -58,9 +58,10 @@ def _now() -> str:
 
 def _metrics_of(name: str, version: str, splits: dict, uri: str, batch_size: int) -> dict:
     """{split: (Scored, metrics at the version's own thresholds)} for one registered version."""
-    from training.versions import local_model_dir
+    from training.registry import resolve_model_ref
 
-    scorer = load_scorer(local_model_dir(f"models:/{name}/{version}", uri), batch_size=batch_size)
+    model_dir = resolve_model_ref(f"models:/{name}/{version}", tracking_uri=uri)
+    scorer = load_scorer(model_dir, batch_size=batch_size)
     out = {}
     for split, data in splits.items():
         scored = score_split(scorer, data)

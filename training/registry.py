@@ -18,7 +18,7 @@ from serving.artifact import CARD_FILE, ArtifactError
 
 REF_FORMS = "an artifact directory, runs:/<run_id>/model, models:/<name>@<alias> or models:/<name>/<version>"
 # models:/<name>@<alias>[/sub/path] or models:/<name>/<version>[/sub/path]
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))(?P<sub>/.*)?$")
+MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))(?P<sub>/.*)?$")
 
 
 def is_mlflow_uri(ref: str) -> bool:
@@ -51,7 +51,7 @@ def resolve_model_ref(
 
 
 def _download(uri: str, tracking_uri: str | None, dst_path: str | Path | None) -> Path:
-    if uri.startswith("models:/") and not _MODELS_URI.match(uri):  # before the slow mlflow import
+    if uri.startswith("models:/") and not MODELS_URI.match(uri):  # before the slow mlflow import
         raise ValueError(f"model {uri!r}: use models:/<name>@<alias> or models:/<name>/<version>")
     import mlflow
     import mlflow.artifacts
@@ -80,7 +80,7 @@ def _registry_source(uri: str, tracking_uri: str | None) -> str:
     """
     from mlflow import MlflowClient
 
-    match = _MODELS_URI.match(uri)
+    match = MODELS_URI.match(uri)
     assert match, uri  # checked in _download
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     name, alias = match["name"], match["alias"]

@@ -6,12 +6,11 @@ champion history. (Registration itself is `training.registry`; resolving a refer
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 
-from training.registry import CHALLENGER, CHAMPION  # noqa: F401  (re-exported for promote)
+from training.registry import CHALLENGER, CHAMPION, MODELS_URI  # noqa: F401  (aliases re-exported for promote)
+
 HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of past champion versions, oldest first
-_MODELS = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 
 
 @dataclass
@@ -42,7 +41,7 @@ def client(tracking_uri: str):
 
 def identify(ref: str, tracking_uri: str, card_run_id: str | None = None) -> ModelIdentity:
     """The registry identity of `ref` (models:/name@alias, models:/name/N, runs:/id/..., or a directory)."""
-    m = _MODELS.match(ref)
+    m = MODELS_URI.match(ref)
     if m:
         c = client(tracking_uri)
         mv = (c.get_model_version_by_alias(m["name"], m["alias"]) if m["alias"]
@@ -53,24 +52,9 @@ def identify(ref: str, tracking_uri: str, card_run_id: str | None = None) -> Mod
     return ModelIdentity(ref, run_id=card_run_id)
 
 
-def local_model_dir(ref: str, tracking_uri: str):
-    """`training.registry.resolve_model_ref`, but a models:/ reference is first turned into its version's
-    source through *this* tracking URI: MLflow 3.17's `download_artifacts` resolves models:/ URIs with the
-    global registry URI (env / default) and ignores the `registry_uri` it is given."""
-    from training.registry import resolve_model_ref
-
-    m = _MODELS.match(ref)
-    if m:
-        c = client(tracking_uri)
-        mv = (c.get_model_version_by_alias(m["name"], m["alias"]) if m["alias"]
-              else c.get_model_version(m["name"], m["version"]))
-        ref = mv.source
-    return resolve_model_ref(ref, tracking_uri=tracking_uri)
-
-
 def registered(ref: str) -> tuple[str, str | None, str | None]:
     """(name, alias, version) of a models:/ reference; ValueError naming the accepted forms otherwise."""
-    m = _MODELS.match(ref)
+    m = MODELS_URI.match(ref)
     if not m:
         raise ValueError(f"{ref!r}: promotion works on registered versions: models:/<name>/<version> or "
                          f"models:/<name>@<alias>")
