@@ -144,7 +144,8 @@ def test_tfidf_baseline_is_its_own_run_and_registered_model(tmp_path, mlflow_sql
     assert "validation/mean_pr_auc" in run.data.metrics and "test/mean_pr_auc" in run.data.metrics
     version = client.get_model_version("tweetguard-tfidf", result.model_version)
     assert version.run_id == result.run_id
-    assert not client.get_registered_model("tweetguard-tfidf").aliases  # never a champion candidate
+    # never a champion; @challenger marks its newest version (what `make baseline` evaluates)
+    assert client.get_registered_model("tweetguard-tfidf").aliases == {"challenger": int(version.version)}
     local = resolve_model_ref(f"models:/tweetguard-tfidf/{result.model_version}", tracking_uri=mlflow_sqlite,
                               dst_path=tmp_path / "dl")
     assert read_card(local).mlflow_run_id == result.run_id
