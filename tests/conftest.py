@@ -17,9 +17,11 @@ from tests.tiny import make_tiny_artifact  # noqa: E402  (after the offline swit
 
 
 @pytest.fixture(autouse=True)
-def _mlflow_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # MLflow's default store is ./mlflow.db: a test that forgets to pass a URI must not touch the repo.
+def _stores_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # MLflow's default store is ./mlflow.db and BentoML's ~/bentoml: a test that forgets to pass its own must
+    # touch neither the repo nor the user's store, and never see another test's models.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
 
 
 @pytest.fixture(scope="session")

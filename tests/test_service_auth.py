@@ -18,11 +18,6 @@ TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(autouse=True)
-def _own_bentoml_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
-
-
 @pytest.fixture(scope="module")
 def served(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("bentoml_home")
