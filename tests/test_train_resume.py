@@ -26,13 +26,24 @@ REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_EVERY = 8
 
 
-def _latest_step(run_dir: Path) -> int:
+def latest_step(run_dir: Path) -> int:
     pointer = run_dir / CHECKPOINT_DIR / LATEST
     return int(pointer.read_text().strip().split("-")[1]) if pointer.is_file() else 0
 
 
-def _kill_after_unsaved_steps(cmd: list[str], run_dir: Path, env: dict, timeout: float = 180) -> tuple[int, int]:
-    """Run `cmd`, SIGKILL it once a checkpoint exists and the progress bar shows later steps.
+def _kill_tree(proc: subprocess.Popen) -> None:
+    import psutil
+
+    tree = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
+    for p in tree:
+        p.send_signal(signal.SIGKILL)
+    psutil.wait_procs(tree, timeout=30)
+    proc.wait(30)
+
+
+def kill_after_unsaved_steps(cmd: list[str], run_dir: Path, env: dict, timeout: float = 180) -> tuple[int, int]:
+    """Run `cmd`, SIGKILL it and all its descendants once a checkpoint exists and the progress bar shows later
+    steps (descendants: torchrun's training processes are its children, each in a session of its own).
 
     Returns (checkpoint step, a step the process certainly reached)."""
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -49,12 +60,11 @@ def _kill_after_unsaved_steps(cmd: list[str], run_dir: Path, env: dict, timeout:
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            saved = _latest_step(run_dir)
+            saved = latest_step(run_dir)
             # Two steps past a checkpoint and well before the next one: unsaved progress that must be redone.
             if saved and saved + 2 <= seen["step"] < saved + CHECKPOINT_EVERY - 2:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(30)
-                return _latest_step(run_dir), seen["step"]
+                _kill_tree(proc)
+                return latest_step(run_dir), seen["step"]
             if proc.poll() is not None:
                 pytest.fail(f"training ended before it could be killed (rc {proc.returncode}):\n"
                             f"{seen['log'][-3000:].decode(errors='replace')}")
@@ -62,8 +72,7 @@ def _kill_after_unsaved_steps(cmd: list[str], run_dir: Path, env: dict, timeout:
         pytest.fail(f"no kill point within {timeout}s:\n{seen['log'][-3000:].decode(errors='replace')}")
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
+            _kill_tree(proc)
 
 
 def test_resume_after_sigkill_repeats_no_batch_and_matches_uninterrupted(tmp_path, mlflow_sqlite):
@@ -77,7 +86,7 @@ def test_resume_after_sigkill_repeats_no_batch_and_matches_uninterrupted(tmp_pat
     run_dir = tmp_path / "runs" / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": mlflow_sqlite}
     cmd = [sys.executable, "-m", "training.train", "--config", str(config), "run_name=killed"]
-    saved, reached = _kill_after_unsaved_steps(cmd, run_dir, env)
+    saved, reached = kill_after_unsaved_steps(cmd, run_dir, env)
     assert 0 < saved < reached, f"need a checkpoint and later unsaved steps (checkpoint {saved}, reached {reached})"
     assert not (run_dir / HISTORY_FILE).exists()
 
@@ -98,6 +107,10 @@ def test_resume_after_sigkill_repeats_no_batch_and_matches_uninterrupted(tmp_pat
 
     run = MlflowClient(mlflow_sqlite).get_run(resumed.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["stop_reason"] == "epochs"
+    # Each step's loss once: nothing lost to the kill (flushed at the checkpoint), nothing logged twice.
+    history = MlflowClient(mlflow_sqlite).get_metric_history(resumed.run_id, "train_loss")
+    assert sorted(m.step for m in history) == list(range(1, 47))
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(straight["losses"])
 
 
 def test_resume_refuses_a_changed_config_or_a_finished_run(tmp_path, mlflow_sqlite):

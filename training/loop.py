@@ -23,6 +23,7 @@ from transformers import get_linear_schedule_with_warmup
 from training.batches import Encoded, collate, epoch_batches, masked_bce
 from training.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.config import TrainConfig
+from training.distributed import World
 from training.validation import predict_probs, validation_metrics
 
 BEST_DIR = "best"
@@ -57,9 +58,16 @@ class Plan:
     total_steps: int
 
 
-def make_plan(n_train: int, cfg: TrainConfig) -> Plan:
-    batches = math.ceil(n_train / cfg.batch_size)
-    steps_per_epoch = math.ceil(batches / cfg.grad_accum)
+def usable_batches(n_batches: int, cfg: TrainConfig, world: int) -> int:
+    """Micro-batches of an epoch that are trained on: a step takes `grad_accum * world` of them, and a last,
+    short group that cannot give every rank one is left out (at most world - 1 micro-batches; none at world 1)."""
+    tail = n_batches % (cfg.grad_accum * world)
+    return n_batches - tail if tail < world else n_batches
+
+
+def make_plan(n_train: int, cfg: TrainConfig, world: int = 1) -> Plan:
+    batches = usable_batches(math.ceil(n_train / cfg.batch_size), cfg, world)
+    steps_per_epoch = math.ceil(batches / (cfg.grad_accum * world))
     total = steps_per_epoch * cfg.epochs
     return Plan(batches, steps_per_epoch, min(total, cfg.max_steps) if cfg.max_steps else total)
 
@@ -92,33 +100,45 @@ def save_weights(model, run_dir: Path, name: str) -> None:
 
 class Trainer:
     def __init__(self, model, train: Encoded, val: Encoded, cfg: TrainConfig, run_dir: Path, *,
-                 pad_id: int, pos_weight: list[float], log: LogFn, progress_bar: bool = True):
+                 pad_id: int, pos_weight: list[float], log: LogFn, progress_bar: bool = True,
+                 world: World | None = None, flush: Callable[[], None] = lambda: None):
         self.model, self.train_data, self.val, self.cfg = model, train, val, cfg
-        self.run_dir, self.pad_id, self.log, self.progress_bar = Path(run_dir), pad_id, log, progress_bar
+        self.run_dir, self.pad_id, self.log, self.flush = Path(run_dir), pad_id, log, flush
+        self.world = world or World()
+        self.progress_bar = progress_bar and self.world.main
+        self.world.sync_parameters(model)
         self.pos_weight = torch.tensor(pos_weight, dtype=torch.float32)
         self.lengths = np.array([len(x) for x in train.input_ids])
-        self.plan = make_plan(len(train), cfg)
+        self.plan = make_plan(len(train), cfg, self.world.size)
         self.optimizer, self.scheduler = make_optimizer(model, cfg, self.plan.total_steps)
         self.p = Progress()
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def checkpoint(self, extra: dict[str, Any]) -> None:
-        save_checkpoint(self.run_dir, self.p.step, {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "progress": asdict(self.p), "rng": rng_state(), **extra,
-        })
+        """Rank 0 writes model, optimizer, scheduler, progress and every rank's RNG state (a collective)."""
+        rngs = self.world.gather(rng_state())
+        if self.world.main:
+            self.flush()  # the metrics of every step up to the checkpoint are in the store before it exists
+            save_checkpoint(self.run_dir, self.p.step, {
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "progress": asdict(self.p), "rng": rngs, **extra,
+            })
 
     def resume(self) -> dict[str, Any] | None:
-        """Restore the newest checkpoint, if any; returns it (callers read their extra keys)."""
-        path = latest_checkpoint(self.run_dir)
-        if path is None:
+        """Restore the newest checkpoint, if any (rank 0 reads it, every rank gets it); returns it (callers read
+        their extra keys)."""
+        path = latest_checkpoint(self.run_dir) if self.world.main else None
+        state = self.world.broadcast(load_checkpoint(path) if path else None)
+        if state is None:
             return None
-        state = load_checkpoint(path)
+        if len(state["rng"]) != self.world.size:
+            raise ValueError(f"{self.run_dir}: the checkpoint was written by {len(state['rng'])} training "
+                             f"process(es); resume it with the same number (now {self.world.size})")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.p = Progress(**state["progress"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng"][self.world.rank])
         return state
 
     # -- validation ----------------------------------------------------------------------------------------
@@ -168,12 +188,16 @@ class Trainer:
         bar = tqdm(total=plan.total_steps, initial=p.step, desc="train", unit="step", disable=not self.progress_bar,
                    dynamic_ncols=True)
         window: list[tuple[float, int]] = []  # (time, examples) for a recent-throughput estimate
+        w = self.world
         while not p.stop_reason:
             batches = epoch_batches(self.lengths, seed=cfg.seed, epoch=p.epoch, batch_size=cfg.batch_size,
                                     group=cfg.length_group, alpha=cfg.source_balance, sources=self.train_data.sources)
-            while p.batch < len(batches) and not p.stop_reason:
-                chunk = batches[p.batch:p.batch + cfg.grad_accum]
-                loss = sum(self._micro_step(idx, len(chunk)) for idx in chunk)
+            n_batches = usable_batches(len(batches), cfg, w.size)
+            while p.batch < n_batches and not p.stop_reason:
+                # One step: grad_accum micro-batches per rank, rank r taking every world-th of the group.
+                chunk = batches[p.batch:min(p.batch + cfg.grad_accum * w.size, n_batches)]
+                mine = chunk[w.rank::w.size]
+                loss = w.average_gradients(self.model, sum(self._micro_step(idx, len(mine)) for idx in mine))
                 if cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
@@ -190,21 +214,22 @@ class Trainer:
                 bar.set_postfix(epoch=p.epoch, loss=f"{loss:.4f}", ex_s=f"{rate:.0f}" if len(window) > 1 else "-")
                 if p.step % cfg.log_every_steps == 0:
                     self.log({"train_loss": loss, "lr": self.scheduler.get_last_lr()[0], "epoch": p.epoch}, p.step)
-                epoch_end = p.batch >= len(batches)
-                if epoch_end or (cfg.eval_every_steps and p.step % cfg.eval_every_steps == 0):
+                epoch_end = p.batch >= n_batches
+                if w.main and (epoch_end or (cfg.eval_every_steps and p.step % cfg.eval_every_steps == 0)):
                     self._validate_logged(bar)
                     self.model.train()
-                p.stop_reason = self._stop_reason(started)
+                p.stop_reason = w.broadcast(self._stop_reason(started) if w.main else "")  # rank 0 decides
                 if epoch_end:
                     p.epoch, p.batch = p.epoch + 1, 0
                 if p.step % cfg.checkpoint_every_steps == 0 and not p.stop_reason:
                     p.elapsed += time.monotonic() - started
                     started = time.monotonic()
                     self.checkpoint(checkpoint_extra or {})
-        if not p.evals or p.evals[-1]["step"] != p.step:  # stopped mid-epoch: the last weights get a say too
+        if w.main and (not p.evals or p.evals[-1]["step"] != p.step):  # stopped mid-epoch: the last weights too
             self._validate_logged(bar)
         bar.close()
-        save_weights(self.model, self.run_dir, LAST_DIR)
+        if w.main:
+            save_weights(self.model, self.run_dir, LAST_DIR)
         p.elapsed += time.monotonic() - started
         return p
 

@@ -76,6 +76,7 @@ class Run:
         self.client, self.run_id, self.uri = client, run_id, uri
         self._pending: list = []
         self._monitor = None
+        self._logged: dict[str, int] = {}  # on resume: the last step the store has of each metric
 
     @classmethod
     def start(cls, uri: str, experiment: str, run_name: str | None, tags: dict[str, str],
@@ -87,6 +88,10 @@ class Run:
             client.get_run(resume_run_id)  # raises if the store no longer has it
             client.update_run(resume_run_id, status="RUNNING")
             run = cls(client, resume_run_id, uri)
+            # Steps after the checkpoint may have been logged before the kill; the resumed run recomputes
+            # them exactly, so they are not logged twice.
+            for key in client.get_run(resume_run_id).data.metrics:
+                run._logged[key] = max(m.step for m in client.get_metric_history(resume_run_id, key))
         else:
             exp = client.get_experiment_by_name(experiment)
             exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location(uri))
@@ -125,7 +130,8 @@ class Run:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()
+                          if step > self._logged.get(k, -1)]
         if len(self._pending) >= FLUSH_EVERY or any(k.startswith("val_") for k in metrics):
             self.flush()
 

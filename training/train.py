@@ -51,11 +51,11 @@ class TrainResult:
                 f"validation {metric}={self.best_metrics.get(metric, float('nan')):.4f} {per_policy}")
 
 
-def load_data(cfg: Config):
+def load_data(cfg: Config, progress: bool = True):
     """The one data call; swap here to train on something else (must return a training.data.Prepared)."""
     from training.data import prepare
 
-    return prepare(cfg.data, progress=True)
+    return prepare(cfg.data, progress=progress)
 
 
 def run_dir_for(cfg: Config, resume: bool) -> Path:
@@ -92,7 +92,7 @@ def cpu_has_bf16_units() -> bool | None:
     return any(f in flags for f in ("amx_bf16", "avx512_bf16"))
 
 
-def setup(cfg: Config) -> None:
+def setup(cfg: Config, rank: int = 0) -> None:
     import torch
 
     from training.checkpoint import seed_everything
@@ -103,27 +103,35 @@ def setup(cfg: Config) -> None:
         # Measured on a 2-core AVX2 EPYC: bf16 matmul 0.3 GFLOP/s vs 30 fp32, a training step ~8x slower.
         print("WARNING train.bf16=true: this CPU has no AMX / AVX512-BF16 units, bf16 autocast will be far "
               "slower than fp32; set train.bf16=false", file=sys.stderr)
-    seed_everything(cfg.train.seed)
+    seed_everything(cfg.train.seed + rank)  # ranks draw their own dropout masks; weights come from rank 0
 
 
 def train(cfg: Config, *, config_file: str | None = None, resume: bool = False,
           progress_bar: bool = True) -> TrainResult:
-    """Fine-tune (model.kind transformer) or fit the TF-IDF baseline (model.kind tfidf); log, register."""
+    """Fine-tune (model.kind transformer) or fit the TF-IDF baseline (model.kind tfidf); log, register.
+
+    Under torchrun every rank calls this and gets the same result; rank 0 does the tracking and the artifact
+    (training.distributed)."""
+    from training.distributed import init_world
+
     if cfg.model.kind == "tfidf":
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("model.kind=tfidf fits in one process: run it without torchrun")
         return train_tfidf(cfg, config_file=config_file)
+    world = init_world()
+    try:
+        return _train_transformer(cfg, world, config_file, resume, progress_bar and world.main)
+    finally:
+        world.shutdown()
+
+
+def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool, progress_bar: bool) -> TrainResult:
     from training.tracking import check_reachable, git_commit, resolve_uri
 
     uri = resolve_uri(cfg.tracking.uri)
     check_reachable(uri)  # before any data or model is loaded
-    run_dir = run_dir_for(cfg, resume)
-    if resume and (run_dir / HISTORY_FILE).exists():
-        raise FileExistsError(f"--resume: {run_dir} finished already ({HISTORY_FILE} written); nothing to resume")
-    resume = resume and (run_dir / "checkpoints" / "latest").exists()
-    if resume:
-        check_resume_config(run_dir, cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(json.dumps(to_flat(cfg), indent=1) + "\n", encoding="utf-8")
-    setup(cfg)
+    run_dir, resume = world.on_main(_prepare_run_dir, cfg, resume)
+    setup(cfg, rank=world.rank)
 
     from transformers import AutoTokenizer
 
@@ -133,7 +141,9 @@ def train(cfg: Config, *, config_file: str | None = None, resume: bool = False,
     from training.loop import Trainer
     from training.tracking import Run
 
-    prepared = load_data(cfg)
+    prepared = load_data(cfg) if world.main else None
+    world.barrier()  # rank 0 has built the data cache; the other ranks read it
+    prepared = prepared or load_data(cfg, progress=False)
     backbone = resolve_backbone(cfg.model.backbone)
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     model = build_model(backbone, cfg.model.head)
@@ -147,10 +157,14 @@ def train(cfg: Config, *, config_file: str | None = None, resume: bool = False,
     run: Run | None = None
     trainer = Trainer(model, train_data, val_data, tc, run_dir, pad_id=tokenizer.pad_token_id or 0,
                       pos_weight=pos_weight, log=lambda m, s: run.log_metrics(m, s) if run else None,
-                      progress_bar=progress_bar)
+                      progress_bar=progress_bar, world=world, flush=lambda: run.flush() if run else None)
     state = trainer.resume() if resume else None
+    if not world.main:  # rank 0 tracks, builds and registers; the others train and then wait for its result
+        trainer.fit()
+        return world.on_main(lambda: None)
     tags = {"git_commit": git_commit(REPO_ROOT), "backbone": cfg.model.backbone, "head": cfg.model.head,
-            "config_file": config_file or "(defaults)", "run_dir": str(run_dir.resolve())}
+            "config_file": config_file or "(defaults)", "run_dir": str(run_dir.resolve()),
+            "world_size": str(world.size)}
     run = Run.start(uri, cfg.tracking.experiment, cfg.run_name or run_dir.name, tags,
                     resume_run_id=state["mlflow_run_id"] if state else None, system_metrics=tc.system_metrics)
     status = "FAILED"
@@ -161,7 +175,7 @@ def train(cfg: Config, *, config_file: str | None = None, resume: bool = False,
             print(f"resumed {run_dir} at step {trainer.p.step} (epoch {trainer.p.epoch}, batch {trainer.p.batch})",
                   file=sys.stderr)
         trainer.fit({"mlflow_run_id": run.run_id})
-        result = finish(cfg, run, run_dir, prepared, tokenizer, trainer, uri)
+        result = world.on_main(finish, cfg, run, run_dir, prepared, tokenizer, trainer, uri)
         status = "FINISHED"
         return result
     except KeyboardInterrupt:
@@ -169,6 +183,19 @@ def train(cfg: Config, *, config_file: str | None = None, resume: bool = False,
         raise
     finally:
         run.end(status)
+
+
+def _prepare_run_dir(cfg: Config, resume: bool) -> tuple[Path, bool]:
+    """The run dir (created, config.json written) and whether there is a checkpoint to resume from."""
+    run_dir = run_dir_for(cfg, resume)
+    if resume and (run_dir / HISTORY_FILE).exists():
+        raise FileExistsError(f"--resume: {run_dir} finished already ({HISTORY_FILE} written); nothing to resume")
+    resume = resume and (run_dir / "checkpoints" / "latest").exists()
+    if resume:
+        check_resume_config(run_dir, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(json.dumps(to_flat(cfg), indent=1) + "\n", encoding="utf-8")
+    return run_dir, resume
 
 
 def _log_inputs(run, cfg: Config, prepared, pos_weight: list[float], n_train: int, n_val: int) -> None:
@@ -277,10 +304,13 @@ def run_command(args: argparse.Namespace) -> int:
     import yaml
 
     cfg = load_config(args.config, args.overrides)
-    print(yaml.safe_dump({"config": cfg.model_dump(mode="json")}, sort_keys=False), file=sys.stderr, end="")
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
+    if main_rank:
+        print(yaml.safe_dump({"config": cfg.model_dump(mode="json")}, sort_keys=False), file=sys.stderr, end="")
     started = time.monotonic()
     result = train(cfg, config_file=args.config, resume=args.resume, progress_bar=not args.no_progress)
-    print(result.summary(cfg.train.metric) + f" | wall {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    if main_rank:
+        print(result.summary(cfg.train.metric) + f" | wall {(time.monotonic() - started) / 60:.1f} min", flush=True)
     return 0
 
 
