@@ -28,8 +28,9 @@ class ArtifactError(ValueError):
 
 class Calibration(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    method: Literal["none", "temperature", "isotonic"] = "none"
-    temperature: float = Field(1.0, gt=0, description="logit / temperature, for method=temperature")
+    method: Literal["none", "temperature", "platt", "isotonic"] = "none"
+    temperature: float = Field(1.0, gt=0, description="logit / temperature, for method=temperature and platt")
+    bias: float = Field(0.0, description="added after the temperature, for method=platt: sigmoid(logit / T + b)")
     # Isotonic: piecewise-linear map of the raw probability through these knots (x ascending).
     x: list[float] = Field(default_factory=list)
     y: list[float] = Field(default_factory=list)

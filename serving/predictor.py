@@ -38,6 +38,7 @@ def calibrate(logits: np.ndarray, card: PolicyCard) -> np.ndarray:
     The only place calibration math lives: the Predictor and evaluation both call it.
     - none:        sigmoid(logit)
     - temperature: sigmoid(logit / T)
+    - platt:       sigmoid(logit / T + b)
     - isotonic:    piecewise-linear map of sigmoid(logit) through the card's knots (x ascending), clamped
                    to the end knots outside their range.
     """
@@ -51,6 +52,8 @@ def calibrate(logits: np.ndarray, card: PolicyCard) -> np.ndarray:
             out[:, j] = _sigmoid(logits[:, j])
         elif cal.method == "temperature":
             out[:, j] = _sigmoid(logits[:, j] / cal.temperature)
+        elif cal.method == "platt":
+            out[:, j] = _sigmoid(logits[:, j] / cal.temperature + cal.bias)
         elif cal.method == "isotonic":
             _check_knots(spec.name, cal.x, cal.y)
             out[:, j] = np.interp(_sigmoid(logits[:, j]), cal.x, cal.y)

@@ -18,7 +18,7 @@ NEUTRAL = ["lovely weather today", "the match starts at nine", "reading a good b
            "new album out friday", "train was late again", "happy birthday to my sister", "cooking pasta tonight"]
 ABUSE = ["you absolute idiot", "what a pathetic moron", "stupid clown", "total idiot behaviour"]
 THREAT = ["i will kill you", "gonna stab him tomorrow", "kill them all", "someone should shoot him"]
-CFG = BaselineConfig(min_df=1, C=10.0, calibration="none")
+CFG = load_config(None, ["model.kind=tfidf", "baseline.min_df=1", "baseline.C=10", "calibration.method=none"])
 
 
 def toy_rows(n: int, seed: int) -> list[tuple[str, list[int]]]:
@@ -132,15 +132,17 @@ def test_train_baseline_saves_and_reports_per_source(tmp_path):
     loaded = Baseline.load(out)
     assert loaded.card.dataset_hash == "f" * 64 and loaded.card.sources[0].name == "toy"
     assert loaded.card.config["model"]["kind"] == "tfidf"
-    assert {c.calibration.method for c in loaded.card.policies} == {"temperature"}
+    assert {c.calibration.method for c in loaded.card.policies} == {"platt"}
     for key in ("validation/mean_pr_auc", "test/toy/abusive/roc_auc", "test/other/violence/f1"):
         assert key in metrics and 0 <= metrics[key] <= 1
     assert metrics["test/other/abusive/n_pos"] + metrics["test/toy/abusive/n_pos"] == metrics["test/abusive/n_pos"]
     assert metrics["test/mean_roc_auc"] > 0.99
     # The card's validation metrics are the run's overall validation metrics (one computation, one number).
     assert loaded.card.validation_metrics["mean_pr_auc"] > 0.99
-    for k, v in loaded.card.validation_metrics.items():
-        assert metrics[f"validation/{k}"] == pytest.approx(v), k
+    card_metrics = loaded.card.validation_metrics
+    assert {f"{p}/ece_uncalibrated" for p in POLICIES} <= card_metrics.keys()  # what calibration bought
+    for k, v in card_metrics.items():
+        assert k.endswith("ece_uncalibrated") or metrics[f"validation/{k}"] == pytest.approx(v), k
 
 
 def test_baseline_config_validation(tmp_path):

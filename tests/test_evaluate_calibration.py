@@ -32,9 +32,9 @@ def validation(tiny_artifact) -> datasets.Dataset:
                                        "subset": [""] * len(texts), "raw_label": [""] * len(texts)})
 
 
-def test_finalize_card_fits_temperature_and_thresholds(tiny_artifact, validation, tmp_path):
+def test_finalize_card_fits_calibration_and_thresholds(tiny_artifact, validation, tmp_path):
     before = dir_digest(tiny_artifact)
-    card = finalize_card(tiny_artifact, validation, load_config())
+    card = finalize_card(tiny_artifact, validation, load_config(None, ["calibration.method=temperature"]))
     assert dir_digest(tiny_artifact) == before  # returns a card; writes nothing
     for spec in card.policies:
         assert spec.calibration.method == "temperature"

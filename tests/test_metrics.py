@@ -185,20 +185,23 @@ def test_fit_temperature_recovers_known_temperature():
     z = rng.normal(0, 3, 20000)  # true logits
     y = (rng.random(z.size) < 1 / (1 + np.exp(-z))).astype(int)
     y[rng.random(z.size) < 0.2] = -1  # unknown rows must be ignored
-    assert fit_temperature(2.5 * z, y) == pytest.approx(2.5, rel=0.08)  # overconfident model -> T = 2.5
-    assert fit_temperature(0.5 * z, y) == pytest.approx(0.5, rel=0.08)
+    assert fit_temperature(2.5 * z, y)[0] == pytest.approx(2.5, rel=0.08)  # overconfident model -> T = 2.5
+    assert fit_temperature(0.5 * z, y) == (pytest.approx(0.5, rel=0.08), 0.0)
+    # Platt: a model trained with a positive weight of e^1.5 has its logits shifted up by 1.5; the bias undoes it.
+    t, b = fit_temperature(2.5 * z + 1.5, y, bias=True)
+    assert t == pytest.approx(2.5, rel=0.08) and b == pytest.approx(-1.5 / 2.5, abs=0.08)
     with pytest.warns(UserWarning, match="single class"):
-        assert fit_temperature(z, np.ones_like(y)) == 1.0
+        assert fit_temperature(z, np.ones_like(y)) == (1.0, 0.0)
 
 
 def test_fit_calibration_through_the_predictor_lowers_ece():
     rng = np.random.default_rng(7)
     z = rng.normal(0, 2, (5000, P))
     labels = (rng.random(z.shape) < 1 / (1 + np.exp(-z))).astype(int)
-    logits = 3.0 * z  # overconfident
+    logits = 3.0 * z + 1.0  # overconfident, and shifted as positive weighting does
     card = PolicyCard()
     before = [expected_calibration_error(labels[:, j], calibrate(logits, card)[:, j]) for j in range(P)]
-    for method in ("temperature", "isotonic"):
+    for method in ("platt", "isotonic"):
         for spec, cal in zip(card.policies, fit_calibration(logits, labels, method).values()):
             spec.calibration = cal
         after = calibrate(logits, card)  # the Predictor's apply-side math

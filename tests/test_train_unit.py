@@ -154,7 +154,7 @@ def test_artifact_is_complete_and_thresholds_come_from_validation(tmp_path, mlfl
     assert all("validation" in p.threshold_method for p in card.policies)
     assert card.head == "cls" and card.mlflow_run_id == result.run_id
     # Calibration + thresholds fit on validation by training.calibration; the loop's best metrics kept beside.
-    assert all(p.calibration.method == "temperature" for p in card.policies)
+    assert all(p.calibration.method == "platt" for p in card.policies)
     assert {f"train_best/{k}": v for k, v in result.best_metrics.items()}.items() <= card.validation_metrics.items()
     assert "mean_pr_auc" in card.validation_metrics
     assert {s.name for s in card.sources} == {"tiny_full", "tiny_violence"} and card.dataset_hash

@@ -32,7 +32,7 @@ from serving.artifact import PolicyCard, SourceRef, read_card, write_card
 from serving.policies import POLICIES, UNKNOWN
 from serving.preprocess import normalize_tweet
 from training.config import BaselineConfig, Config
-from training.metrics import choose_thresholds, fit_calibration, grouped_metrics, masked_metrics
+from training.metrics import grouped_metrics
 
 MODEL_FILE = "tfidf_logreg.joblib"
 MODEL_NAME = "tweetguard-tfidf"
@@ -125,11 +125,11 @@ def _fit_policy(x, labels: np.ndarray, j: int, cfg: BaselineConfig) -> LogisticR
     return model.fit(x[known], y)
 
 
-def fit_baseline(dataset, cfg: BaselineConfig | Config) -> Baseline:
-    """Fit on `dataset["train"]`; if there is a `validation` split, fit calibration there, then choose
-    thresholds (max F1) on the calibrated validation probabilities and store them with the validation metrics
-    in the card."""
-    bcfg = cfg.baseline if isinstance(cfg, Config) else cfg
+def fit_baseline(dataset, cfg: Config) -> Baseline:
+    """Fit on `dataset["train"]` (`cfg.baseline`); if there is a `validation` split, the transformer's last
+    training stage runs there too (`training.calibration.finalize_card`, `cfg.calibration`): calibration, then
+    thresholds on the calibrated probabilities, with the validation metrics, into the card."""
+    bcfg = cfg.baseline
     train = dataset["train"]
     labels = _label_array(train)
     vectorizer = build_vectorizer(bcfg)
@@ -138,21 +138,11 @@ def fit_baseline(dataset, cfg: BaselineConfig | Config) -> Baseline:
     card = PolicyCard(model_name=MODEL_NAME, head=HEAD, backbone=describe(bcfg))
     baseline = Baseline(vectorizer, models, card)
     if "validation" in dataset:
-        tune_on_validation(baseline, dataset["validation"], bcfg.calibration)
+        from training.calibration import finalize_card
+        from training.scoring import BaselineScorer
+
+        baseline.card = finalize_card(BaselineScorer(baseline), dataset["validation"], cfg)
     return baseline
-
-
-def tune_on_validation(baseline: Baseline, validation, calibration: str = "none") -> dict[str, float]:
-    """Calibration, then thresholds (max F1), fit on validation and written into the baseline's card."""
-    labels = _label_array(validation)
-    logits = baseline.decision_function(validation["text"])
-    for spec, cal in zip(baseline.card.policies, fit_calibration(logits, labels, calibration).values()):
-        spec.calibration = cal
-    probs = baseline.predict_proba(validation["text"])
-    for spec, (thr, how) in zip(baseline.card.policies, choose_thresholds(labels, probs).values()):
-        spec.threshold, spec.threshold_method = thr, how
-    baseline.card.validation_metrics = masked_metrics(labels, probs, baseline.thresholds)
-    return baseline.card.validation_metrics
 
 
 def describe(cfg: BaselineConfig) -> str:

@@ -147,9 +147,6 @@ class BaselineConfig(Section):
         "none", description="balanced: weight classes inversely to their frequency (skews probabilities up)."
     )
     max_iter: int = Field(2000, ge=10, description="lbfgs iterations per policy.")
-    calibration: Literal["none", "temperature", "isotonic"] = Field(
-        "temperature", description="Per-policy calibration fit on validation (before thresholds are chosen)."
-    )
 
     @field_validator("word_ngram_range", "char_ngram_range")
     @classmethod
@@ -162,8 +159,9 @@ class BaselineConfig(Section):
 class CalibrationConfig(Section):
     """Last stage of training (`training.calibration.finalize_card`): fit on validation, stored in the card."""
 
-    method: Literal["none", "temperature", "isotonic"] = Field(
-        "temperature", description="Per-policy calibration of the logits, fit on validation (masked labels)."
+    method: Literal["none", "temperature", "platt", "isotonic"] = Field(
+        "platt", description="Per-policy calibration of the logits, fit on validation (masked labels): "
+        "platt = temperature plus a bias, which also undoes the base-rate shift of train.pos_weight."
     )
     threshold_method: Literal["max_f1", "precision", "recall"] = Field(
         "max_f1", description="max_f1, or the threshold that reaches `threshold_target` precision / recall."

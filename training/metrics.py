@@ -283,29 +283,33 @@ def choose_thresholds(labels: np.ndarray, probs: np.ndarray, method: str = "max_
     return out
 
 
-def _nll_and_grad(log_t: np.ndarray, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    # Mean BCE of sigmoid(z / T) in log T (unconstrained, positive T); d/dlogT = mean((sigmoid - y) * -z/T).
-    s = z / np.exp(log_t[0])
+def _nll_and_grad(params: np.ndarray, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    # Mean BCE of sigmoid(z / T + b) in (log T, b): unconstrained, T > 0 keeps the map increasing.
+    # d/dlogT = mean((sigmoid - y) * -z/T), d/db = mean(sigmoid - y).
+    s = z / np.exp(params[0]) + (params[1] if len(params) > 1 else 0.0)
     nll = np.mean(np.logaddexp(0.0, s) - y * s)
-    grad = np.mean((1.0 / (1.0 + np.exp(-s)) - y) * -s)
-    return float(nll), np.array([grad])
+    err = 1.0 / (1.0 + np.exp(-s)) - y
+    grad = [np.mean(err * -(z / np.exp(params[0])))] + ([np.mean(err)] if len(params) > 1 else [])
+    return float(nll), np.array(grad)
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Temperature T minimizing the NLL of sigmoid(logit / T) on one policy's known labels (-1 ignored).
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, bias: bool = False) -> tuple[float, float]:
+    """(T, b) minimizing the NLL of sigmoid(logit / T + b) on one policy's known labels (-1 ignored); b = 0
+    unless `bias` (Platt scaling: it also moves the base rate, which positive weighting in training shifts).
 
-    Returns 1.0 (no change) when the labels lack a class: the optimum is then T -> 0 or infinity.
+    Returns (1.0, 0.0) (no change) when the labels lack a class: the optimum is then T -> 0 or infinity.
     """
     logits, labels = np.asarray(logits, dtype=np.float64).ravel(), np.asarray(labels).ravel()
     known = labels != UNKNOWN
     z, y = logits[known], (labels[known] == 1).astype(np.float64)
     if y.min(initial=1) == y.max(initial=0):
-        warnings.warn("fit_temperature: labels have a single class (or none); keeping T = 1")
-        return 1.0
+        warnings.warn("fit_temperature: labels have a single class (or none); keeping T = 1, b = 0")
+        return 1.0, 0.0
     # T within [0.01, 100]: beyond that the model's scores carry (almost) no ranking or are all-or-nothing.
-    res = minimize(_nll_and_grad, x0=np.zeros(1), args=(z, y), jac=True, method="L-BFGS-B",
-                   bounds=[(np.log(0.01), np.log(100.0))])
-    return float(np.exp(res.x[0]))
+    bounds = [(np.log(0.01), np.log(100.0))] + ([(-20.0, 20.0)] if bias else [])
+    res = minimize(_nll_and_grad, x0=np.zeros(len(bounds)), args=(z, y), jac=True, method="L-BFGS-B",
+                   bounds=bounds)
+    return float(np.exp(res.x[0])), float(res.x[1]) if bias else 0.0
 
 
 def fit_isotonic(probs: np.ndarray, labels: np.ndarray) -> tuple[list[float], list[float]]:
@@ -329,12 +333,12 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, method: str = "tempe
     for j, policy in enumerate(POLICIES):
         if method == "none":
             out[policy] = Calibration()
-        elif method == "temperature":
-            t = fit_temperature(logits[:, j], labels[:, j])
-            out[policy] = Calibration(method="temperature", temperature=t)
+        elif method in ("temperature", "platt"):
+            t, b = fit_temperature(logits[:, j], labels[:, j], bias=method == "platt")
+            out[policy] = Calibration(method=method, temperature=t, bias=b)
         elif method == "isotonic":
             x, y = fit_isotonic(1.0 / (1.0 + np.exp(-logits[:, j])), labels[:, j])
             out[policy] = Calibration(method="isotonic", x=x, y=y)
         else:
-            raise ValueError(f"calibration method {method!r}: expected none, temperature or isotonic")
+            raise ValueError(f"calibration method {method!r}: expected none, temperature, platt or isotonic")
     return out
