@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from serving.fastpath import AUTO, PATHS
 from serving.policies import POLICIES
 
 ENV_PREFIX = "TWEETGUARD_"
@@ -36,7 +37,21 @@ class ServiceSettings(BaseModel):
     torch_threads: int | None = Field(
         None, gt=0, description="torch intra-op threads (default: all cores); 1 is far faster on a busy host"
     )
+    predict_path: str = Field(
+        AUTO, description=f"inference path, one of {PATHS} or {AUTO!r}: the fastest path that agrees with the "
+        "reference here (serving.fastpath)"
+    )
+    cache_dir: str | None = Field(
+        None, description="where the onnxruntime path caches its exported graph (default ~/.cache/tweetguard)"
+    )
     log_texts: bool = Field(False, description="log request texts (off: logs carry counts and sizes only)")
+
+    @field_validator("predict_path")
+    @classmethod
+    def _known_path(cls, value: str) -> str:
+        if value != AUTO and value not in PATHS:
+            raise ValueError(f"{value!r} is not an inference path; expected one of {PATHS} or {AUTO!r}")
+        return value
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServiceSettings:

@@ -65,13 +65,14 @@ class TweetGuard:
                            TOKEN_ENV)
         self.ready = False
         self.predictor = Predictor.load(self.model.path, batch_size=SETTINGS.predict_batch_size,
-                                        num_threads=SETTINGS.torch_threads)
+                                        num_threads=SETTINGS.torch_threads, path=SETTINGS.predict_path,
+                                        cache_dir=SETTINGS.cache_dir)
         self.card = self.predictor.card
         self.version = str(self.model.tag.version)
         self.predictor.predict(["warm up the model before readiness"])
         self.ready = True
-        logger.info("serving %s:%s (policies %s, thresholds %s)", self.card.model_name, self.version,
-                    list(POLICIES), self.card.thresholds)
+        logger.info("serving %s:%s (policies %s, thresholds %s, path %s)", self.card.model_name, self.version,
+                    list(POLICIES), self.card.thresholds, self.predictor.path)
 
     def __is_ready__(self) -> bool:
         return self.ready

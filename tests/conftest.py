@@ -16,6 +16,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from tests.tiny import make_tiny_artifact  # noqa: E402  (after the offline switches)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _export_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The onnxruntime path caches exported graphs (keyed by the model files' hash): one cache for the session,
+    # never the user's ~/.cache.
+    os.environ["TWEETGUARD_CACHE_DIR"] = str(tmp_path_factory.mktemp("export-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _stores_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # MLflow's default store is ./mlflow.db and BentoML's ~/bentoml: a test that forgets to pass its own must
@@ -56,23 +63,3 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _mlflow_template
 def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random mean-head artifact (thresholds 0.5, temperature 2). Read-only: copy it to modify it."""
     return make_tiny_artifact(tmp_path_factory.mktemp("tiny") / "model", head="mean")
-
-
-@pytest.fixture(scope="session")
-def _mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Creating MLflow's schema takes ~10 s on this machine: do it once, then copy the file per test.
-    from mlflow import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def mlflow_sqlite(_mlflow_db_template: Path, tmp_path: Path) -> str:
-    """A ready sqlite tracking store in this test's tmp dir (the one `_mlflow_in_tmp` points at); its URI."""
-    import shutil
-
-    db = tmp_path / "mlflow.db"
-    shutil.copy(_mlflow_db_template, db)
-    return f"sqlite:///{db}"

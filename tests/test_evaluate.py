@@ -192,12 +192,12 @@ def test_top_errors_are_the_most_confident_mistakes():
 
 
 # -- end to end ---------------------------------------------------------------------------------------------
-def test_evaluate_registered_transformer_logs_linked_run(tmp_path, tiny_artifact, mlflow_sqlite):
-    version = register_dir(tiny_artifact, mlflow_sqlite)
-    registered = MlflowClient(mlflow_sqlite).get_model_version("tweetguard", version)
+def test_evaluate_registered_transformer_logs_linked_run(tmp_path, tiny_artifact, mlflow_uri):
+    version = register_dir(tiny_artifact, mlflow_uri)
+    registered = MlflowClient(mlflow_uri).get_model_version("tweetguard", version)
     before = dir_digest(tiny_artifact)
     cfg = load_config(None, FAST)
-    result = evaluate("models:/tweetguard/1", cfg, out_dir=tmp_path / "rep", tracking_uri=mlflow_sqlite,
+    result = evaluate("models:/tweetguard/1", cfg, out_dir=tmp_path / "rep", tracking_uri=mlflow_uri,
                       data=synthetic_split())
     assert dir_digest(tiny_artifact) == before
     files = {p.name for p in (tmp_path / "rep").iterdir()}
@@ -210,7 +210,7 @@ def test_evaluate_registered_transformer_logs_linked_run(tmp_path, tiny_artifact
     assert {b["benchmark"] for b in report["benchmarks"]} >= {"OffensEval-2019 A (OLID test)", "TweetEval hate"}
     assert report["ece"]["abusive"]["uncalibrated"] != report["ece"]["abusive"]["calibrated"]  # tiny card T=2
     assert any(r["status"] == "judged" for r in report["bias"])
-    client = MlflowClient(mlflow_sqlite)
+    client = MlflowClient(mlflow_uri)
     run = client.get_run(result.run_id)
     assert run.data.tags["model_version"] == "1" and run.data.tags["model_run_id"] == registered.run_id
     assert run.data.tags["tweetguard.run_type"] == "evaluation"
@@ -233,7 +233,7 @@ def test_tfidf_baseline_is_evaluated_by_the_same_code(tmp_path):
     assert result.report["benchmarks"] == []  # no benchmark source in the toy split
 
 
-def test_cli_evaluate_on_tiny_data_config(tmp_path, tiny_artifact, mlflow_sqlite, capsys):
+def test_cli_evaluate_on_tiny_data_config(tmp_path, tiny_artifact, mlflow_uri, capsys):
     from tests.tiny import write_tiny_train_config
     from training.cli import main
 

@@ -31,7 +31,7 @@ def test_committed_notebooks_carry_no_outputs(name):
 
 
 @pytest.fixture
-def notebook_env(tmp_path, tiny_artifact, mlflow_sqlite, monkeypatch) -> Path:
+def notebook_env(tmp_path, tiny_artifact, mlflow_uri, monkeypatch) -> Path:
     """Kernel spec for this Python, tiny data config, champion = tiny transformer, challenger = TF-IDF."""
     kernel_dir = tmp_path / "jupyter" / "kernels" / KERNEL
     kernel_dir.mkdir(parents=True)
@@ -45,8 +45,8 @@ def notebook_env(tmp_path, tiny_artifact, mlflow_sqlite, monkeypatch) -> Path:
     from training.versions import CHALLENGER, CHAMPION, set_alias
 
     tfidf, _ = train_baseline(cfg, prepare(cfg.data), tmp_path / "tfidf")
-    set_alias("tweetguard", CHAMPION, register_dir(tiny_artifact, mlflow_sqlite), mlflow_sqlite)
-    set_alias("tweetguard", CHALLENGER, register_dir(tfidf, mlflow_sqlite), mlflow_sqlite)
+    set_alias("tweetguard", CHAMPION, register_dir(tiny_artifact, mlflow_uri), mlflow_uri)
+    set_alias("tweetguard", CHALLENGER, register_dir(tfidf, mlflow_uri), mlflow_uri)
     monkeypatch.setenv("TWEETGUARD_CONFIG", str(config))
     monkeypatch.setenv("TWEETGUARD_SPLIT", "validation")
     monkeypatch.setenv("TWEETGUARD_OVERRIDES", f"evaluation.bootstrap_samples=50 evaluation.min_slice_support=2 "

@@ -59,7 +59,7 @@ def test_load_exposes_card_policies_and_max_length(predictor: Predictor, tiny_ar
     assert predictor.policies == POLICIES
     assert predictor.max_length == TINY_MAX_LENGTH
     assert predictor.card == read_card(tiny_artifact)
-    assert predictor.path == "reference"
+    assert predictor.path == "onnxruntime"  # "auto", as in the service
 
 
 def test_unknown_path_is_refused(tiny_artifact: Path):

@@ -40,14 +40,14 @@ def _promote(world, ref, uri, **kw):
     return promote(ref, world["cfg"], validation=world["dataset"]["validation"], tracking_uri=uri, **kw)
 
 
-def test_worse_candidate_is_refused_and_recorded(tiny_world, mlflow_sqlite):
-    client = MlflowClient(mlflow_sqlite)
-    assert register_dir(tiny_world["good"], mlflow_sqlite) == "1"
-    first = _promote(tiny_world, "models:/tweetguard/1", mlflow_sqlite)
+def test_worse_candidate_is_refused_and_recorded(tiny_world, mlflow_uri):
+    client = MlflowClient(mlflow_uri)
+    assert register_dir(tiny_world["good"], mlflow_uri) == "1"
+    first = _promote(tiny_world, "models:/tweetguard/1", mlflow_uri)
     assert first.outcome == "promoted" and first.champion_before is None
-    assert register_dir(tiny_world["worse"], mlflow_sqlite) == "2"
+    assert register_dir(tiny_world["worse"], mlflow_uri) == "2"
     d = promote("models:/tweetguard/2", tiny_world["cfg"], validation=tiny_world["dataset"]["validation"],
-                test=tiny_world["dataset"]["test"], tracking_uri=mlflow_sqlite)
+                test=tiny_world["dataset"]["test"], tracking_uri=mlflow_uri)
     assert d.outcome == "refused" and not d.promoted
     assert any(r.startswith("abusive: validation PR-AUC") for r in d.reasons), d.reasons
     assert "champion (test)" in d.table and "abusive/pr_auc" in d.table
@@ -59,43 +59,43 @@ def test_worse_candidate_is_refused_and_recorded(tiny_world, mlflow_sqlite):
     assert evidence["abusive"]["ci95"][1] < 0 < evidence["abusive"]["champion"] - 0.5
 
 
-def test_force_needs_reason_then_promotes_and_rollback_restores(tiny_world, mlflow_sqlite):
-    client = MlflowClient(mlflow_sqlite)
-    register_dir(tiny_world["good"], mlflow_sqlite)
-    _promote(tiny_world, "models:/tweetguard/1", mlflow_sqlite)
-    register_dir(tiny_world["worse"], mlflow_sqlite)
+def test_force_needs_reason_then_promotes_and_rollback_restores(tiny_world, mlflow_uri):
+    client = MlflowClient(mlflow_uri)
+    register_dir(tiny_world["good"], mlflow_uri)
+    _promote(tiny_world, "models:/tweetguard/1", mlflow_uri)
+    register_dir(tiny_world["worse"], mlflow_uri)
     with pytest.raises(ValueError, match="--reason"):
-        _promote(tiny_world, "models:/tweetguard/2", mlflow_sqlite, force=True)
-    d = _promote(tiny_world, "models:/tweetguard/2", mlflow_sqlite, force=True, reason="incident 42 hotfix")
+        _promote(tiny_world, "models:/tweetguard/2", mlflow_uri, force=True)
+    d = _promote(tiny_world, "models:/tweetguard/2", mlflow_uri, force=True, reason="incident 42 hotfix")
     assert d.outcome == "forced"
     model = client.get_registered_model("tweetguard")
     assert str(model.aliases["champion"]) == "2" and json.loads(model.tags[HISTORY_TAG]) == ["1"]
     assert "incident 42 hotfix" in client.get_model_version("tweetguard", "2").tags["promotion.reason"]
-    back = rollback("tweetguard", tracking_uri=mlflow_sqlite, reason="bad flags in prod")
+    back = rollback("tweetguard", tracking_uri=mlflow_uri, reason="bad flags in prod")
     assert back.outcome == "rolled_back" and back.candidate == "1"
     model = client.get_registered_model("tweetguard")
     assert str(model.aliases["champion"]) == "1" and json.loads(model.tags[HISTORY_TAG]) == []
     assert client.get_model_version("tweetguard", "1").tags["promotion.decision"] == "rolled_back"
     with pytest.raises(ValueError, match="no previous champion"):
-        rollback("tweetguard", tracking_uri=mlflow_sqlite)
+        rollback("tweetguard", tracking_uri=mlflow_uri)
 
 
-def test_equal_candidate_is_promoted(tiny_world, mlflow_sqlite):
-    register_dir(tiny_world["good"], mlflow_sqlite)
-    _promote(tiny_world, "models:/tweetguard/1", mlflow_sqlite)
-    register_dir(tiny_world["good"], mlflow_sqlite)  # same model retrained: no drop at all
-    d = _promote(tiny_world, "models:/tweetguard/2", mlflow_sqlite)
+def test_equal_candidate_is_promoted(tiny_world, mlflow_uri):
+    register_dir(tiny_world["good"], mlflow_uri)
+    _promote(tiny_world, "models:/tweetguard/1", mlflow_uri)
+    register_dir(tiny_world["good"], mlflow_uri)  # same model retrained: no drop at all
+    d = _promote(tiny_world, "models:/tweetguard/2", mlflow_uri)
     assert d.outcome == "promoted" and d.champion_before == "1"
-    assert MlflowClient(mlflow_sqlite).get_registered_model("tweetguard").aliases["champion"] == 2
-    assert _promote(tiny_world, "models:/tweetguard@champion", mlflow_sqlite).outcome == "unchanged"
+    assert MlflowClient(mlflow_uri).get_registered_model("tweetguard").aliases["champion"] == 2
+    assert _promote(tiny_world, "models:/tweetguard@champion", mlflow_uri).outcome == "unchanged"
 
 
-def test_cli_refusal_exit_codes(tiny_world, mlflow_sqlite, capsys):
+def test_cli_refusal_exit_codes(tiny_world, mlflow_uri, capsys):
     from training.cli import main
 
-    register_dir(tiny_world["good"], mlflow_sqlite)
-    register_dir(tiny_world["worse"], mlflow_sqlite)
-    args = ["promote", "--config", str(tiny_world["config"]), "--tracking-uri", mlflow_sqlite, "--no-test", *FAST]
+    register_dir(tiny_world["good"], mlflow_uri)
+    register_dir(tiny_world["worse"], mlflow_uri)
+    args = ["promote", "--config", str(tiny_world["config"]), "--tracking-uri", mlflow_uri, "--no-test", *FAST]
     assert main([*args[:1], "--candidate", "models:/tweetguard/1", *args[1:]]) == 0
     assert main([*args[:1], "--candidate", "models:/tweetguard/2", *args[1:]]) == 0  # refusal is not an error
     assert "REFUSED" in capsys.readouterr().out
@@ -103,12 +103,12 @@ def test_cli_refusal_exit_codes(tiny_world, mlflow_sqlite, capsys):
     assert main([*args[:1], "--candidate", str(tiny_world["worse"]), *args[1:]]) == 2  # not a registered version
 
 
-def test_model_card_attached_to_version(tiny_world, mlflow_sqlite):
+def test_model_card_attached_to_version(tiny_world, mlflow_uri):
     from training.modelcard import CARD_MD, attach_model_card
 
-    version = register_dir(tiny_world["good"], mlflow_sqlite)
-    text = attach_model_card("tweetguard", version, tiny_world["good"], tracking_uri=mlflow_sqlite)
-    client = MlflowClient(mlflow_sqlite)
+    version = register_dir(tiny_world["good"], mlflow_uri)
+    text = attach_model_card("tweetguard", version, tiny_world["good"], tracking_uri=mlflow_uri)
+    client = MlflowClient(mlflow_uri)
     mv = client.get_model_version("tweetguard", version)
     assert mv.description == text
     for needle in ("Intended use", "English only", "Violence has thin", "| tiny_full | CC0-1.0 |", "abusive"):

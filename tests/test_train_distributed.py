@@ -37,7 +37,7 @@ def _no_dropout(backbone: Path) -> None:
     path.write_text(json.dumps(config))
 
 
-def test_torchrun_two_processes_equal_one_with_double_accumulation_through_kill_and_resume(tmp_path, mlflow_sqlite):
+def test_torchrun_two_processes_equal_one_with_double_accumulation_through_kill_and_resume(tmp_path, mlflow_uri):
     # 360 tiny train rows in batches of 12: 30 micro-batches an epoch, 15 steps of 2 (per rank: 1), 2 epochs.
     config = write_tiny_train_config(
         tmp_path, epochs=2, batch_size=12, checkpoint_every_steps=8, eval_every_steps=10,
@@ -47,7 +47,7 @@ def test_torchrun_two_processes_equal_one_with_double_accumulation_through_kill_
     single = train(load_config(config, ["run_name=single", "train.grad_accum=2"]), progress_bar=False)
 
     run_dir = tmp_path / "runs" / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": mlflow_sqlite, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": mlflow_uri, "OMP_NUM_THREADS": "1"}
 
     def torchrun(*extra: str) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
@@ -72,7 +72,7 @@ def test_torchrun_two_processes_equal_one_with_double_accumulation_through_kill_
     wb = load_file(run_dir / LAST_DIR / "model.safetensors")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
 
-    client = MlflowClient(mlflow_sqlite)
+    client = MlflowClient(mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("tweetguard").experiment_id],
                               "tags.world_size = '2'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"

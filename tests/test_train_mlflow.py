@@ -60,11 +60,11 @@ def check_run_contents(client: MlflowClient, run_id: str, uri: str, tmp_path: Pa
     assert card.mlflow_run_id == run_id and set(card.validation_metrics) >= {"mean_pr_auc"}
 
 
-def test_sqlite_run_contents_and_registration(tmp_path, mlflow_sqlite):
+def test_sqlite_run_contents_and_registration(tmp_path, mlflow_uri):
     config = write_tiny_train_config(tmp_path, max_steps=STEPS, eval_every_steps=3)
     first = train(load_config(config, ["run_name=first"]), config_file=str(config), progress_bar=False)
-    client = MlflowClient(mlflow_sqlite)
-    check_run_contents(client, first.run_id, mlflow_sqlite, tmp_path)
+    client = MlflowClient(mlflow_uri)
+    check_run_contents(client, first.run_id, mlflow_uri, tmp_path)
     assert first.model_version == "1"
     # A second training is a new version; @champion stays where it was (promotion is evaluation's job).
     second = train(load_config(config, ["run_name=second"]), config_file=str(config), progress_bar=False)
@@ -134,11 +134,11 @@ def test_real_mlflow_server(tmp_path, mlflow_server, monkeypatch):
     assert len(stored) == 1 and not (tmp_path / "mlruns").exists()
 
 
-def test_tfidf_baseline_is_its_own_run_and_registered_model(tmp_path, mlflow_sqlite):
+def test_tfidf_baseline_is_its_own_run_and_registered_model(tmp_path, mlflow_uri):
     config = write_tiny_train_config(tmp_path)
     cfg = load_config(config, ["model.kind=tfidf", "tracking.registered_model=tweetguard-tfidf", "run_name=tfidf"])
     result = train(cfg, config_file=str(config))
-    client = MlflowClient(mlflow_sqlite)
+    client = MlflowClient(mlflow_uri)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["kind"] == "tfidf"
     assert "validation/mean_pr_auc" in run.data.metrics and "test/mean_pr_auc" in run.data.metrics
@@ -146,6 +146,6 @@ def test_tfidf_baseline_is_its_own_run_and_registered_model(tmp_path, mlflow_sql
     assert version.run_id == result.run_id
     # never a champion; @challenger marks its newest version (what `make baseline` evaluates)
     assert client.get_registered_model("tweetguard-tfidf").aliases == {"challenger": int(version.version)}
-    local = resolve_model_ref(f"models:/tweetguard-tfidf/{result.model_version}", tracking_uri=mlflow_sqlite,
+    local = resolve_model_ref(f"models:/tweetguard-tfidf/{result.model_version}", tracking_uri=mlflow_uri,
                               dst_path=tmp_path / "dl")
     assert read_card(local).mlflow_run_id == result.run_id

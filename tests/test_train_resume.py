@@ -75,7 +75,7 @@ def kill_after_unsaved_steps(cmd: list[str], run_dir: Path, env: dict, timeout: 
             _kill_tree(proc)
 
 
-def test_resume_after_sigkill_repeats_no_batch_and_matches_uninterrupted(tmp_path, mlflow_sqlite):
+def test_resume_after_sigkill_repeats_no_batch_and_matches_uninterrupted(tmp_path, mlflow_uri):
     # 2 epochs of 23 steps (grad_accum 2 over 45 micro-batches): the kill and the resume span an epoch end.
     config = write_tiny_train_config(
         tmp_path, epochs=2, batch_size=8, grad_accum=2, checkpoint_every_steps=CHECKPOINT_EVERY,
@@ -84,7 +84,7 @@ def test_resume_after_sigkill_repeats_no_batch_and_matches_uninterrupted(tmp_pat
     reference = train(load_config(config, ["run_name=straight"]), progress_bar=False)
 
     run_dir = tmp_path / "runs" / "killed"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": mlflow_sqlite}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": mlflow_uri}
     cmd = [sys.executable, "-m", "training.train", "--config", str(config), "run_name=killed"]
     saved, reached = kill_after_unsaved_steps(cmd, run_dir, env)
     assert 0 < saved < reached, f"need a checkpoint and later unsaved steps (checkpoint {saved}, reached {reached})"
@@ -105,15 +105,15 @@ def test_resume_after_sigkill_repeats_no_batch_and_matches_uninterrupted(tmp_pat
     assert resumed.run_id != reference.run_id
     from mlflow import MlflowClient
 
-    run = MlflowClient(mlflow_sqlite).get_run(resumed.run_id)
+    run = MlflowClient(mlflow_uri).get_run(resumed.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["stop_reason"] == "epochs"
     # Each step's loss once: nothing lost to the kill (flushed at the checkpoint), nothing logged twice.
-    history = MlflowClient(mlflow_sqlite).get_metric_history(resumed.run_id, "train_loss")
+    history = MlflowClient(mlflow_uri).get_metric_history(resumed.run_id, "train_loss")
     assert sorted(m.step for m in history) == list(range(1, 47))
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(straight["losses"])
 
 
-def test_resume_refuses_a_changed_config_or_a_finished_run(tmp_path, mlflow_sqlite):
+def test_resume_refuses_a_changed_config_or_a_finished_run(tmp_path, mlflow_uri):
     from training.config import ConfigError
 
     config = write_tiny_train_config(tmp_path, max_steps=4, checkpoint_every_steps=2)

@@ -122,7 +122,7 @@ def test_bad_train_config_names_the_key(override, key):
         load_config(None, [override])
 
 
-def test_unknown_validation_metric_is_named(tmp_path, mlflow_sqlite):
+def test_unknown_validation_metric_is_named(tmp_path, mlflow_uri):
     cfg = load_config(write_tiny_train_config(tmp_path, max_steps=2), ["train.metric=accuracy"])
     with pytest.raises(KeyError, match="train.metric='accuracy'"):
         train(cfg, progress_bar=False)
@@ -133,7 +133,7 @@ def _history(run_dir: Path) -> dict:
     return json.loads((run_dir / HISTORY_FILE).read_text())
 
 
-def test_same_seed_same_metrics_other_seed_differs(tmp_path, mlflow_sqlite):
+def test_same_seed_same_metrics_other_seed_differs(tmp_path, mlflow_uri):
     path = write_tiny_train_config(tmp_path, max_steps=12, grad_accum=2, eval_every_steps=6, source_balance=0.5)
     runs = {}
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
@@ -146,7 +146,7 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path, mlflow_sqlite):
     assert ha["losses"] != hc["losses"]
 
 
-def test_artifact_is_complete_and_thresholds_come_from_validation(tmp_path, mlflow_sqlite):
+def test_artifact_is_complete_and_thresholds_come_from_validation(tmp_path, mlflow_uri):
     cfg = load_config(write_tiny_train_config(tmp_path, max_steps=6), ["model.head=cls"])
     result = train(cfg, progress_bar=False)
     card = read_card(result.artifact_dir)
@@ -165,7 +165,7 @@ def test_artifact_is_complete_and_thresholds_come_from_validation(tmp_path, mlfl
 
 
 @pytest.mark.integration
-def test_fine_tunes_the_bundled_backbone_for_a_few_steps(tmp_path, mlflow_sqlite):
+def test_fine_tunes_the_bundled_backbone_for_a_few_steps(tmp_path, mlflow_uri):
     from serving.backbone import BUNDLED_BACKBONE
     from serving.modeling import load_model
 

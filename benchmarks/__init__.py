@@ -1,0 +1,1 @@
+"""Benchmarks: throughput / latency / memory measurements that print ratios against a stated baseline."""

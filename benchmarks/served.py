@@ -1,0 +1,86 @@
+"""The served endpoint over HTTP on loopback: a real `bentoml serve` of the model (tests/bento_fixtures.py),
+first started with an empty export cache, then restarted warm; 1 and N concurrent clients, each request one
+unique text (plus one run of 32-text requests), every non-2xx or transport error counted as a failure."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from benchmarks.measure import PeakRSS, quantiles
+from tests.bento_fixtures import ServedBento, import_model
+
+
+def _post(client: httpx.Client, texts: list[str]) -> float | None:
+    """Latency (ms) of one /classify request, or None on any failure."""
+    t0 = time.perf_counter()
+    try:
+        r = client.post("/classify", json={"texts": texts})
+    except httpx.HTTPError:
+        return None
+    if not 200 <= r.status_code < 300 or len(r.json()["results"]) != len(texts):
+        return None
+    return (time.perf_counter() - t0) * 1e3
+
+
+def load_run(url: str, requests: list[list[str]], clients: int) -> dict:
+    """Send `requests` (each a list of texts) from `clients` threads; each thread has its own connection."""
+    local = threading.local()
+
+    def send(texts: list[str]) -> float | None:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=url, timeout=120)
+        return _post(local.client, texts)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(send, requests))
+    wall = time.perf_counter() - t0
+    ok = [ms for ms in results if ms is not None]
+    ok_texts = sum(len(req) for req, ms in zip(requests, results) if ms is not None)
+    return {"clients": clients, "requests": len(requests), "texts_per_request": len(requests[0]),
+            "failures": len(requests) - len(ok), "wall_s": wall, "texts_per_s": ok_texts / wall, **quantiles(ok)}
+
+
+def bench_served(model_dir: Path, texts: list[str], warmup: list[str], *, threads: int, path: str,
+                 clients: int, work: Path | None = None) -> dict:
+    """Cold and warm start, RSS of the server's process tree, and the load runs over disjoint slices of texts."""
+    work = Path(work or tempfile.mkdtemp(prefix="tgbench-"))
+    home, cache = work / "bentoml", work / "cache"
+    tag = import_model(model_dir, home)
+    env = {"TWEETGUARD_MODEL_TAG": tag, "TWEETGUARD_TORCH_THREADS": str(threads), "TWEETGUARD_PREDICT_PATH": path,
+           "TWEETGUARD_CACHE_DIR": str(cache), "TWEETGUARD_MAX_INFLIGHT": str(max(64, 2 * clients))}
+    target = "serving.service:TweetGuard"
+    first = ServedBento.start(target, bentoml_home=home, log_path=work / "serve-cold.log", env=env)
+    first.stop()
+    server = ServedBento.start(target, bentoml_home=home, log_path=work / "serve.log", env=env)
+    out = {"model_tag": tag, "path": path, "threads": threads, "cold_start_empty_cache_s": first.startup_s,
+           "cold_start_s": server.startup_s, "runs": []}
+    n = len(texts)  # disjoint slices: 1 client one text each, N clients one text each, 1 client 32 per request
+    n1, nn = min(200, n // 4), min(800, n // 2)
+    rest = texts[n1 + nn:]
+    size = min(32, len(rest))
+    plan = [([[t] for t in texts[:n1]], 1), ([[t] for t in texts[n1:n1 + nn]], clients),
+            ([rest[i:i + size] for i in range(0, len(rest) - size + 1, size)], 1)]
+    try:
+        with PeakRSS(server.proc.pid) as rss:
+            load_run(server.url, [[t] for t in warmup], 1)  # also trains BentoML's batching optimizer
+            for requests, c in plan:
+                if not requests:
+                    continue
+                before = server.metric_batch_sizes()
+                run = load_run(server.url, requests, c)
+                after = server.metric_batch_sizes()
+                calls = after[1] - before[1]
+                run["requests_per_model_call"] = (after[0] - before[0]) / calls if calls else float("nan")
+                out["runs"].append(run)
+        out["peak_rss_mb"] = rss.peak_mb
+        out["rss_mb_at_peak"] = sorted(rss.at_peak.values(), reverse=True)
+    finally:
+        server.stop()
+    return out
