@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run baseline test clean
+.PHONY: install run baseline bench test clean
 
 # torch is pinned in the same resolution as everything else: left to pip it picks a multi-GB CUDA build.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -33,6 +33,12 @@ run: install
 baseline: install
 	$(BIN)/tweetguard train --config configs/baseline.yaml
 	$(BIN)/tweetguard evaluate --config configs/baseline.yaml --model models:/tweetguard-tfidf@challenger
+
+# Speed, each in one run on this machine: inference (stock pipeline vs Predictor paths vs the served endpoint)
+# on 2,000 real test tweets, then training (our loop vs a stock transformers.Trainer). Reports: reports/bench/.
+bench: install
+	$(BIN)/python -m benchmarks.inference --model $(MODEL)@champion --n 2000 --out reports/bench
+	$(BIN)/python -m benchmarks.train_speed --config $(CONFIG) --json reports/bench/train_speed.json
 
 test: install
 	$(BIN)/python -m pytest

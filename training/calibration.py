@@ -2,7 +2,7 @@
 
 `finalize_card(model, validation, cfg)` returns the policy card to save with the model (it writes nothing):
 1. raw logits on validation through the same scorer the service uses;
-2. per-policy calibration (`cfg.calibration.method`, default temperature) fit on the known labels only;
+2. per-policy calibration (`cfg.calibration.method`, default platt = temperature + bias) fit on the known labels only;
 3. thresholds chosen on the *calibrated* probabilities (they are what the card's threshold is compared with):
    max F1 by default, or a target precision / recall, optionally as if positives had the deployment prevalence;
 4. validation metrics at those thresholds, plus ECE before / after calibration, recorded in the card.
