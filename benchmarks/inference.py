@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> dict:
                     "warmup": WARMUP, "batch_size": args.batch_size, "threads": args.threads}}
     report["machine"]["matmul_fp32_gflops"] = measure.matmul_gflops(args.threads)
 
-    reference = Predictor.load(model_dir, batch_size=args.batch_size, num_threads=args.threads)
+    reference = Predictor.load(model_dir, batch_size=args.batch_size, num_threads=args.threads, path="reference")
     lengths, truncated = measure.token_lengths(reference, texts)
     report["model"]["max_length"] = reference.max_length
     report["data"] = {"sources": by_source, "chars": measure.distribution([len(t) for t in texts]),

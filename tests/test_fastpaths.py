@@ -58,7 +58,7 @@ def tweets() -> list[str]:
 
 @pytest.fixture(scope="session")
 def reference_probs(finetuned: Path, tweets: list[str]) -> np.ndarray:
-    return Predictor.load(finetuned, batch_size=32).predict_proba(tweets)
+    return Predictor.load(finetuned, batch_size=32, path="reference").predict_proba(tweets)
 
 
 def _fingerprint(folder: Path) -> dict[str, str]:
@@ -122,7 +122,7 @@ def test_onnxruntime_matches_reference_on_both_heads(head, tiny_artifact, tmp_pa
     from tests.tiny import make_tiny_artifact
 
     model_dir = tiny_artifact if head == "mean" else make_tiny_artifact(tmp_path / "cls", head="cls", seed=1)
-    reference = Predictor.load(model_dir).predict(TEXTS)
+    reference = Predictor.load(model_dir, path="reference").predict(TEXTS)
     fast = Predictor.load(model_dir, path="onnxruntime", cache_dir=tmp_path / "cache").predict(TEXTS)
     for want, got in zip(reference, fast):
         assert got["flags"] == want["flags"] and got["truncated"] == want["truncated"]

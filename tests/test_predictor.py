@@ -134,7 +134,7 @@ def test_empty_input_and_empty_strings(predictor: Predictor):
 # ---- order and batch invariance ------------------------------------------------------------------------------
 @pytest.mark.parametrize("head", ["mean", "cls"])
 def test_scores_do_not_depend_on_batch_mates_or_order(head, tiny_artifact, cls_artifact):
-    predictor = Predictor.load(tiny_artifact if head == "mean" else cls_artifact, batch_size=3)
+    predictor = Predictor.load(tiny_artifact if head == "mean" else cls_artifact, batch_size=3, path="reference")
     alone = np.stack([predictor.logits([t])[0] for t in TEXTS])  # [N, P], no padding at all
     # Texts must score differently, or a permutation bug would go unnoticed.
     assert len({tuple(np.round(row, 4)) for row in alone}) == len(TEXTS)
