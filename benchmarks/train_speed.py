@@ -33,18 +33,9 @@ def _sample(cfg, tokenizer, n: int):
     return encode(rows, tokenizer, cfg.model.max_length)
 
 
-def _pos_weight(cfg, data) -> list[float]:
-    from training.batches import auto_pos_weight
-
-    tc = cfg.train
-    if tc.pos_weight == "auto":
-        return auto_pos_weight(data.labels, tc.pos_weight_cap)
-    return [1.0] * data.labels.shape[1] if tc.pos_weight == "none" else list(tc.pos_weight)
-
-
 def run_ours(cfg, backbone: str, tokenizer, data, steps: int, warmup: int) -> dict:
     from serving.modeling import build_model
-    from training.batches import epoch_batches
+    from training.batches import epoch_batches, pos_weights
     from training.checkpoint import seed_everything
     from training.loop import Trainer
 
@@ -57,7 +48,8 @@ def run_ours(cfg, backbone: str, tokenizer, data, steps: int, warmup: int) -> di
     with tempfile.TemporaryDirectory() as tmp:
         tiny_val = type(data)(data.input_ids[:8], data.labels[:8], data.sources[:8])
         trainer = Trainer(model, data, tiny_val, tc, Path(tmp), pad_id=tokenizer.pad_token_id or 0,
-                          pos_weight=_pos_weight(cfg, data), log=lambda m, s: stamps.setdefault(s, time.monotonic()),
+                          pos_weight=pos_weights(cfg.train, data.labels),
+                          log=lambda m, s: stamps.setdefault(s, time.monotonic()),
                           progress_bar=False)
         trainer.fit()
     lengths = np.array([len(x) for x in data.input_ids])
@@ -75,13 +67,13 @@ def run_stock(cfg, backbone: str, tokenizer, data, steps: int, warmup: int) -> d
     from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
     from serving.modeling import build_model
-    from training.batches import masked_bce
+    from training.batches import masked_bce, pos_weights
     from training.checkpoint import seed_everything
 
     seed_everything(cfg.train.seed)
     model = build_model(backbone, cfg.model.head)
     tc = cfg.train
-    pos_weight = torch.tensor(_pos_weight(cfg, data), dtype=torch.float32)
+    pos_weight = torch.tensor(pos_weights(cfg.train, data.labels), dtype=torch.float32)
     ds = datasets.Dataset.from_dict({"input_ids": data.input_ids, "labels": data.labels.astype(np.float32).tolist()})
     pad = DataCollatorWithPadding(tokenizer)
     seen = {"real": 0, "padded": 0}

@@ -45,14 +45,15 @@ CACHE_ENV = "TWEETGUARD_CACHE_DIR"
 Forward = Callable[[Mapping[str, Any]], Any]  # padded batch of torch tensors -> logits np.ndarray [B, P]
 
 
-def native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AMX or AVX512-BF16), from /proc/cpuinfo (Linux)."""
+def native_bf16() -> bool | None:
+    """Whether this CPU multiplies bf16 natively (AMX or AVX512-BF16), from /proc/cpuinfo (Linux); None when
+    unknown (no /proc/cpuinfo), which callers treat as "not known to be native"."""
     try:
         flags = next(
             (line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), ""
         ).split()
     except OSError:
-        return False
+        return None
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 

@@ -54,6 +54,13 @@ def auto_pos_weight(labels: np.ndarray, cap: float) -> list[float]:
     return out
 
 
+def pos_weights(train_cfg, labels: np.ndarray) -> list[float]:
+    """`train.pos_weight` resolved for these labels: "auto" (`auto_pos_weight`), "none" (all 1) or the list."""
+    if train_cfg.pos_weight == "auto":
+        return auto_pos_weight(labels, train_cfg.pos_weight_cap)
+    return [1.0] * labels.shape[1] if train_cfg.pos_weight == "none" else list(train_cfg.pos_weight)
+
+
 def sampling_weights(sources: list[str], alpha: float) -> np.ndarray:
     """Per-example probability ~ 1 / size(source)^alpha (alpha=1: each source equally likely)."""
     sizes = Counter(sources)

@@ -83,23 +83,15 @@ def check_resume_config(run_dir: Path, cfg: Config) -> None:
         raise ConfigError(f"--resume of {run_dir}: config differs from the checkpointed run ({diff})")
 
 
-def cpu_has_bf16_units() -> bool | None:
-    """AMX or AVX512-BF16 present (Linux /proc/cpuinfo); None when unknown."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return None
-    return any(f in flags for f in ("amx_bf16", "avx512_bf16"))
-
-
 def setup(cfg: Config, rank: int = 0) -> None:
     import torch
 
+    from serving.fastpath import native_bf16
     from training.checkpoint import seed_everything
 
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    if cfg.train.bf16 and cpu_has_bf16_units() is False:
+    if cfg.train.bf16 and native_bf16() is False:
         # Measured on a 2-core AVX2 EPYC: bf16 matmul 0.3 GFLOP/s vs 30 fp32, a training step ~8x slower.
         print("WARNING train.bf16=true: this CPU has no AMX / AVX512-BF16 units, bf16 autocast will be far "
               "slower than fp32; set train.bf16=false", file=sys.stderr)
@@ -137,7 +129,7 @@ def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool
 
     from serving.backbone import resolve_backbone
     from serving.modeling import build_model
-    from training.batches import auto_pos_weight, encode, sample_rows
+    from training.batches import encode, pos_weights, sample_rows
     from training.loop import Trainer
     from training.tracking import Run
 
@@ -151,8 +143,7 @@ def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool
     tc = cfg.train
     val_data = sample_rows(encode(prepared.dataset["validation"], tokenizer, cfg.model.max_length),
                            tc.eval_max_rows, tc.seed)
-    pos_weight = (auto_pos_weight(train_data.labels, tc.pos_weight_cap) if tc.pos_weight == "auto"
-                  else [1.0] * train_data.labels.shape[1] if tc.pos_weight == "none" else list(tc.pos_weight))
+    pos_weight = pos_weights(tc, train_data.labels)
 
     run: Run | None = None
     trainer = Trainer(model, train_data, val_data, tc, run_dir, pad_id=tokenizer.pad_token_id or 0,
