@@ -29,8 +29,8 @@ import numpy as np
 
 from benchmarks import measure
 from benchmarks.report import log_mlflow, markdown, targets
+from training.config import repo_root
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 64  # texts scored before timing, never timed themselves
 
 COLD = {  # process start -> first prediction, in a fresh interpreter; then it prints its peak RSS (VmHWM, kB)
@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--skip-cold-start", action="store_true", help="no fresh-process cold starts in process")
     ap.add_argument("--candidates", action="store_true", help="also time the rejected int8 candidates")
     ap.add_argument("--data-root", default=os.environ.get("TWEETGUARD_DATA_ROOT", "../shared/datasets"))
-    ap.add_argument("--sources-file", default="configs/datasets.yaml")
+    ap.add_argument("--sources-file", default="data/sources.yaml")
     ap.add_argument("--seed", type=int, default=0, help="which tweets are drawn")
     ap.add_argument("--out", default="reports/bench", help="directory for bench.json and bench.md")
     ap.add_argument("--mlflow", action="store_true", help="log the report as a run (experiment tweetguard-bench)")
@@ -72,7 +72,7 @@ def cold_start(kind: str, model_dir: Path, path: str, threads: int, cache_dir: P
             "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     argv = [sys.executable, "-c", code, str(model_dir), path, str(threads), str(cache_dir)]
-    seconds, out = timed(subprocess.run, argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    seconds, out = timed(subprocess.run, argv, cwd=repo_root(), env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"cold start of {kind}/{path} failed:\n{out.stderr[-3000:]}")
     return {"cold_start_s": seconds, "process_peak_rss_mb": int(out.stdout.split()[-1]) / 1024}
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from serving.fastpath import AUTO, PATHS, native_bf16, resolve_path
     from serving.predictor import Predictor, length_batches
-    from training.registry import resolve_model_ref
+    from training.registry.refs import resolve_model_ref
 
     started = time.time()
     model_dir = resolve_model_ref(args.model)

@@ -152,7 +152,8 @@ def _flat(prefix: str, value, out: dict) -> None:
 
 def log_mlflow(report: dict, files: list[Path]) -> str:
     """One run in experiment `tweetguard-bench` (tracking URI as training resolves it); returns its id."""
-    from training.tracking import Run, git_commit, resolve_uri
+    from training.config import repo_root
+    from training.registry.tracking import Run, git_commit, resolve_uri
 
     metrics: dict[str, float] = {}
     for x in report["inprocess"]:
@@ -161,18 +162,12 @@ def log_mlflow(report: dict, files: list[Path]) -> str:
         _flat(f"served_{x['clients']}c_{x['texts_per_request']}t", x, metrics)
     _flat("served", {k: v for k, v in report.get("served", {}).items() if k != "runs"}, metrics)
     _flat("bound", report["bound"], metrics)
-    repo = Path(__file__).resolve().parents[1]
-    run = Run.start(resolve_uri(None), "tweetguard-bench", f"bench-{Path(report['model']['dir']).name}",
-                    {"git_commit": git_commit(repo), "model": report["model"]["ref"]}, system_metrics=False)
-    try:
+    with Run.start(resolve_uri(None), "tweetguard-bench", f"bench-{Path(report['model']['dir']).name}",
+                   {"git_commit": git_commit(repo_root()), "model": report["model"]["ref"]}, system_metrics=False) as run:
         run.log_params({**{f"settings.{k}": v for k, v in report["settings"].items()},
                         "model": report["model"]["ref"], "default_path": report["default_path"],
                         "cpu": report["machine"]["cpu"]})
         run.log_metrics(metrics, step=0)
         for f in files:
             run.log_artifact_file(f)
-    except BaseException:
-        run.end("FAILED")
-        raise
-    run.end()
     return run.run_id

@@ -1,19 +1,61 @@
-"""The served endpoint over HTTP on loopback: a real `bentoml serve` of the model (tests/bento_fixtures.py),
-first started with an empty export cache, then restarted warm; 1 and N concurrent clients, each request one
-unique text (plus one run of 32-text requests), every non-2xx or transport error counted as a failure."""
+"""The served endpoint over HTTP on loopback: a real `bentoml serve` of the model (started, awaited and stopped
+with the server helpers of `training.release.package`), first started with an empty export cache, then restarted
+warm; 1 and N concurrent clients, each request one unique text (plus one run of 32-text requests), every non-2xx
+or transport error counted as a failure."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from benchmarks.measure import PeakRSS, quantiles
-from tests.bento_fixtures import ServedBento, import_model
+from training.release.package import free_port, import_into_store, start_server, stop_server, wait_ready
+
+
+def adaptive_batch_sizes(url: str, method: str = "score_batch") -> tuple[float, float]:
+    """(sum, count) of BentoML's adaptive batch size histogram at ``url``/metrics: calls merged per model call."""
+    total = count = 0.0
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if f'method_name="{method}"' not in line:
+            continue
+        if line.startswith("bentoml_service_adaptive_batch_size_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("bentoml_service_adaptive_batch_size_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
+@dataclass
+class _Server:
+    url: str
+    proc: subprocess.Popen
+    startup_s: float  # process start to the first 200 from /readyz
+
+    @classmethod
+    def start(cls, target: str, *, bentoml_home: Path, log_path: Path, env: dict[str, str]) -> _Server:
+        port = free_port()
+        full_env = {**os.environ, "BENTOML_HOME": str(bentoml_home), **env}
+        full_env.pop("TWEETGUARD_API_TOKEN", None)  # the load runs send no token
+        t0 = time.monotonic()
+        proc = start_server(target, port=port, log_path=log_path, env=full_env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(url, proc, log_path=log_path)
+        except BaseException:
+            stop_server(proc)
+            raise
+        return cls(url, proc, time.monotonic() - t0)
+
+    def stop(self) -> None:
+        stop_server(self.proc)
 
 
 def _post(client: httpx.Client, texts: list[str]) -> float | None:
@@ -52,13 +94,13 @@ def bench_served(model_dir: Path, texts: list[str], warmup: list[str], *, thread
     """Cold and warm start, RSS of the server's process tree, and the load runs over disjoint slices of texts."""
     work = Path(work or tempfile.mkdtemp(prefix="tgbench-"))
     home, cache = work / "bentoml", work / "cache"
-    tag = import_model(model_dir, home)
+    tag = import_into_store(model_dir, home)
     env = {"TWEETGUARD_MODEL_TAG": tag, "TWEETGUARD_TORCH_THREADS": str(threads), "TWEETGUARD_PREDICT_PATH": path,
            "TWEETGUARD_CACHE_DIR": str(cache), "TWEETGUARD_MAX_INFLIGHT": str(max(64, 2 * clients))}
     target = "serving.service:TweetGuard"
-    first = ServedBento.start(target, bentoml_home=home, log_path=work / "serve-cold.log", env=env)
+    first = _Server.start(target, bentoml_home=home, log_path=work / "serve-cold.log", env=env)
     first.stop()
-    server = ServedBento.start(target, bentoml_home=home, log_path=work / "serve.log", env=env)
+    server = _Server.start(target, bentoml_home=home, log_path=work / "serve.log", env=env)
     out = {"model_tag": tag, "path": path, "threads": threads, "cold_start_empty_cache_s": first.startup_s,
            "cold_start_s": server.startup_s, "runs": []}
     n = len(texts)  # disjoint slices: 1 client one text each, N clients one text each, 1 client 32 per request
@@ -73,9 +115,9 @@ def bench_served(model_dir: Path, texts: list[str], warmup: list[str], *, thread
             for requests, c in plan:
                 if not requests:
                     continue
-                before = server.metric_batch_sizes()
+                before = adaptive_batch_sizes(server.url)
                 run = load_run(server.url, requests, c)
-                after = server.metric_batch_sizes()
+                after = adaptive_batch_sizes(server.url)
                 calls = after[1] - before[1]
                 run["requests_per_model_call"] = (after[0] - before[0]) / calls if calls else float("nan")
                 out["runs"].append(run)

@@ -25,8 +25,8 @@ import numpy as np
 
 
 def _sample(cfg, tokenizer, n: int):
-    from training.batches import encode
-    from training.train import load_data
+    from training.fit.batches import encode
+    from training.fit.command import load_data
 
     train = load_data(cfg, progress=False).dataset["train"]
     rows = train.shuffle(seed=cfg.train.seed).select(range(min(n, len(train))))
@@ -35,9 +35,9 @@ def _sample(cfg, tokenizer, n: int):
 
 def run_ours(cfg, backbone: str, tokenizer, data, steps: int, warmup: int) -> dict:
     from serving.modeling import build_model
-    from training.batches import epoch_batches, pos_weights
-    from training.checkpoint import seed_everything
-    from training.loop import Trainer
+    from training.fit.batches import epoch_batches, pos_weights
+    from training.fit.checkpoint import seed_everything
+    from training.fit.loop import TrainingLoop
 
     seed_everything(cfg.train.seed)
     model = build_model(backbone, cfg.model.head)
@@ -47,11 +47,11 @@ def run_ours(cfg, backbone: str, tokenizer, data, steps: int, warmup: int) -> di
     stamps: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tiny_val = type(data)(data.input_ids[:8], data.labels[:8], data.sources[:8])
-        trainer = Trainer(model, data, tiny_val, tc, Path(tmp), pad_id=tokenizer.pad_token_id or 0,
-                          pos_weight=pos_weights(cfg.train, data.labels),
-                          log=lambda m, s: stamps.setdefault(s, time.monotonic()),
-                          progress_bar=False)
-        trainer.fit()
+        loop = TrainingLoop(model, data, tiny_val, tc, Path(tmp), pad_id=tokenizer.pad_token_id or 0,
+                            pos_weight=pos_weights(cfg.train, data.labels),
+                            log=lambda m, s: stamps.setdefault(s, time.monotonic()),
+                            progress_bar=False)
+        loop.fit()
     lengths = np.array([len(x) for x in data.input_ids])
     batches = epoch_batches(lengths, seed=tc.seed, epoch=0, batch_size=tc.batch_size, group=tc.length_group,
                             alpha=tc.source_balance, sources=data.sources)[warmup:warmup + steps]
@@ -67,8 +67,8 @@ def run_stock(cfg, backbone: str, tokenizer, data, steps: int, warmup: int) -> d
     from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
     from serving.modeling import build_model
-    from training.batches import masked_bce, pos_weights
-    from training.checkpoint import seed_everything
+    from training.fit.batches import masked_bce, pos_weights
+    from training.fit.checkpoint import seed_everything
 
     seed_everything(cfg.train.seed)
     model = build_model(backbone, cfg.model.head)
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from serving.backbone import resolve_backbone
     from training.config import load_config
-    from training.train import setup
+    from training.fit.command import setup
 
     cfg = load_config(args.config, args.overrides)
     setup(cfg)

@@ -7,12 +7,14 @@ a message naming the mismatch. A registered artifact's files are never changed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving.policies import DESCRIPTIONS, POLICIES
@@ -92,6 +94,60 @@ def check_card(card: PolicyCard, where: str) -> PolicyCard:
             f"this code implements v{PREPROCESS_VERSION}; install the tweetguard version that trained it"
         )
     return card
+
+
+def file_sha256(path: str | Path) -> str:
+    """Content hash of one file (streamed): the lineage of model files and of training sources."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    # exp(-log(1 + e^-x)): no overflow warnings for large |x|.
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def calibrate(logits: np.ndarray, card: PolicyCard) -> np.ndarray:
+    """Raw logits [N, P] -> calibrated probabilities [N, P] (float64), per policy as the card says.
+
+    The only place calibration math lives: the Predictor, evaluation and the TF-IDF baseline all call it.
+    - none:        sigmoid(logit)
+    - temperature: sigmoid(logit / T)
+    - platt:       sigmoid(logit / T + b)
+    - isotonic:    piecewise-linear map of sigmoid(logit) through the card's knots (x ascending), clamped
+                   to the end knots outside their range.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[1] != len(card.policies):
+        raise ValueError(f"logits shape {logits.shape}: expected [N, {len(card.policies)}], one column per policy")
+    out = np.empty_like(logits)
+    for j, spec in enumerate(card.policies):
+        cal = spec.calibration
+        if cal.method == "none":
+            out[:, j] = sigmoid(logits[:, j])
+        elif cal.method == "temperature":
+            out[:, j] = sigmoid(logits[:, j] / cal.temperature)
+        elif cal.method == "platt":
+            out[:, j] = sigmoid(logits[:, j] / cal.temperature + cal.bias)
+        elif cal.method == "isotonic":
+            _check_knots(spec.name, cal.x, cal.y)
+            out[:, j] = np.interp(sigmoid(logits[:, j]), cal.x, cal.y)
+        else:  # the card schema only admits the three methods above; a new one needs code here
+            raise ArtifactError(f"policies[{spec.name}].calibration.method {cal.method!r} is not implemented")
+    return out
+
+
+def _check_knots(policy: str, x: list[float], y: list[float]) -> None:
+    where = f"policies[{policy}].calibration"
+    if len(x) < 2 or len(x) != len(y):
+        raise ArtifactError(f"{where}: isotonic needs >= 2 knots with len(x) == len(y), got {len(x)} and {len(y)}")
+    if any(b < a for a, b in zip(x, x[1:])):
+        raise ArtifactError(f"{where}.x must be ascending (np.interp silently misbehaves otherwise)")
+    if any(not 0.0 <= v <= 1.0 for v in y):
+        raise ArtifactError(f"{where}.y values must be probabilities in [0, 1]")
 
 
 def read_card(model_dir: str | Path) -> PolicyCard:

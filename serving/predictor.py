@@ -22,58 +22,13 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 from serving import fastpath
-from serving.artifact import ArtifactError, PolicyCard, read_card
+from serving.artifact import ArtifactError, PolicyCard, calibrate, read_card
 from serving.fastpath import PATHS, Forward
 from serving.preprocess import normalize_tweet
 
 # Padding a batch may add up to max(8 tokens, 25% of its longest text) per text. Best of 4|8 tokens x 20-50%
 # on shared test tweets (onnxruntime, 2 cores): calls of 32 random tweets went from 62 to 148 texts/s.
 PAD_SLACK = (8, 0.25)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # exp(-log(1 + e^-x)): no overflow warnings for large |x|.
-    return np.exp(-np.logaddexp(0.0, -x))
-
-
-def calibrate(logits: np.ndarray, card: PolicyCard) -> np.ndarray:
-    """Raw logits [N, P] -> calibrated probabilities [N, P] (float64), per policy as the card says.
-
-    The only place calibration math lives: the Predictor and evaluation both call it.
-    - none:        sigmoid(logit)
-    - temperature: sigmoid(logit / T)
-    - platt:       sigmoid(logit / T + b)
-    - isotonic:    piecewise-linear map of sigmoid(logit) through the card's knots (x ascending), clamped
-                   to the end knots outside their range.
-    """
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.ndim != 2 or logits.shape[1] != len(card.policies):
-        raise ValueError(f"logits shape {logits.shape}: expected [N, {len(card.policies)}], one column per policy")
-    out = np.empty_like(logits)
-    for j, spec in enumerate(card.policies):
-        cal = spec.calibration
-        if cal.method == "none":
-            out[:, j] = _sigmoid(logits[:, j])
-        elif cal.method == "temperature":
-            out[:, j] = _sigmoid(logits[:, j] / cal.temperature)
-        elif cal.method == "platt":
-            out[:, j] = _sigmoid(logits[:, j] / cal.temperature + cal.bias)
-        elif cal.method == "isotonic":
-            _check_knots(spec.name, cal.x, cal.y)
-            out[:, j] = np.interp(_sigmoid(logits[:, j]), cal.x, cal.y)
-        else:  # the card schema only admits the three methods above; a new one needs code here
-            raise ArtifactError(f"policies[{spec.name}].calibration.method {cal.method!r} is not implemented")
-    return out
-
-
-def _check_knots(policy: str, x: list[float], y: list[float]) -> None:
-    where = f"policies[{policy}].calibration"
-    if len(x) < 2 or len(x) != len(y):
-        raise ArtifactError(f"{where}: isotonic needs >= 2 knots with len(x) == len(y), got {len(x)} and {len(y)}")
-    if any(b < a for a, b in zip(x, x[1:])):
-        raise ArtifactError(f"{where}.x must be ascending (np.interp silently misbehaves otherwise)")
-    if any(not 0.0 <= v <= 1.0 for v in y):
-        raise ArtifactError(f"{where}.y values must be probabilities in [0, 1]")
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

@@ -1,10 +1,12 @@
-"""Shared fixtures. Tests never reach a hub, and never write MLflow state outside their tmp dir."""
+"""Shared fixtures. Tests never reach a hub, and never write MLflow state outside their tmp dir.
+
+The fixtures shared by several test modules live in `tests/fixtures/` (pytest plugins, loaded here); test
+modules never import each other or those modules: they ask for fixtures by name.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tests.tiny import make_tiny_artifact  # noqa: E402  (after the offline switches)
+from training.config import DataConfig, repo_root  # noqa: E402  (after the offline switches)
+
+# Imported after the offline switches too (they build tokenizers and models).
+pytest_plugins = [
+    "tests.fixtures.tiny",
+    "tests.fixtures.stores",
+    "tests.fixtures.servers",
+    "tests.fixtures.toy",
+    "tests.fixtures.processes",
+]
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared datasets directory, found as training finds it (`DataConfig.root`: env TWEETGUARD_DATA_ROOT,
+    else `training.config.DEFAULT_DATA_ROOT`), a relative path taken from the repository root (where `make test`
+    runs). May not exist: tests that need it skip or fail as they say."""
+    root = Path(DataConfig().root)
+    return root if root.is_absolute() else repo_root() / root
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,37 +49,3 @@ def _stores_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # touch neither the repo nor the user's store, and never see another test's models.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
-
-
-@pytest.fixture(scope="session")
-def _mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Creating an MLflow sqlite store runs its schema migrations (~10 s here); do it once per session.
-    from mlflow import MlflowClient
-
-    folder = tmp_path_factory.mktemp("mlflow-template")
-    cwd = os.getcwd()
-    os.chdir(folder)  # the Default experiment's artifact root is ./mlruns at creation: never the repo
-    try:
-        MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
-    finally:
-        os.chdir(cwd)
-    return folder / "mlflow.db"
-
-
-@pytest.fixture
-def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _mlflow_template_db: Path) -> str:
-    """A fresh, empty MLflow sqlite store in this test's tmp dir (also set as MLFLOW_TRACKING_URI)."""
-    db = tmp_path / "mlflow.db"
-    shutil.copyfile(_mlflow_template_db, db)
-    with sqlite3.connect(db) as con:  # this test's Default experiment keeps its artifacts in this test's dir
-        root = str(tmp_path / "mlruns" / "0")
-        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", [root])
-    uri = f"sqlite:///{db}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    return uri
-
-
-@pytest.fixture(scope="session")
-def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random mean-head artifact (thresholds 0.5, temperature 2). Read-only: copy it to modify it."""
-    return make_tiny_artifact(tmp_path_factory.mktemp("tiny") / "model", head="mean")

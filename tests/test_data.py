@@ -1,17 +1,19 @@
 """Data layer: mapping, malformed input, dedup/leakage, splits, cache — on small fixture sources written here,
 plus a check of the real shared files' row counts."""
 
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 from serving.policies import POLICIES
-from training.config import ConfigError, DataConfig
-from training.data import DataError, merge_labels, prepare
-from training.sources import load_sources, read_source
+from training.config import ConfigError, DataConfig, repo_root
+from training.data.prepare import DataError, merge_labels, prepare
+from training.data.readers import read_source
+from training.data.sources import load_sources
 
-SHARED = Path(__file__).parents[1].joinpath("configs", "datasets.yaml")
+SHARED = repo_root() / "data" / "sources.yaml"
 A, H, V = (POLICIES.index(p) for p in ("abusive", "harassment", "violence"))
 
 TWEETS_SPEC = {
@@ -205,11 +207,26 @@ def test_cache_is_keyed_by_content(tmp_path):
     files = base_files()
     cfg = write_sources(tmp_path, [TWEETS_SPEC], files)
     first = prepare(cfg)
-    assert prepare(cfg).fingerprint == first.fingerprint  # served from cache
-    (Path(cfg.root) / "tw/test_labels.csv").write_text("900,NOT\n901,NOT\n")
+    entry = first.path.parent  # <cache_dir>/<fingerprint[:16]>: a build replaces the whole folder
+    assert entry == Path(cfg.cache_dir) / first.fingerprint[:16]
+    marker = entry / "marker"  # survives only if the entry is served, not rebuilt
+    marker.touch()
+    # Same bytes, newer mtime: no change, so the cached entry is served.
+    labels = Path(cfg.root) / "tw/test_labels.csv"
+    os.utime(labels, ns=(labels.stat().st_atime_ns, labels.stat().st_mtime_ns + 10**9))
+    again = prepare(cfg)
+    assert again.fingerprint == first.fingerprint and again.path == first.path
+    assert marker.exists(), "unchanged sources were prepared again instead of served from the cache"
+    # Changed content: another key, a new entry built from the new labels; the old entry is left alone.
+    labels.write_text("900,NOT\n901,NOT\n")
     second = prepare(cfg)
-    assert second.fingerprint != first.fingerprint
+    assert second.fingerprint != first.fingerprint and second.path.parent != entry
     assert {r["id"]: r["labels"][A] for r in second.dataset["test"]}["tw:test/900"] == 0
+    # The first content again: its key again, and its entry is served.
+    labels.write_text(files["tw/test_labels.csv"])
+    third = prepare(cfg)
+    assert third.fingerprint == first.fingerprint and marker.exists()
+    assert {r["id"]: r["labels"][A] for r in third.dataset["test"]}["tw:test/900"] == 1
 
 
 def test_hf_reader_reads_a_local_datasets_directory(tmp_path):
@@ -243,12 +260,13 @@ REAL_COUNTS = {
 }
 
 
-@pytest.mark.skipif(not Path("../shared/datasets").is_dir(), reason="needs ../shared/datasets beside the clone")
-def test_real_shared_sources_row_counts():
+def test_real_shared_sources_row_counts(data_root):
+    if not data_root.is_dir():
+        pytest.skip(f"needs the shared datasets at {data_root} (TWEETGUARD_DATA_ROOT)")
     specs = load_sources(SHARED)
     assert sorted(s.name for s in specs) == sorted(REAL_COUNTS)
     for spec in specs:
-        result = read_source(spec, Path("../shared/datasets"))
+        result = read_source(spec, data_root)
         assert not result.bad, (spec.name, [str(b) for b in result.bad[:3]])
         counts = {}
         for row in result.rows:

@@ -1,4 +1,4 @@
-"""training.evaluate and its parts (benchmarks, bias slices, prevalence, errors) on small in-test data.
+"""training.evaluation.evaluate and its parts (benchmarks, bias slices, prevalence, errors) on small in-test data.
 
 The numbers are checked against scikit-learn or by hand; the end-to-end test scores a tiny random model through
 the real Predictor and the TF-IDF baseline through its scorer, into a tmp sqlite MLflow store.
@@ -6,10 +6,8 @@ the real Predictor and the TF-IDF baseline through its scorer, into a tmp sqlite
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -18,14 +16,15 @@ from mlflow import MlflowClient
 from sklearn.metrics import f1_score, roc_auc_score
 
 from serving.policies import POLICIES
-from training.benchmarks import BENCHMARKS, parse_raw_label, published_results, run_benchmarks
-from training.bias import TOO_SMALL, bias_slices, load_identity_terms, slice_masks, worst_slices
-from training.config import load_config
-from training.evaluate import REPORT_JSON, REPORT_MD, evaluate, precision_at_prevalence, top_errors
-from training.scoring import Scored
+from training.evaluation.published import BENCHMARKS, parse_raw_label, published_results, run_benchmarks
+from training.evaluation.bias import TOO_SMALL, bias_slices, load_identity_terms, slice_masks, worst_slices
+from training.config import load_config, repo_root
+from training.evaluation.evaluate import REPORT_JSON, REPORT_MD, evaluate, precision_at_prevalence, top_errors
+from training.evaluation.metrics import masked_metrics
+from training.evaluation.scorer import Scored
 
 A, H, V = (POLICIES.index(p) for p in POLICIES)
-REPO = Path(__file__).resolve().parents[1]
+REPO = repo_root()
 FAST = ["evaluation.bootstrap_samples=60", "evaluation.min_slice_support=3", "evaluation.top_errors=3"]
 
 
@@ -66,30 +65,12 @@ def scored_from(split: datasets.Dataset, probs: np.ndarray) -> Scored:
                   np.asarray(split["subset"]), list(split["raw_label"]), list(split["id"]))
 
 
-def register_dir(model_dir: Path, uri: str, name: str = "tweetguard") -> str:
-    """Log a model directory to a run and register it, as training does; returns the version."""
-    from training.registry import register_model
-    from training.tracking import Run
-
-    run = Run.start(uri, "tweetguard", "register", {}, system_metrics=False)
-    model_uri = run.log_model_dir(Path(model_dir), "model")
-    run.end()
-    return register_model(model_uri, name, run_id=run.run_id, tracking_uri=uri)
-
-
-def dir_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()
-
-
 # -- benchmarks ---------------------------------------------------------------------------------------------
-def test_published_bests_come_from_data_readme():
+def test_published_bests_come_from_data_published_yaml():
     table = published_results()
-    assert table["OffensEval-2019 A (OLID test A)"][0] == [0.829]
+    assert table["OffensEval-2019 A"][0] == [0.829]
     assert table["OffensEval-2019 B / C"][0] == [0.755, 0.66]
-    assert table["TweetEval hate"][0] == [0.523]  # the README's 52.3 (percent) on the 0-1 scale
+    assert table["TweetEval hate"][0] == [0.523]  # TweetEval's 52.3 (percent), stored on the 0-1 scale
 
 
 def test_benchmarks_are_macro_f1_on_raw_labels():
@@ -132,7 +113,7 @@ def test_easy_part_uses_the_ids_file(tmp_path):
 
 # -- bias ---------------------------------------------------------------------------------------------------
 def test_shipped_identity_terms_cover_the_required_categories():
-    terms = load_identity_terms(REPO / "configs" / "identity_terms.yaml")
+    terms = load_identity_terms(REPO / "data" / "identity_terms.yaml")
     assert {"gender", "race_ethnicity", "religion", "sexual_orientation", "disability",
             "nationality_immigration"} <= terms.keys()
 
@@ -181,6 +162,17 @@ def test_precision_at_prevalence_by_hand():
     assert out["abusive"]["precision"] == pytest.approx(0.03 * 0.8 / (0.03 * 0.8 + 0.97 * 0.2))
 
 
+@pytest.mark.parametrize("threshold", [0.5, 0.95])  # 0.95: nothing flagged
+def test_precision_at_prevalence_agrees_with_masked_metrics(threshold):
+    labels = np.array([[1, -1, -1]] * 10 + [[0, -1, -1]] * 10)
+    probs = np.zeros((20, 3))
+    probs[:8, A], probs[10:12, A] = 0.9, 0.9
+    thresholds = {p: threshold for p in POLICIES}
+    report = precision_at_prevalence(labels, probs, thresholds, 0.03)["abusive"]["precision"]
+    metrics = masked_metrics(labels, probs, thresholds, prevalence=0.03)["abusive/precision_at_prevalence"]
+    assert report == pytest.approx(metrics) and (threshold < 0.9 or report == 0.0)
+
+
 def test_top_errors_are_the_most_confident_mistakes():
     split = synthetic_split(50)
     probs = np.random.default_rng(3).uniform(0.01, 0.99, size=(50, 3))
@@ -192,7 +184,8 @@ def test_top_errors_are_the_most_confident_mistakes():
 
 
 # -- end to end ---------------------------------------------------------------------------------------------
-def test_evaluate_registered_transformer_logs_linked_run(tmp_path, tiny_artifact, mlflow_uri):
+def test_evaluate_registered_transformer_logs_linked_run(tmp_path, tiny_artifact, mlflow_uri, register_dir,
+                                                           dir_digest):
     version = register_dir(tiny_artifact, mlflow_uri)
     registered = MlflowClient(mlflow_uri).get_model_version("tweetguard", version)
     before = dir_digest(tiny_artifact)
@@ -221,20 +214,18 @@ def test_evaluate_registered_transformer_logs_linked_run(tmp_path, tiny_artifact
     assert "| OffensEval-2019 A (OLID test) |" in (tmp_path / "rep" / REPORT_MD).read_text()
 
 
-def test_tfidf_baseline_is_evaluated_by_the_same_code(tmp_path):
-    from training.baseline import fit_baseline
-    from tests.test_baseline import CFG, toy_dataset
+def test_tfidf_baseline_is_evaluated_by_the_same_code(tmp_path, toy):
+    from training.fit.baseline import fit_baseline
 
-    model_dir = fit_baseline(toy_dataset(), CFG).save(tmp_path / "tfidf")
-    result = evaluate(str(model_dir), load_config(None, FAST), data=toy_dataset()["test"],
+    model_dir = fit_baseline(toy.dataset(), toy.cfg).save(tmp_path / "tfidf")
+    result = evaluate(str(model_dir), load_config(None, FAST), data=toy.dataset()["test"],
                       out_dir=tmp_path / "rep", log_to_mlflow=False)
     assert result.kind == "tfidf" and result.run_id is None
     assert result.report["overall"]["abusive/roc_auc"] > 0.95  # the toy data is separable
     assert result.report["benchmarks"] == []  # no benchmark source in the toy split
 
 
-def test_cli_evaluate_on_tiny_data_config(tmp_path, tiny_artifact, mlflow_uri, capsys):
-    from tests.tiny import write_tiny_train_config
+def test_cli_evaluate_on_tiny_data_config(tmp_path, tiny_artifact, mlflow_uri, capsys, write_tiny_train_config):
     from training.cli import main
 
     config = write_tiny_train_config(tmp_path)

@@ -11,19 +11,17 @@ import pytest
 from serving.artifact import write_card
 from serving.policies import POLICIES
 from serving.predictor import Predictor
-from training.calibration import finalize_card
+from training.fit.calibration import finalize_card
 from training.config import load_config
-from training.metrics import choose_thresholds
-from tests.test_evaluate import dir_digest
-from tests.tiny import WORDS
+from training.evaluation.metrics import choose_thresholds
 
 TRUE_T = 3.0  # labels are drawn from sigmoid(logit / 3): the raw model is over-confident
 
 
 @pytest.fixture(scope="module")
-def validation(tiny_artifact) -> datasets.Dataset:
+def validation(tiny_artifact, tiny_spec) -> datasets.Dataset:
     rng = np.random.default_rng(0)
-    texts = [" ".join(rng.choice(WORDS, size=rng.integers(3, 12))) + f" n{i}" for i in range(800)]
+    texts = [" ".join(rng.choice(tiny_spec.words, size=rng.integers(3, 12))) + f" n{i}" for i in range(800)]
     logits = Predictor.load(tiny_artifact).logits(texts)
     labels = (rng.random(logits.shape) < 1 / (1 + np.exp(-logits / TRUE_T))).astype(int)
     labels[::7, 2] = -1  # unknown labels must be ignored, not read as negatives
@@ -32,9 +30,9 @@ def validation(tiny_artifact) -> datasets.Dataset:
                                        "subset": [""] * len(texts), "raw_label": [""] * len(texts)})
 
 
-def test_finalize_card_fits_calibration_and_thresholds(tiny_artifact, validation, tmp_path):
+def test_finalize_card_fits_calibration_and_thresholds(tiny_artifact, validation, tmp_path, dir_digest):
     before = dir_digest(tiny_artifact)
-    card = finalize_card(tiny_artifact, validation, load_config(None, ["calibration.method=temperature"]))
+    card = finalize_card(Predictor.load(tiny_artifact), validation, load_config(None, ["calibration.method=temperature"]))
     assert dir_digest(tiny_artifact) == before  # returns a card; writes nothing
     for spec in card.policies:
         assert spec.calibration.method == "temperature"
@@ -55,7 +53,7 @@ def test_target_precision_and_deployment_prevalence(tiny_artifact, validation):
     cfg = load_config(None, ["calibration.threshold_method=precision", "calibration.threshold_target=0.6",
                              "calibration.deployment_prevalence=0.05", "calibration.method=none"])
     card = finalize_card(Predictor.load(tiny_artifact), validation, cfg)
-    default = finalize_card(tiny_artifact, validation, load_config(None, ["calibration.method=none"]))
+    default = finalize_card(Predictor.load(tiny_artifact), validation, load_config(None, ["calibration.method=none"]))
     for spec, base in zip(card.policies, default.policies):
         assert spec.calibration.method == "none"
         assert "precision >= 0.6 at prevalence 0.05" in spec.threshold_method or "NOT reached" in spec.threshold_method

@@ -2,7 +2,7 @@
 ONNX export cache; the service's path setting; and the benchmark harness end to end on the tiny model.
 
 Agreement needs spread outputs: a random head scores everything near its bias, so any path agrees with it.
-The fixture fine-tunes the bundled MiniLM through the real `training.train` on real shared data (OLID +
+The fixture fine-tunes the bundled MiniLM through the real `training.fit.command` on real shared data (OLID +
 ETHOS, which label all three policies) for 50 steps at a high learning rate, then checks the spread.
 """
 
@@ -20,9 +20,9 @@ from benchmarks.measure import agreement, shared_test_tweets
 from serving.fastpath import AUTO, PATHS, native_bf16, resolve_path
 from serving.predictor import Predictor
 from serving.schemas import ServiceSettings
+from training.config import repo_root
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = os.environ.get("TWEETGUARD_DATA_ROOT", str(REPO_ROOT.parent / "shared" / "datasets"))
+REPO_ROOT = repo_root()
 # Read at import, before the autouse fixture points MLflow at each test's tmp dir (for test_full_benchmark).
 USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
 FAST_PATHS = [p for p in PATHS if p != "reference"]
@@ -32,15 +32,15 @@ N_TWEETS = {"onnxruntime": 600, "bf16": 600 if native_bf16() else 160}
 
 
 @pytest.fixture(scope="session")
-def finetuned(tmp_path_factory: pytest.TempPathFactory, _mlflow_template_db: Path) -> Path:
+def finetuned(tmp_path_factory: pytest.TempPathFactory, _mlflow_template_db: Path, data_root: Path) -> Path:
     """A MiniLM artifact fine-tuned for 50 steps on real OLID + ETHOS train rows (max_length 64, lr 3e-4)."""
     from training.config import load_config
-    from training.train import train
+    from training.fit.command import train
 
     folder = tmp_path_factory.mktemp("finetuned")
     shutil.copy(_mlflow_template_db, folder / "mlflow.db")
     cfg = load_config(None, [
-        f"data.root={DATA_ROOT}", f"data.sources_file={REPO_ROOT / 'configs' / 'datasets.yaml'}",
+        f"data.root={data_root}", f"data.sources_file={REPO_ROOT / 'data' / 'sources.yaml'}",
         "data.include=[olid,ethos]", "data.max_train_rows_per_source=800", f"data.cache_dir={folder / 'cache'}",
         "model.max_length=64", "train.max_steps=50", "train.batch_size=16", "train.lr=3e-4",
         "train.warmup_ratio=0.1", "train.eval_batch_size=128", "train.early_stopping_patience=null",
@@ -51,9 +51,9 @@ def finetuned(tmp_path_factory: pytest.TempPathFactory, _mlflow_template_db: Pat
 
 
 @pytest.fixture(scope="session")
-def tweets() -> list[str]:
-    sources = REPO_ROOT / "configs" / "datasets.yaml"
-    return shared_test_tweets(max(N_TWEETS.values()), root=DATA_ROOT, sources_file=sources, seed=1)[0]
+def tweets(data_root: Path) -> list[str]:
+    sources = REPO_ROOT / "data" / "sources.yaml"
+    return shared_test_tweets(max(N_TWEETS.values()), root=data_root, sources_file=sources, seed=1)[0]
 
 
 @pytest.fixture(scope="session")
@@ -104,26 +104,22 @@ def test_fast_path_agrees_with_reference_on_real_tweets(path, finetuned, tweets,
 
 
 @pytest.mark.parametrize("path", FAST_PATHS)
-def test_fast_path_scores_do_not_depend_on_batch_mates(path, tiny_artifact, tmp_path):
-    from tests.test_predictor import TEXTS
-
+def test_fast_path_scores_do_not_depend_on_batch_mates(path, tiny_artifact, tmp_path, mixed_texts):
     predictor = Predictor.load(tiny_artifact, batch_size=3, path=path, cache_dir=tmp_path)
-    alone = np.stack([predictor.predict_proba([t])[0] for t in TEXTS])
+    alone = np.stack([predictor.predict_proba([t])[0] for t in mixed_texts])
     atol = 1e-5 if path == "onnxruntime" else MAX_ABS_DP  # bf16 rounds per padded shape
     for batch_size in (2, 3, 64):
         predictor.batch_size = batch_size
-        np.testing.assert_allclose(predictor.predict_proba(TEXTS), alone, rtol=0, atol=atol)
-        np.testing.assert_allclose(predictor.predict_proba(TEXTS[::-1])[::-1], alone, rtol=0, atol=atol)
+        np.testing.assert_allclose(predictor.predict_proba(mixed_texts), alone, rtol=0, atol=atol)
+        np.testing.assert_allclose(predictor.predict_proba(mixed_texts[::-1])[::-1], alone, rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("head", ["mean", "cls"])
-def test_onnxruntime_matches_reference_on_both_heads(head, tiny_artifact, tmp_path):
-    from tests.test_predictor import TEXTS
-    from tests.tiny import make_tiny_artifact
-
+def test_onnxruntime_matches_reference_on_both_heads(head, tiny_artifact, tmp_path, mixed_texts,
+                                                     make_tiny_artifact):
     model_dir = tiny_artifact if head == "mean" else make_tiny_artifact(tmp_path / "cls", head="cls", seed=1)
-    reference = Predictor.load(model_dir, path="reference").predict(TEXTS)
-    fast = Predictor.load(model_dir, path="onnxruntime", cache_dir=tmp_path / "cache").predict(TEXTS)
+    reference = Predictor.load(model_dir, path="reference").predict(mixed_texts)
+    fast = Predictor.load(model_dir, path="onnxruntime", cache_dir=tmp_path / "cache").predict(mixed_texts)
     for want, got in zip(reference, fast):
         assert got["flags"] == want["flags"] and got["truncated"] == want["truncated"]
         assert all(abs(got["scores"][p] - v) <= 1e-5 for p, v in want["scores"].items())
@@ -145,9 +141,7 @@ def test_length_batches_bound_padding_and_cover_every_text_once():
 
 
 # ---- the ONNX export cache ---------------------------------------------------------------------------------
-def test_export_is_cached_by_content_and_never_touches_the_model_dir(tiny_artifact, tmp_path):
-    from tests.tiny import make_tiny_artifact
-
+def test_export_is_cached_by_content_and_never_touches_the_model_dir(tiny_artifact, tmp_path, make_tiny_artifact):
     before = _fingerprint(tiny_artifact)
     Predictor.load(tiny_artifact, path="onnxruntime", cache_dir=tmp_path)
     (graph,) = (tmp_path / "onnx").glob("*/model.onnx")

@@ -1,4 +1,4 @@
-"""training.metrics: masking, agreement with scikit-learn, thresholds, bootstrap, calibration fitting."""
+"""training.evaluation.metrics: masking, agreement with scikit-learn, thresholds, bootstrap, calibration fitting."""
 
 import math
 
@@ -6,20 +6,17 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
 
-from serving.artifact import PolicyCard
+from serving.artifact import PolicyCard, calibrate
 from serving.policies import POLICIES
-from serving.predictor import calibrate
-from training.metrics import (
+from training.evaluation.metrics import (
     bootstrap_ci,
     choose_thresholds,
     expected_calibration_error,
-    fit_calibration,
-    fit_isotonic,
-    fit_temperature,
     grouped_metrics,
     masked_metrics,
     paired_bootstrap_diff,
 )
+from training.fit.calibration import fit_calibration, fit_isotonic, fit_temperature
 
 P = len(POLICIES)
 

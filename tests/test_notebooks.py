@@ -15,11 +15,10 @@ import pytest
 from nbclient import NotebookClient
 
 from training.config import load_config
-from training.data import prepare
-from tests.test_evaluate import register_dir
-from tests.tiny import write_tiny_train_config
+from training.config import repo_root
+from training.data.prepare import prepare
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = repo_root() / "notebooks"
 KERNEL = "tweetguard-test"
 
 
@@ -31,7 +30,7 @@ def test_committed_notebooks_carry_no_outputs(name):
 
 
 @pytest.fixture
-def notebook_env(tmp_path, tiny_artifact, mlflow_uri, monkeypatch) -> Path:
+def notebook_env(tmp_path, tiny_artifact, mlflow_uri, monkeypatch, write_tiny_train_config, register_dir) -> Path:
     """Kernel spec for this Python, tiny data config, champion = tiny transformer, challenger = TF-IDF."""
     kernel_dir = tmp_path / "jupyter" / "kernels" / KERNEL
     kernel_dir.mkdir(parents=True)
@@ -41,8 +40,8 @@ def notebook_env(tmp_path, tiny_artifact, mlflow_uri, monkeypatch) -> Path:
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     config = write_tiny_train_config(tmp_path)
     cfg = load_config(config, ["baseline.min_df=1"])
-    from training.baseline import train_baseline
-    from training.versions import CHALLENGER, CHAMPION, set_alias
+    from training.fit.baseline import train_baseline
+    from training.registry.versions import CHALLENGER, CHAMPION, set_alias
 
     tfidf, _ = train_baseline(cfg, prepare(cfg.data), tmp_path / "tfidf")
     set_alias("tweetguard", CHAMPION, register_dir(tiny_artifact, mlflow_uri), mlflow_uri)

@@ -10,22 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.artifact import CARD_FILE, ArtifactError, Calibration, read_card
+from serving.artifact import CARD_FILE, ArtifactError, Calibration, calibrate, read_card
 from serving.policies import POLICIES
-from serving.predictor import Predictor, calibrate
-from tests.tiny import TINY_MAX_LENGTH, TINY_TEMPERATURE, make_tiny_artifact
+from serving.predictor import Predictor
 
-# Mixed lengths (so sorting permutes them and batches need padding), raw tweet features, an empty string.
-TEXTS = [
-    "you are a stupid idiot",
-    "",
-    "go home",
-    "@bob @alice i will find you and hurt you, shut up!!",
-    "love",
-    "great day &amp; good day https://t.co/x",
-    "i hate it so so so much, it is not good and you are ugly",
-    "no",
-]
+# `mixed_texts` (tests/fixtures/tiny.py): mixed lengths (so sorting permutes them and batches need padding), raw
+# tweet features, an empty string.
 
 
 def _sigmoid(x):
@@ -38,7 +28,7 @@ def predictor(tiny_artifact: Path) -> Predictor:
 
 
 @pytest.fixture(scope="module")
-def cls_artifact(tmp_path_factory) -> Path:
+def cls_artifact(tmp_path_factory, make_tiny_artifact) -> Path:
     return make_tiny_artifact(tmp_path_factory.mktemp("tiny-cls") / "model", head="cls", seed=1)
 
 
@@ -55,9 +45,9 @@ def _edit_card(model_dir: Path, edit) -> None:
 
 
 # ---- loading -------------------------------------------------------------------------------------------------
-def test_load_exposes_card_policies_and_max_length(predictor: Predictor, tiny_artifact: Path):
+def test_load_exposes_card_policies_and_max_length(predictor: Predictor, tiny_artifact: Path, tiny_spec):
     assert predictor.policies == POLICIES
-    assert predictor.max_length == TINY_MAX_LENGTH
+    assert predictor.max_length == tiny_spec.max_length
     assert predictor.card == read_card(tiny_artifact)
     assert predictor.path == "onnxruntime"  # "auto", as in the service
 
@@ -133,16 +123,16 @@ def test_empty_input_and_empty_strings(predictor: Predictor):
 
 # ---- order and batch invariance ------------------------------------------------------------------------------
 @pytest.mark.parametrize("head", ["mean", "cls"])
-def test_scores_do_not_depend_on_batch_mates_or_order(head, tiny_artifact, cls_artifact):
+def test_scores_do_not_depend_on_batch_mates_or_order(head, tiny_artifact, cls_artifact, mixed_texts):
     predictor = Predictor.load(tiny_artifact if head == "mean" else cls_artifact, batch_size=3, path="reference")
-    alone = np.stack([predictor.logits([t])[0] for t in TEXTS])  # [N, P], no padding at all
+    alone = np.stack([predictor.logits([t])[0] for t in mixed_texts])  # [N, P], no padding at all
     # Texts must score differently, or a permutation bug would go unnoticed.
-    assert len({tuple(np.round(row, 4)) for row in alone}) == len(TEXTS)
+    assert len({tuple(np.round(row, 4)) for row in alone}) == len(mixed_texts)
     for batch_size in (2, 3, 64):
         predictor.batch_size = batch_size
-        mixed = predictor.logits(TEXTS)  # length-sorted, padded batches, returned in input order
+        mixed = predictor.logits(mixed_texts)  # length-sorted, padded batches, returned in input order
         np.testing.assert_allclose(mixed, alone, rtol=0, atol=1e-5)
-        reversed_ = predictor.logits(TEXTS[::-1])
+        reversed_ = predictor.logits(mixed_texts[::-1])
         np.testing.assert_allclose(reversed_[::-1], alone, rtol=0, atol=1e-5)
 
 
@@ -153,10 +143,11 @@ def test_text_is_normalized_before_scoring(predictor: Predictor):
 
 
 # ---- calibration and thresholds ------------------------------------------------------------------------------
-def test_predict_proba_applies_card_temperature(predictor: Predictor):
-    logits = predictor.logits(TEXTS)
-    np.testing.assert_allclose(predictor.predict_proba(TEXTS), _sigmoid(logits / TINY_TEMPERATURE), atol=1e-7)
-    assert not np.allclose(_sigmoid(logits / TINY_TEMPERATURE), _sigmoid(logits), atol=1e-3)  # T matters here
+def test_predict_proba_applies_card_temperature(predictor: Predictor, mixed_texts, tiny_spec):
+    logits = predictor.logits(mixed_texts)
+    expected = _sigmoid(logits / tiny_spec.temperature)
+    np.testing.assert_allclose(predictor.predict_proba(mixed_texts), expected, atol=1e-7)
+    assert not np.allclose(expected, _sigmoid(logits), atol=1e-3)  # T matters here
 
 
 def test_calibrate_per_policy_methods(predictor: Predictor):
@@ -186,33 +177,33 @@ def test_calibrate_rejects_bad_isotonic_knots(predictor: Predictor, x, y, match)
         calibrate(np.zeros((1, 3)), card)
 
 
-def test_flags_follow_card_thresholds_and_overrides(tiny_artifact: Path, tmp_path: Path):
+def test_flags_follow_card_thresholds_and_overrides(tiny_artifact: Path, tmp_path: Path, mixed_texts):
     model_dir = _copy(tiny_artifact, tmp_path)
-    probs = Predictor.load(model_dir).predict_proba(TEXTS)
+    probs = Predictor.load(model_dir).predict_proba(mixed_texts)
     # Thresholds at each policy's median score: some texts flagged, some not, differently per policy.
     medians = np.median(probs, axis=0)
     _edit_card(model_dir, lambda c: [p.update(threshold=float(m)) for p, m in zip(c["policies"], medians)])
     predictor = Predictor.load(model_dir)
-    results = predictor.predict(TEXTS)
+    results = predictor.predict(mixed_texts)
     for row, result in zip(probs, results):
         assert list(result["scores"]) == list(POLICIES) == list(result["flags"])
         for j, p in enumerate(POLICIES):
             assert result["scores"][p] == pytest.approx(row[j], abs=1e-6)
             assert result["flags"][p] == (row[j] >= medians[j])
-    assert 0 < sum(r["flags"]["abusive"] for r in results) < len(TEXTS)
+    assert 0 < sum(r["flags"]["abusive"] for r in results) < len(mixed_texts)
 
-    everything = predictor.predict(TEXTS, thresholds={"violence": 0.0})
+    everything = predictor.predict(mixed_texts, thresholds={"violence": 0.0})
     assert all(r["flags"]["violence"] for r in everything)
     assert [r["flags"]["abusive"] for r in everything] == [r["flags"]["abusive"] for r in results]
     with pytest.raises(ValueError, match=r"thresholds\['threat'\]: unknown policy"):
-        predictor.predict(TEXTS, thresholds={"threat": 0.5})
+        predictor.predict(mixed_texts, thresholds={"threat": 0.5})
     with pytest.raises(ValueError, match=r"thresholds\['abusive'\] = 1.5"):
-        predictor.predict(TEXTS, thresholds={"abusive": 1.5})
+        predictor.predict(mixed_texts, thresholds={"abusive": 1.5})
 
 
 # ---- truncation ----------------------------------------------------------------------------------------------
-def test_truncation_at_card_max_length_is_reported(predictor: Predictor):
-    head = " ".join(["stupid"] * (TINY_MAX_LENGTH - 2))  # exactly max_length with [CLS] and [SEP]
+def test_truncation_at_card_max_length_is_reported(predictor: Predictor, tiny_spec):
+    head = " ".join(["stupid"] * (tiny_spec.max_length - 2))  # exactly max_length with [CLS] and [SEP]
     long_a, long_b = head + " love love great day", head + " kill kill hurt die"
     results = predictor.predict(["short one", head, long_a, long_b])
     assert [r["truncated"] for r in results] == [False, False, True, True]
@@ -223,13 +214,11 @@ def test_truncation_at_card_max_length_is_reported(predictor: Predictor):
 
 # ---- the real bundled backbone -------------------------------------------------------------------------------
 @pytest.mark.integration
-def test_real_backbone_artifact_scores_through_predictor(tmp_path: Path):
+def test_real_backbone_artifact_scores_through_predictor(tmp_path: Path, tiny_card):
     from serving.artifact import save_artifact
     from serving.backbone import BUNDLED_BACKBONE, resolve_backbone
     from serving.modeling import build_model
     from transformers import AutoTokenizer
-
-    from tests.tiny import tiny_card
 
     backbone = resolve_backbone(BUNDLED_BACKBONE)
     model = build_model(backbone, head="mean")

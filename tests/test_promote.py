@@ -12,19 +12,17 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from training.baseline import train_baseline
+from training.fit.baseline import train_baseline
 from training.config import load_config
-from training.data import prepare
-from training.promote import promote, rollback
-from training.versions import HISTORY_TAG
-from tests.test_evaluate import register_dir
-from tests.tiny import make_tiny_artifact, write_tiny_train_config
+from training.data.prepare import prepare
+from training.registry.promote import promote, rollback
+from training.registry.versions import HISTORY_TAG
 
 FAST = ["evaluation.bootstrap_samples=200"]
 
 
 @pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory) -> dict:
+def tiny_world(tmp_path_factory, make_tiny_artifact, write_tiny_train_config) -> dict:
     """Tiny data config, its prepared splits, a good baseline dir and a random transformer dir."""
     root = tmp_path_factory.mktemp("promote")
     config = write_tiny_train_config(root)
@@ -40,7 +38,7 @@ def _promote(world, ref, uri, **kw):
     return promote(ref, world["cfg"], validation=world["dataset"]["validation"], tracking_uri=uri, **kw)
 
 
-def test_worse_candidate_is_refused_and_recorded(tiny_world, mlflow_uri):
+def test_worse_candidate_is_refused_and_recorded(tiny_world, mlflow_uri, register_dir):
     client = MlflowClient(mlflow_uri)
     assert register_dir(tiny_world["good"], mlflow_uri) == "1"
     first = _promote(tiny_world, "models:/tweetguard/1", mlflow_uri)
@@ -59,7 +57,7 @@ def test_worse_candidate_is_refused_and_recorded(tiny_world, mlflow_uri):
     assert evidence["abusive"]["ci95"][1] < 0 < evidence["abusive"]["champion"] - 0.5
 
 
-def test_force_needs_reason_then_promotes_and_rollback_restores(tiny_world, mlflow_uri):
+def test_force_needs_reason_then_promotes_and_rollback_restores(tiny_world, mlflow_uri, register_dir):
     client = MlflowClient(mlflow_uri)
     register_dir(tiny_world["good"], mlflow_uri)
     _promote(tiny_world, "models:/tweetguard/1", mlflow_uri)
@@ -80,7 +78,7 @@ def test_force_needs_reason_then_promotes_and_rollback_restores(tiny_world, mlfl
         rollback("tweetguard", tracking_uri=mlflow_uri)
 
 
-def test_equal_candidate_is_promoted(tiny_world, mlflow_uri):
+def test_equal_candidate_is_promoted(tiny_world, mlflow_uri, register_dir):
     register_dir(tiny_world["good"], mlflow_uri)
     _promote(tiny_world, "models:/tweetguard/1", mlflow_uri)
     register_dir(tiny_world["good"], mlflow_uri)  # same model retrained: no drop at all
@@ -90,7 +88,7 @@ def test_equal_candidate_is_promoted(tiny_world, mlflow_uri):
     assert _promote(tiny_world, "models:/tweetguard@champion", mlflow_uri).outcome == "unchanged"
 
 
-def test_cli_refusal_exit_codes(tiny_world, mlflow_uri, capsys):
+def test_cli_refusal_exit_codes(tiny_world, mlflow_uri, capsys, register_dir):
     from training.cli import main
 
     register_dir(tiny_world["good"], mlflow_uri)
@@ -103,8 +101,8 @@ def test_cli_refusal_exit_codes(tiny_world, mlflow_uri, capsys):
     assert main([*args[:1], "--candidate", str(tiny_world["worse"]), *args[1:]]) == 2  # not a registered version
 
 
-def test_model_card_attached_to_version(tiny_world, mlflow_uri):
-    from training.modelcard import CARD_MD, attach_model_card
+def test_model_card_attached_to_version(tiny_world, mlflow_uri, register_dir):
+    from training.registry.modelcard import CARD_MD, attach_model_card
 
     version = register_dir(tiny_world["good"], mlflow_uri)
     text = attach_model_card("tweetguard", version, tiny_world["good"], tracking_uri=mlflow_uri)
@@ -118,7 +116,7 @@ def test_model_card_attached_to_version(tiny_world, mlflow_uri):
 
 
 @pytest.mark.integration
-def test_gate_against_real_mlflow_server(tiny_world, mlflow_server, tmp_path):
+def test_gate_against_real_mlflow_server(tiny_world, mlflow_server, tmp_path, register_dir):
     register_dir(tiny_world["good"], mlflow_server)
     register_dir(tiny_world["worse"], mlflow_server)
     assert _promote(tiny_world, "models:/tweetguard/1", mlflow_server).outcome == "promoted"
@@ -128,7 +126,7 @@ def test_gate_against_real_mlflow_server(tiny_world, mlflow_server, tmp_path):
     assert str(MlflowClient(mlflow_server).get_registered_model("tweetguard").aliases["champion"]) == "1"
     assert list((tmp_path / "server-artifacts").rglob("tfidf_logreg.joblib"))  # stored by the server
     # evaluate resolves the alias through the server too, and links its run to the version there.
-    from training.evaluate import evaluate
+    from training.evaluation.evaluate import evaluate
 
     result = evaluate("models:/tweetguard@champion", tiny_world["cfg"], split="validation",
                       data=tiny_world["dataset"]["validation"], out_dir=tmp_path / "rep", tracking_uri=mlflow_server)
@@ -137,5 +135,3 @@ def test_gate_against_real_mlflow_server(tiny_world, mlflow_server, tmp_path):
     assert client.get_run(result.run_id).data.tags["model_version"] == "1"
     assert client.get_model_version("tweetguard", "1").tags["evaluation.validation.run_id"] == result.run_id
 
-
-from tests.test_train_mlflow import mlflow_server  # noqa: E402,F401  (the shared real-server fixture)

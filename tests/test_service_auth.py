@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import bentoml
 import httpx
 import openai
 import pytest
-
-from tests.bento_fixtures import ServedBento, import_model
 
 pytestmark = pytest.mark.integration
 
@@ -19,18 +16,12 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def served(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("bentoml_home")
-    import_model(tiny_artifact, home)
+def served(serve_tiny):
     # Two scoring requests in flight and a 1 ms batch queue deadline, so both overload answers (the guard's and
     # the batch queue's) are reachable with a few clients; texts logged on request (the default, off, is
     # checked in test_service_http).
-    env = {"TWEETGUARD_API_TOKEN": TOKEN, "TWEETGUARD_MAX_INFLIGHT": "2", "TWEETGUARD_BATCH_MAX_LATENCY_MS": "1",
-           "TWEETGUARD_LOG_TEXTS": "1"}
-    server = ServedBento.start("serving.service:TweetGuard", bentoml_home=home, log_path=home / "serve.log",
-                               env=env)
-    yield server
-    server.stop()
+    return serve_tiny({"TWEETGUARD_API_TOKEN": TOKEN, "TWEETGUARD_MAX_INFLIGHT": "2",
+                       "TWEETGUARD_BATCH_MAX_LATENCY_MS": "1", "TWEETGUARD_LOG_TEXTS": "1"})
 
 
 @pytest.mark.parametrize("path, payload", [("/classify", {"texts": ["hi"]}), ("/v1/moderations", {"input": "hi"})])

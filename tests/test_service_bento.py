@@ -11,10 +11,9 @@ import pytest
 import yaml
 
 from serving.predictor import Predictor
-from tests.bento_fixtures import ServedBento, import_model
-from tests.tiny import make_tiny_artifact
 from training.cli import main as cli_main
-from training.package import BENTOFILE, REPO_ROOT, serve_command
+from training.config import repo_root
+from training.release.package import BENTOFILE, serve_command
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +23,8 @@ def _sha(path: Path) -> str:
 
 
 def test_bentofile_packages_match_the_serve_extra():
-    extra = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve"]
+    pyproject = tomllib.loads((repo_root() / "pyproject.toml").read_text())
+    extra = pyproject["project"]["optional-dependencies"]["serve"]
     assert yaml.safe_load(BENTOFILE.read_text())["python"]["packages"] == extra
 
 
@@ -33,7 +33,8 @@ def test_serve_defaults_to_loopback():
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and "tweetguard:abc" in cmd
 
 
-def test_package_build_and_serve_the_bento(tiny_artifact: Path, tmp_path: Path, monkeypatch, capsys):
+def test_package_build_and_serve_the_bento(tiny_artifact: Path, tmp_path: Path, monkeypatch, capsys,
+                                           make_tiny_artifact, import_to_store, start_served):
     home = tmp_path / "bentoml"
     monkeypatch.setenv("BENTOML_HOME", str(home))
     assert cli_main(["package", "--model", str(tiny_artifact)]) == 0
@@ -62,10 +63,10 @@ def test_package_build_and_serve_the_bento(tiny_artifact: Path, tmp_path: Path, 
 
     # A newer model in the store must not change what this bento serves.
     other = make_tiny_artifact(tmp_path / "other", seed=1)
-    newer = import_model(other, home)
+    newer = import_to_store(other, home)
     assert newer != model_tag
 
-    server = ServedBento.start(bento_tag, bentoml_home=home, log_path=tmp_path / "serve.log", via_cli=True)
+    server = start_served(bento_tag, bentoml_home=home, log_path=tmp_path / "serve.log", via_cli=True)
     try:
         assert f"listening on {server.url}" in server.log()  # `tweetguard serve` binds loopback by default
         texts = ["you are a stupid idiot", "have a good day", "i will find you"]

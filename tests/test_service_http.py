@@ -15,7 +15,6 @@ from openai.types import ModerationCreateResponse
 
 from serving.moderation import map_scores
 from serving.predictor import Predictor
-from tests.bento_fixtures import ServedBento, import_model
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +32,8 @@ MARKER = "zqxjv unique marker text"
 
 
 @pytest.fixture(scope="module")
-def served(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("bentoml_home")
-    import_model(tiny_artifact, home)
-    server = ServedBento.start("serving.service:TweetGuard", bentoml_home=home,
-                               log_path=home / "serve.log", env=LIMITS)
-    yield server
-    server.stop()
+def served(serve_tiny):
+    return serve_tiny(LIMITS)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +201,15 @@ def test_concurrent_requests_are_batched(served, offline):
 
 
 def test_health_readiness_and_logs(served):
-    assert served.not_ready_polls > 0  # readiness did not answer 200 before the model was loaded
+    # What /readyz answers while the model loads, polled from process start (`wait_ready`). BentoML builds the
+    # service (TweetGuard.__init__: model load and warm-up) in the worker's ASGI startup, after the port is
+    # bound: a /readyz sent meanwhile is accepted and held, unanswered ("no answer"), and its first HTTP answer
+    # is the 200 once the model is loaded. "refused" polls (nothing listening yet) show nothing about readiness.
+    waiting = [p for p in served.polls if p != "refused"]
+    assert waiting, f"no /readyz request reached the server before it was ready: {served.polls}"
+    assert all(p == "no answer" or p.startswith("http 5") for p in waiting), served.polls
+    # ... and the first 200 came after the model was loaded and warm (the service logs that line last).
+    assert "serving tiny:" in served.log_at_ready, f"/readyz was 200 before the model was loaded:\n{served.polls}"
     for path in ("/livez", "/readyz", "/metrics"):
         assert httpx.get(served.url + path).status_code == 200
     r = httpx.post(served.url + "/classify", json={"texts": [MARKER]})

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -14,19 +13,11 @@ import torch
 from mlflow import MlflowClient
 from safetensors.torch import load_file
 
-from tests.test_train_resume import REPO, kill_after_unsaved_steps
-from tests.tiny import write_tiny_train_config
-from training.config import load_config
-from training.loop import LAST_DIR
-from training.train import HISTORY_FILE, train
+from training.config import load_config, repo_root
+from training.fit.loop import LAST_DIR
+from training.fit.command import HISTORY_FILE, train
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _no_dropout(backbone: Path) -> None:
@@ -37,7 +28,8 @@ def _no_dropout(backbone: Path) -> None:
     path.write_text(json.dumps(config))
 
 
-def test_torchrun_two_processes_equal_one_with_double_accumulation_through_kill_and_resume(tmp_path, mlflow_uri):
+def test_torchrun_two_processes_equal_one_with_double_accumulation_through_kill_and_resume(
+        tmp_path, mlflow_uri, write_tiny_train_config, kill_after_unsaved_steps, free_port):
     # 360 tiny train rows in batches of 12: 30 micro-batches an epoch, 15 steps of 2 (per rank: 1), 2 epochs.
     config = write_tiny_train_config(
         tmp_path, epochs=2, batch_size=12, checkpoint_every_steps=8, eval_every_steps=10,
@@ -47,18 +39,19 @@ def test_torchrun_two_processes_equal_one_with_double_accumulation_through_kill_
     single = train(load_config(config, ["run_name=single", "train.grad_accum=2"]), progress_bar=False)
 
     run_dir = tmp_path / "runs" / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": mlflow_uri, "OMP_NUM_THREADS": "1"}
+    repo = repo_root()
+    env = {**os.environ, "PYTHONPATH": str(repo), "MLFLOW_TRACKING_URI": mlflow_uri, "OMP_NUM_THREADS": "1"}
 
     def torchrun(*extra: str) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-                "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+                "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
                 "-m", "training.train", "--config", str(config), "run_name=ddp", "train.grad_accum=1", *extra]
 
-    saved, reached = kill_after_unsaved_steps(torchrun(), run_dir, env)
+    saved, reached = kill_after_unsaved_steps(torchrun(), run_dir, env, checkpoint_every=8)
     assert 0 < saved < reached
     import subprocess
 
-    done = subprocess.run(torchrun("--resume"), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(torchrun("--resume"), cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "resumed" in done.stderr and done.stdout.count("MLflow run") == 1  # rank 0 alone reports
 

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from mlflow import MlflowClient
 
 from serving.artifact import CARD_FILE, read_card
 from serving.policies import POLICIES
 from training.config import load_config
-from training.registry import resolve_model_ref
-from training.tracking import TrackingError
-from training.train import train
-from tests.tiny import write_tiny_train_config
+from training.registry.refs import resolve_model_ref
+from training.registry.tracking import TrackingError
+from training.fit.command import train
 
 STEPS = 6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def check_run_contents(client: MlflowClient, run_id: str, uri: str, tmp_path: Path) -> None:
@@ -60,7 +48,7 @@ def check_run_contents(client: MlflowClient, run_id: str, uri: str, tmp_path: Pa
     assert card.mlflow_run_id == run_id and set(card.validation_metrics) >= {"mean_pr_auc"}
 
 
-def test_sqlite_run_contents_and_registration(tmp_path, mlflow_uri):
+def test_sqlite_run_contents_and_registration(tmp_path, mlflow_uri, write_tiny_train_config):
     config = write_tiny_train_config(tmp_path, max_steps=STEPS, eval_every_steps=3)
     first = train(load_config(config, ["run_name=first"]), config_file=str(config), progress_bar=False)
     client = MlflowClient(mlflow_uri)
@@ -79,7 +67,7 @@ def first_exp(client: MlflowClient) -> str:
     return client.get_experiment_by_name("tweetguard").experiment_id
 
 
-def test_unreachable_server_fails_before_loading_anything(tmp_path):
+def test_unreachable_server_fails_before_loading_anything(tmp_path, free_port):
     port = free_port()  # nothing listens here
     # data.root does not exist: reaching the data layer would raise FileNotFoundError instead.
     cfg = load_config(None, [f"tracking.uri=http://127.0.0.1:{port}", f"data.root={tmp_path / 'absent'}"])
@@ -89,41 +77,14 @@ def test_unreachable_server_fails_before_loading_anything(tmp_path):
     assert time.monotonic() - started < 10
 
 
-def test_cli_reports_unreachable_server(tmp_path):
+def test_cli_reports_unreachable_server(tmp_path, free_port):
     from training.cli import main
 
     assert main(["train", f"tracking.uri=http://127.0.0.1:{free_port()}"]) == 2
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
-    log = open(tmp_path / "server.log", "wb")
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-           "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            try:
-                if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield uri
-    finally:
-        os.killpg(proc.pid, 15)  # the server's own process group (it forks workers)
-        proc.wait(30)
-        log.close()
-
-
 @pytest.mark.integration
-def test_real_mlflow_server(tmp_path, mlflow_server, monkeypatch):
+def test_real_mlflow_server(tmp_path, mlflow_server, monkeypatch, write_tiny_train_config):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # env, not config: the documented switch
     config = write_tiny_train_config(tmp_path, max_steps=STEPS, eval_every_steps=3)
     result = train(load_config(config, ["run_name=served"]), config_file=str(config), progress_bar=False)
@@ -134,7 +95,7 @@ def test_real_mlflow_server(tmp_path, mlflow_server, monkeypatch):
     assert len(stored) == 1 and not (tmp_path / "mlruns").exists()
 
 
-def test_tfidf_baseline_is_its_own_run_and_registered_model(tmp_path, mlflow_uri):
+def test_tfidf_baseline_is_its_own_run_and_registered_model(tmp_path, mlflow_uri, write_tiny_train_config):
     config = write_tiny_train_config(tmp_path)
     cfg = load_config(config, ["model.kind=tfidf", "tracking.registered_model=tweetguard-tfidf", "run_name=tfidf"])
     result = train(cfg, config_file=str(config))

@@ -4,78 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
-import subprocess
 import sys
-import threading
-import time
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.checkpoint import CHECKPOINT_DIR, LATEST
-from training.config import load_config
-from training.loop import LAST_DIR
-from training.train import HISTORY_FILE, train
-from tests.tiny import write_tiny_train_config
+from training.config import load_config, repo_root
+from training.fit.loop import LAST_DIR
+from training.fit.command import HISTORY_FILE, train
 
-REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT_EVERY = 8
 
 
-def latest_step(run_dir: Path) -> int:
-    pointer = run_dir / CHECKPOINT_DIR / LATEST
-    return int(pointer.read_text().strip().split("-")[1]) if pointer.is_file() else 0
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    import psutil
-
-    tree = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
-    for p in tree:
-        p.send_signal(signal.SIGKILL)
-    psutil.wait_procs(tree, timeout=30)
-    proc.wait(30)
-
-
-def kill_after_unsaved_steps(cmd: list[str], run_dir: Path, env: dict, timeout: float = 180) -> tuple[int, int]:
-    """Run `cmd`, SIGKILL it and all its descendants once a checkpoint exists and the progress bar shows later
-    steps (descendants: torchrun's training processes are its children, each in a session of its own).
-
-    Returns (checkpoint step, a step the process certainly reached)."""
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    seen = {"step": 0, "log": b""}
-
-    def read() -> None:  # tqdm redraws with \r, so read raw chunks rather than lines
-        while chunk := os.read(proc.stderr.fileno(), 4096):
-            seen["log"] = (seen["log"] + chunk)[-20000:]
-            steps = re.findall(rb"train:\s+\d+%\|[^|]*\|\s+(\d+)/\d+", seen["log"])
-            if steps:
-                seen["step"] = max(seen["step"], int(steps[-1]))
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            saved = latest_step(run_dir)
-            # Two steps past a checkpoint and well before the next one: unsaved progress that must be redone.
-            if saved and saved + 2 <= seen["step"] < saved + CHECKPOINT_EVERY - 2:
-                _kill_tree(proc)
-                return latest_step(run_dir), seen["step"]
-            if proc.poll() is not None:
-                pytest.fail(f"training ended before it could be killed (rc {proc.returncode}):\n"
-                            f"{seen['log'][-3000:].decode(errors='replace')}")
-            time.sleep(0.02)
-        pytest.fail(f"no kill point within {timeout}s:\n{seen['log'][-3000:].decode(errors='replace')}")
-    finally:
-        if proc.poll() is None:
-            _kill_tree(proc)
-
-
-def test_resume_after_sigkill_repeats_no_batch_and_matches_uninterrupted(tmp_path, mlflow_uri):
+def test_resume_after_sigkill_repeats_no_batch_and_matches_uninterrupted(
+        tmp_path, mlflow_uri, write_tiny_train_config, kill_after_unsaved_steps):
     # 2 epochs of 23 steps (grad_accum 2 over 45 micro-batches): the kill and the resume span an epoch end.
     config = write_tiny_train_config(
         tmp_path, epochs=2, batch_size=8, grad_accum=2, checkpoint_every_steps=CHECKPOINT_EVERY,
@@ -84,9 +27,9 @@ def test_resume_after_sigkill_repeats_no_batch_and_matches_uninterrupted(tmp_pat
     reference = train(load_config(config, ["run_name=straight"]), progress_bar=False)
 
     run_dir = tmp_path / "runs" / "killed"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": mlflow_uri}
+    env = {**os.environ, "PYTHONPATH": str(repo_root()), "MLFLOW_TRACKING_URI": mlflow_uri}
     cmd = [sys.executable, "-m", "training.train", "--config", str(config), "run_name=killed"]
-    saved, reached = kill_after_unsaved_steps(cmd, run_dir, env)
+    saved, reached = kill_after_unsaved_steps(cmd, run_dir, env, checkpoint_every=CHECKPOINT_EVERY)
     assert 0 < saved < reached, f"need a checkpoint and later unsaved steps (checkpoint {saved}, reached {reached})"
     assert not (run_dir / HISTORY_FILE).exists()
 
@@ -113,7 +56,7 @@ def test_resume_after_sigkill_repeats_no_batch_and_matches_uninterrupted(tmp_pat
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(straight["losses"])
 
 
-def test_resume_refuses_a_changed_config_or_a_finished_run(tmp_path, mlflow_uri):
+def test_resume_refuses_a_changed_config_or_a_finished_run(tmp_path, mlflow_uri, write_tiny_train_config):
     from training.config import ConfigError
 
     config = write_tiny_train_config(tmp_path, max_steps=4, checkpoint_every_steps=2)

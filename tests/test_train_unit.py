@@ -11,10 +11,9 @@ import torch
 
 from serving.artifact import read_card
 from serving.policies import POLICIES
-from training.batches import auto_pos_weight, collate, encode, epoch_batches, masked_bce, sampling_weights
+from training.fit.batches import auto_pos_weight, collate, encode, epoch_batches, masked_bce, sampling_weights
 from training.config import ConfigError, load_config
-from training.train import HISTORY_FILE, train
-from tests.tiny import write_tiny_train_config
+from training.fit.command import HISTORY_FILE, train
 
 
 # -- loss ------------------------------------------------------------------------------------------------
@@ -86,11 +85,9 @@ def test_source_balanced_sampling_evens_out_sources():
     assert 0.4 < share_small < 0.6  # natural mix would be 0.1
 
 
-def test_encode_normalizes_and_collate_pads_dynamically(tmp_path):
+def test_encode_normalizes_and_collate_pads_dynamically(tmp_path, make_tiny_backbone):
     import datasets
     from transformers import AutoTokenizer
-
-    from tests.tiny import make_tiny_backbone
 
     tok = AutoTokenizer.from_pretrained(make_tiny_backbone(tmp_path / "bb"))
     split = datasets.Dataset.from_dict({
@@ -122,7 +119,7 @@ def test_bad_train_config_names_the_key(override, key):
         load_config(None, [override])
 
 
-def test_unknown_validation_metric_is_named(tmp_path, mlflow_uri):
+def test_unknown_validation_metric_is_named(tmp_path, mlflow_uri, write_tiny_train_config):
     cfg = load_config(write_tiny_train_config(tmp_path, max_steps=2), ["train.metric=accuracy"])
     with pytest.raises(KeyError, match="train.metric='accuracy'"):
         train(cfg, progress_bar=False)
@@ -133,7 +130,7 @@ def _history(run_dir: Path) -> dict:
     return json.loads((run_dir / HISTORY_FILE).read_text())
 
 
-def test_same_seed_same_metrics_other_seed_differs(tmp_path, mlflow_uri):
+def test_same_seed_same_metrics_other_seed_differs(tmp_path, mlflow_uri, write_tiny_train_config):
     path = write_tiny_train_config(tmp_path, max_steps=12, grad_accum=2, eval_every_steps=6, source_balance=0.5)
     runs = {}
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
@@ -146,14 +143,15 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path, mlflow_uri):
     assert ha["losses"] != hc["losses"]
 
 
-def test_artifact_is_complete_and_thresholds_come_from_validation(tmp_path, mlflow_uri):
+def test_artifact_is_complete_and_thresholds_come_from_validation(
+        tmp_path, mlflow_uri, write_tiny_train_config):
     cfg = load_config(write_tiny_train_config(tmp_path, max_steps=6), ["model.head=cls"])
     result = train(cfg, progress_bar=False)
     card = read_card(result.artifact_dir)
     assert [p.name for p in card.policies] == list(POLICIES)
     assert all("validation" in p.threshold_method for p in card.policies)
     assert card.head == "cls" and card.mlflow_run_id == result.run_id
-    # Calibration + thresholds fit on validation by training.calibration; the loop's best metrics kept beside.
+    # Calibration + thresholds fit on validation by training.fit.calibration; the loop's best metrics kept beside.
     assert all(p.calibration.method == "platt" for p in card.policies)
     assert {f"train_best/{k}": v for k, v in result.best_metrics.items()}.items() <= card.validation_metrics.items()
     assert "mean_pr_auc" in card.validation_metrics
@@ -165,7 +163,7 @@ def test_artifact_is_complete_and_thresholds_come_from_validation(tmp_path, mlfl
 
 
 @pytest.mark.integration
-def test_fine_tunes_the_bundled_backbone_for_a_few_steps(tmp_path, mlflow_uri):
+def test_fine_tunes_the_bundled_backbone_for_a_few_steps(tmp_path, mlflow_uri, write_tiny_train_config):
     from serving.backbone import BUNDLED_BACKBONE
     from serving.modeling import load_model
 

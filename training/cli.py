@@ -1,6 +1,8 @@
-"""`tweetguard` console script: parse, validate, then call one function. Nothing heavy at import time.
+"""`tweetguard` console script, the one entry point: parse, validate, then call one function per subcommand.
+Nothing heavy at import time: each command imports its stage when it runs.
 
-Subcommand names and flags are part of the product: keep them stable.
+The subcommands follow `make run`: data -> train -> evaluate -> promote -> package (-> serve), plus predict
+and config. Their names and flags are part of the product: keep them stable.
 """
 
 from __future__ import annotations
@@ -8,10 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from training.config import ConfigError, load_config
-from training.eval_commands import (  # light: argparse + config only
-    add_evaluate_arguments, add_promote_arguments, run_evaluate, run_promote)
+from training.registry.refs import REF_FORMS
+from training.registry.tracking import TrackingError
 
 # Nothing here should ever reach a model hub or a dataset hub unless the user opts in explicitly.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,9 +22,26 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", default=None, help="YAML config file (default: built-in defaults)")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=3e-5")
+def _add_config_args(p: argparse.ArgumentParser, help: str = "YAML config file (default: built-in defaults)",
+                     example: str = "train.lr=3e-5") -> None:
+    p.add_argument("--config", "-c", default=None, help=help)
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help=f"config overrides, e.g. {example}")
+
+
+def _add_model_arg(p: argparse.ArgumentParser, flag: str = "--model", required: bool = True) -> None:
+    p.add_argument(flag, required=required, metavar="REF", help=REF_FORMS)
+
+
+def _add_tracking_arg(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--tracking-uri", default=None, help=f"MLflow tracking URI (default: {default})")
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in train.output_dir/run_name (newest run if no run_name) from its "
+                        "last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs stay)")
+    _add_config_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,9 +56,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--force", action="store_true", help="rebuild even if a cached copy exists")
 
+    add_train_arguments(sub.add_parser("train", help="fine-tune the model, log the MLflow run, register the artifact"))
+
+    p = sub.add_parser("evaluate", help="score a model on a split: metrics, benchmarks, calibration, bias "
+                                        "slices, errors -> report dir + MLflow run")
+    _add_model_arg(p)
+    p.add_argument("--split", default=None, help="split to score (default: evaluation.split, i.e. test)")
+    p.add_argument("--out", default=None, help="report directory (default: <evaluation.output_dir>/<model>-<split>)")
+    p.add_argument("--no-mlflow", action="store_true", help="write the report only, log no evaluation run")
+    _add_config_args(p, "YAML config (data, tracking, evaluation sections)", "evaluation.bootstrap_samples=200")
+    _add_tracking_arg(p, "config, then env")
+
+    p = sub.add_parser("promote", help="move @champion to a candidate version if it does not regress on "
+                                       "validation (or --rollback)")
+    _add_model_arg(p, "--candidate", required=False)
+    p.add_argument("--force", action="store_true", help="promote even if the gate refuses (needs --reason)")
+    p.add_argument("--reason", default=None, help="why (recorded on the version); required with --force")
+    p.add_argument("--rollback", action="store_true", help="put @champion back on the previous champion")
+    p.add_argument("--strict", action="store_true", help="exit 1 when the promotion is refused (automation)")
+    p.add_argument("--no-test", action="store_true", help="skip the test metrics printed beside (faster)")
+    p.add_argument("--name", default=None, help="registered model for --rollback (default: tracking.registered_model)")
+    _add_config_args(p, "YAML config (data, tracking, evaluation sections)", "evaluation.bootstrap_samples=200")
+    _add_tracking_arg(p, "config, then env")
+
     p = sub.add_parser("package", help="import a model into the BentoML store and build its bento")
-    p.add_argument("--model", required=True, metavar="REF",
-                   help="artifact dir, runs:/<run>/<path> or models:/tweetguard@champion")
+    _add_model_arg(p)
     p.add_argument("--bentoml-home", default=None, help="BentoML store dir (default: $BENTOML_HOME or ~/bentoml)")
 
     p = sub.add_parser("serve", help="serve a built bento (bentoml serve), on loopback unless --host is given")
@@ -47,32 +89,92 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 exposes the service")
 
     p = sub.add_parser("predict", help="score a .csv/.tsv/.jsonl file: adds <policy>_probability/_flagged columns")
-    p.add_argument("--model", required=True, metavar="REF",
-                   help="artifact dir, runs:/<run_id>/model, models:/<name>@<alias> or models:/<name>/<version>")
+    _add_model_arg(p)
     p.add_argument("--input", required=True, help="input file (.csv, .tsv or .jsonl)")
     p.add_argument("--output", required=True, help="output file (.csv, .tsv or .jsonl)")
     p.add_argument("--text-column", default="text", help="column/field holding the text (default: text)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="write rows without usable text with empty scores (default: fail listing them)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI for runs:/ and models:/ refs (default: $MLFLOW_TRACKING_URI)")
-
-    from training.train import add_arguments as add_train_arguments  # light: stdlib + config only
-
-    p = sub.add_parser("train", help="fine-tune the model, log the MLflow run, register the artifact")
-    add_train_arguments(p)
-
-    add_evaluate_arguments(sub.add_parser("evaluate", help="score a model on a split: metrics, benchmarks, "
-                                          "calibration, bias slices, errors -> report dir + MLflow run"))
-    add_promote_arguments(sub.add_parser("promote", help="move @champion to a candidate version if it does "
-                                         "not regress on validation (or --rollback)"))
+    _add_tracking_arg(p, "$MLFLOW_TRACKING_URI")
     return parser
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    cfg = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from training.data.prepare import prepare
+
+    cfg = load_config(args.config, args.overrides)
+    prepared = prepare(cfg.data, force=args.force, progress=True)
+    print(prepared.card.markdown)
+    print(f"dataset: {prepared.path}\ndata card: {prepared.card_md_path} (+ .json)")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from training.fit.command import train
+
+    cfg = load_config(args.config, args.overrides)
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
+    if main_rank:
+        print(yaml.safe_dump({"config": cfg.model_dump(mode="json")}, sort_keys=False), file=sys.stderr, end="")
+    started = time.monotonic()
+    result = train(cfg, config_file=args.config, resume=args.resume, progress_bar=not args.no_progress)
+    if main_rank:
+        print(result.summary(cfg.train.metric) + f" | wall {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluation.evaluate import evaluate
+    from training.evaluation.render import benchmark_table
+
+    cfg = load_config(args.config, args.overrides)
+    result = evaluate(args.model, cfg, split=args.split, out_dir=args.out, tracking_uri=args.tracking_uri,
+                      log_to_mlflow=not args.no_mlflow)
+    r = result.report
+    print(f"evaluated {result.identity.label} ({result.kind}) on {r['model']['split']}: {r['rows']} rows")
+    print("mean PR-AUC {:.4f}, mean ROC-AUC {:.4f}".format(r["overall"]["mean_pr_auc"], r["overall"]["mean_roc_auc"]))
+    print(benchmark_table(r["benchmarks"]))
+    print(f"report: {result.out_dir}/report.md" + (f" | MLflow evaluation run {result.run_id}" if result.run_id else ""))
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from training.evaluation.evaluate import load_split
+    from training.registry.promote import describe_decision, promote, rollback
+    from training.registry.tracking import check_reachable, resolve_uri
+
+    cfg = load_config(args.config, args.overrides)
+    uri = resolve_uri(args.tracking_uri or cfg.tracking.uri)
+    check_reachable(uri)
+    if args.rollback:
+        decision = rollback(args.name or cfg.tracking.registered_model, tracking_uri=uri, reason=args.reason)
+        print(describe_decision(decision), end="")
+        return 0
+    if not args.candidate:
+        print("tweetguard promote: --candidate REF is required (or --rollback)", file=sys.stderr)
+        return 2
+    validation = load_split(cfg, "validation")
+    test = None if args.no_test else load_split(cfg, "test")
+    decision = promote(args.candidate, cfg, validation=validation, test=test, tracking_uri=uri, force=args.force,
+                       reason=args.reason)
+    print(describe_decision(decision), end="")
+    return 1 if args.strict and decision.outcome == "refused" else 0
+
+
 def _cmd_package(args: argparse.Namespace) -> int:
-    from training.package import PackageError, package
-    from training.registry import resolve_model_ref
+    from training.registry.refs import resolve_model_ref
+    from training.release.package import PackageError, package
 
     model_dir = resolve_model_ref(args.model)
     try:
@@ -85,7 +187,7 @@ def _cmd_package(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from training.package import serve_command
+    from training.release.package import serve_command
 
     cmd = serve_command(args.bento, host=args.host, port=args.port)
     print("+ " + " ".join(cmd[2:]), file=sys.stderr, flush=True)
@@ -94,27 +196,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-def _cmd_config(args: argparse.Namespace) -> int:
-    import yaml
-
-    cfg = load_config(args.config, args.overrides)
-    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
-    return 0
-
-
-def _cmd_data(args: argparse.Namespace) -> int:
-    from training.data import prepare
-
-    cfg = load_config(args.config, args.overrides)
-    prepared = prepare(cfg.data, force=args.force, progress=True)
-    print(prepared.card.markdown)
-    print(f"dataset: {prepared.path}\ndata card: {prepared.card_md_path} (+ .json)")
-    return 0
-
-
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from training.predict import check_input, describe_bad_rows, score_job
-    from training.registry import resolve_model_ref
+    from training.registry.refs import resolve_model_ref
+    from training.release.predict import check_input, describe_bad_rows, predict_job
 
     # The input is checked before torch is imported and the model fetched: its mistakes fail in a second.
     job = check_input(args.input, args.output, text_column=args.text_column, skip_bad_rows=args.skip_bad_rows)
@@ -126,7 +210,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model_dir = resolve_model_ref(args.model, tracking_uri=args.tracking_uri)
     predictor = Predictor.load(model_dir, batch_size=args.batch_size)
     print(f"model: {args.model} -> {model_dir}", file=sys.stderr)
-    summary = score_job(predictor, job)
+    summary = predict_job(predictor, job)
     if summary.bad_rows:
         print(f"skipped {len(summary.bad_rows)} bad rows (empty scores):\n"
               f"{describe_bad_rows(summary.bad_rows, job.input_path)}", file=sys.stderr)
@@ -135,27 +219,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from training.tracking import TrackingError
-    from training.train import run_command
-
-    try:
-        return run_command(args)
-    except TrackingError as e:
-        print(f"tweetguard train: {e}", file=sys.stderr)
-        return 2
-
-
 COMMANDS = {
     "config": _cmd_config,
     "data": _cmd_data,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "promote": _cmd_promote,
     "package": _cmd_package,
     "serve": _cmd_serve,
     "predict": _cmd_predict,
-    "train": _cmd_train,
-    "evaluate": run_evaluate,
-    "promote": run_promote,
 }
 
 
@@ -165,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ConfigError as e:
         print(f"tweetguard {args.command}: config error:\n{e}", file=sys.stderr)
+        return 2
+    except TrackingError as e:
+        print(f"tweetguard {args.command}: {e}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError) as e:
         print(f"tweetguard {args.command}: error: {e}", file=sys.stderr)

@@ -8,6 +8,7 @@ model artifact.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -18,6 +19,34 @@ from serving.backbone import BUNDLED_BACKBONE
 from serving.policies import POLICIES
 
 DEFAULT_DATA_ROOT = "../shared/datasets"
+
+
+def repo_root() -> Path:
+    """The repository root (the folder holding `training/`, `serving/`, `data/`, `configs/`): the one place a
+    module's own location is turned into a repository path, so moving a module cannot break a lookup."""
+    return Path(__file__).resolve().parent.parent
+
+
+# Dataset facts that moved from configs/ to data/ (old path -> new path, both relative to the repository root).
+# A config or override that still names an old path reads the new file, with a FutureWarning (shown to CLI
+# users by default, unlike DeprecationWarning) naming the key, the old and the new path.
+MOVED_DATA_FILES: dict[str, str] = {
+    "configs/datasets.yaml": "data/sources.yaml",
+    "configs/identity_terms.yaml": "data/identity_terms.yaml",
+}
+
+
+def moved_data_file(value: str, key: str) -> str:
+    """`value` itself, or its new location if it names a moved file (as given, or any path ending in the old
+    `configs/<name>`) that is not there; `key` (e.g. `data.sources_file`) is named in the warning."""
+    path = Path(value)
+    new = MOVED_DATA_FILES.get("/".join(path.parts[-2:]))
+    if new is None or path.is_file():  # not an old path, or someone's own file that is still there
+        return value
+    moved = str(path.parent.parent / new)
+    warnings.warn(f"{key}={value} is deprecated: the file moved to {moved}, which is read instead. "
+                  f"Set {key} to {moved} (or drop the key: data/ is the default).", FutureWarning, stacklevel=2)
+    return moved
 
 
 class ConfigError(ValueError):
@@ -33,7 +62,10 @@ class DataConfig(Section):
         default_factory=lambda: os.environ.get("TWEETGUARD_DATA_ROOT", DEFAULT_DATA_ROOT),
         description="Directory holding the shared datasets (env TWEETGUARD_DATA_ROOT); relative to the CWD.",
     )
-    sources_file: str = Field("configs/datasets.yaml", description="Source declarations: files, splits, mapping.")
+    sources_file: str = Field(
+        "data/sources.yaml", description="Source declarations: files, splits, mapping (old path "
+        "configs/datasets.yaml: deprecated, reads this file with a warning)."
+    )
     include: list[str] | None = Field(None, description="Source names to use; null = every declared source.")
     exclude: list[str] = Field(default_factory=list, description="Source names to leave out.")
     exclude_licenses: list[str] = Field(
@@ -50,6 +82,11 @@ class DataConfig(Section):
         None, ge=1, description="Cap on train rows per source (seeded sample), for quick runs; null = all."
     )
     cache_dir: str = Field("data/cache", description="Where prepared DatasetDicts are cached, keyed by content hash.")
+
+    @field_validator("sources_file")
+    @classmethod
+    def _moved_sources_file(cls, v):
+        return moved_data_file(v, "data.sources_file")
 
 
 class ModelConfig(Section):
@@ -113,7 +150,7 @@ class TrainConfig(Section):
     early_stopping_patience: int | None = Field(
         3, ge=1, description="Stop after this many validations without improving the metric; null = never."
     )
-    metric: str = Field("mean_pr_auc", description="Validation metric to maximize (key of training.metrics output).")
+    metric: str = Field("mean_pr_auc", description="Validation metric to maximize (key of training.evaluation.metrics output).")
     checkpoint_every_steps: int = Field(200, ge=1, description="Write a resumable checkpoint every N steps.")
     bf16: bool = Field(False, description="bfloat16 autocast for forward/backward (fast on CPUs with AMX).")
     num_threads: int | None = Field(None, ge=1, description="torch.set_num_threads; null = torch's default.")
@@ -130,7 +167,7 @@ class TrainConfig(Section):
 
 
 class BaselineConfig(Section):
-    """TF-IDF + one logistic regression per policy (`model.kind: tfidf`, training.baseline)."""
+    """TF-IDF + one logistic regression per policy (`model.kind: tfidf`, training.fit.baseline)."""
 
     word_ngram_range: tuple[int, int] = Field((1, 2), description="Word n-gram sizes (min, max).")
     char_ngram_range: tuple[int, int] = Field(
@@ -157,7 +194,7 @@ class BaselineConfig(Section):
 
 
 class CalibrationConfig(Section):
-    """Last stage of training (`training.calibration.finalize_card`): fit on validation, stored in the card."""
+    """Last stage of training (`training.fit.calibration.finalize_card`): fit on validation, stored in the card."""
 
     method: Literal["none", "temperature", "platt", "isotonic"] = Field(
         "platt", description="Per-policy calibration of the logits, fit on validation (masked labels): "
@@ -182,7 +219,7 @@ class CalibrationConfig(Section):
 
 
 class EvalConfig(Section):
-    """`tweetguard evaluate` / `promote` (training.evaluate, training.promote)."""
+    """`tweetguard evaluate` / `promote` (training.evaluation.evaluate, training.registry.promote)."""
 
     split: str = Field("test", description="Split that `evaluate` scores (promotion always decides on validation).")
     bootstrap_samples: int = Field(1000, ge=50, description="Resamples for the 95% CIs and the promotion gate.")
@@ -190,13 +227,21 @@ class EvalConfig(Section):
     report_prevalence: float = Field(
         0.03, gt=0, lt=1, description="Realistic share of positives in traffic at which precision is also reported."
     )
-    identity_terms: str = Field("configs/identity_terms.yaml", description="Identity-term list for bias slices.")
+    identity_terms: str = Field(
+        "data/identity_terms.yaml", description="Identity-term list for bias slices (old path "
+        "configs/identity_terms.yaml: deprecated, reads this file with a warning)."
+    )
     min_slice_support: int = Field(
         20, ge=1, description="A bias slice is judged only with at least this many positives and negatives."
     )
     top_errors: int = Field(10, ge=0, description="False positives / negatives listed per policy.")
     batch_size: int = Field(64, ge=1, description="Texts per forward pass when scoring.")
     output_dir: str = Field("reports", description="Report directories go to <output_dir>/<name>.")
+
+    @field_validator("identity_terms")
+    @classmethod
+    def _moved_identity_terms(cls, v):
+        return moved_data_file(v, "evaluation.identity_terms")
 
 
 class Config(Section):

@@ -1,0 +1,294 @@
+"""The unified dataset: every declared source mapped onto the policies, normalized keys, deduplicated,
+leak-free splits, cached by content hash.
+
+Output: `datasets.DatasetDict` train / validation / test with columns
+`id`, `text` (raw; models normalize with `serving.preprocess.normalize_tweet`), `source`, `labels`
+(POLICIES order; 1 positive, 0 negative, -1 unknown), `subset` (official part, e.g. test_a) and `raw_label`
+(the source's own label fields, for published-comparable benchmarks).
+
+Rules (documented in data/README.md):
+- official test splits are never altered (benchmark comparability); their internal duplicates are counted;
+- a text (by `text_key`) that is in any test split is removed from train/validation; one in validation is
+  removed from train;
+- within train and within validation, copies of one text (across or within sources) merge into one row:
+  per policy the majority of the known labels, ties -> unknown;
+- split-less sources are deduplicated first, then split with a seeded split stratified by label pattern.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from serving.policies import NEGATIVE, POLICIES, POSITIVE, UNKNOWN
+from serving.artifact import file_sha256
+from serving.preprocess import PREPROCESS_VERSION
+from training.config import DataConfig
+from training.data.card import DataCard, build_card
+from training.data.readers import read_source, text_key
+from training.data.sources import BadRow, SourceSpec, load_sources, map_labels, raw_label, spec_files
+
+DATA_PIPELINE_VERSION = "1"  # bump when the output of `prepare` changes for the same inputs
+SPLITS = ("train", "validation", "test")
+MAX_LISTED_BAD_ROWS = 20
+
+
+class DataError(ValueError):
+    """The data cannot be prepared as configured; the message lists what to fix (file:line: reason)."""
+
+
+@dataclass
+class Row:
+    id: str
+    text: str
+    source: str
+    labels: tuple[int, int, int]
+    subset: str
+    raw_label: str
+    split: str | None
+    key: str
+
+
+@dataclass
+class Prepared:
+    dataset: "datasets.DatasetDict"  # noqa: F821
+    card: DataCard
+    path: Path
+    card_json_path: Path
+    card_md_path: Path
+    fingerprint: str
+
+
+def select_sources(cfg: DataConfig, specs: list[SourceSpec]) -> tuple[list[SourceSpec], dict[str, str]]:
+    names = {s.name for s in specs}
+    for name in (cfg.include or []) + cfg.exclude:
+        if name not in names:
+            raise DataError(f"data.include/exclude: unknown source {name!r} (declared: {sorted(names)})")
+    chosen, excluded = [], {}
+    for s in specs:
+        if cfg.include is not None and s.name not in cfg.include:
+            excluded[s.name] = "not in data.include"
+        elif s.name in cfg.exclude:
+            excluded[s.name] = "in data.exclude"
+        elif any(s.license == lic or s.license.startswith(lic + ":") for lic in cfg.exclude_licenses):
+            excluded[s.name] = f"license {s.license} in data.exclude_licenses"
+        else:
+            chosen.append(s)
+    if not chosen:
+        raise DataError("no sources left after data.include / data.exclude / data.exclude_licenses")
+    return chosen, excluded
+
+
+def source_hash(spec: SourceSpec, root: Path) -> str:
+    if spec.reader == "hf":
+        local = root / (spec.hf_dataset or "")
+        files = sorted(p for p in local.rglob("*") if p.is_file()) if local.is_dir() else []
+        parts = [f"hub:{spec.hf_dataset}"] + [f"{p.relative_to(local)}:{file_sha256(p)}" for p in files]
+    else:
+        parts = []
+        for rel in spec_files(spec):
+            path = root / spec.name / rel
+            if not path.is_file():
+                raise FileNotFoundError(f"source {spec.name}: file not found: {path} (data.root = {root})")
+            parts.append(f"{rel}:{file_sha256(path)}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def merge_labels(label_sets: list[tuple[int, int, int]]) -> tuple[tuple[int, int, int], bool]:
+    """Per policy: majority of the known labels; a tie is unknown. Returns (labels, had_conflict)."""
+    merged, conflict = [], False
+    for j in range(len(POLICIES)):
+        votes = Counter(ls[j] for ls in label_sets if ls[j] != UNKNOWN)
+        pos, neg = votes[POSITIVE], votes[NEGATIVE]
+        conflict |= pos > 0 and neg > 0
+        merged.append(POSITIVE if pos > neg else NEGATIVE if neg > pos else UNKNOWN)
+    return (merged[0], merged[1], merged[2]), conflict
+
+
+def dedup(rows: list[Row], stats: dict, where: str) -> list[Row]:
+    """Merge rows sharing a text key (first row kept, labels by majority); counts per source."""
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[r.key].append(r)
+    out = []
+    for group in groups.values():
+        first = group[0]
+        if len(group) > 1:
+            first.labels, conflict = merge_labels([r.labels for r in group])
+            for r in group[1:]:
+                stats[r.source][f"merged_{where}"] += 1
+            stats[first.source]["label_conflicts"] += conflict
+        out.append(first)
+    return out
+
+
+def stratified_split(rows: list[Row], cfg: DataConfig, name: str, fractions: dict[str, float]) -> None:
+    """Assign `split` in place: per label pattern, a seeded shuffle cut by the given fractions."""
+    rng = np.random.default_rng([cfg.seed, zlib.crc32(name.encode())])
+    strata: dict[tuple, list[Row]] = defaultdict(list)
+    for r in rows:
+        strata[r.labels].append(r)
+    for key in sorted(strata):
+        group = strata[key]
+        order = rng.permutation(len(group))
+        cut = 0
+        for split, frac in fractions.items():
+            n = int(round(len(group) * frac))
+            for i in order[cut:cut + n]:
+                group[i].split = split
+            cut += n
+        for i in order[cut:]:
+            group[i].split = "train"
+
+
+def collect(specs: list[SourceSpec], cfg: DataConfig, root: Path, progress: bool) -> tuple[list[Row], dict]:
+    from tqdm.auto import tqdm
+
+    bad: dict[str, list[BadRow]] = {}
+    info: dict = {"defects": {}, "notes": {}, "empty_after_normalization": {}}
+    rows: list[Row] = []
+    stats: dict = defaultdict(Counter)
+    for spec in tqdm(specs, desc="reading sources", unit="source", disable=not progress):
+        result = read_source(spec, root)
+        bad_rows = list(result.bad)
+        source_rows: list[Row] = []
+        for raw in result.rows:
+            if not raw.text.strip():
+                if "empty_text" in spec.known_defects:  # declared: a blank line where a text should be
+                    result.defects["empty_text"] = result.defects.get("empty_text", 0) + 1
+                else:
+                    bad_rows.append(BadRow(raw.file, raw.line, "empty text"))
+                continue
+            labels, problem = map_labels(raw, spec)
+            if problem:
+                bad_rows.append(BadRow(raw.file, raw.line, problem))
+                continue
+            key = text_key(raw.text)
+            if not key:  # e.g. a tweet that is only a mention and a link: nothing for any model to read
+                info["empty_after_normalization"][spec.name] = info["empty_after_normalization"].get(spec.name, 0) + 1
+                continue
+            source_rows.append(Row(f"{spec.name}:{raw.native_id}", raw.text, spec.name, labels, raw.subset,
+                                   raw_label(raw, spec), raw.split, key))
+        for defect, expected in spec.known_defects.items():
+            if result.defects.get(defect, 0) != expected:
+                result.notes.append(f"known defect {defect}: declared {expected}, found {result.defects.get(defect, 0)}")
+        bad[spec.name] = bad_rows
+        info["defects"][spec.name] = result.defects
+        info["notes"][spec.name] = result.notes
+        stats[spec.name]["read"] = len(result.rows) + len(result.bad)
+        rows += assign_splits(source_rows, spec, cfg, stats)
+    problems = [b for rows_ in bad.values() for b in rows_]
+    if problems and cfg.on_bad_rows == "error":
+        listed = "\n".join(f"  {b}" for b in problems[:MAX_LISTED_BAD_ROWS])
+        raise DataError(
+            f"{len(problems)} malformed rows (showing {min(len(problems), MAX_LISTED_BAD_ROWS)}); fix the files, "
+            f"or set data.on_bad_rows=skip to drop and count them:\n{listed}"
+        )
+    info["bad_rows"] = {name: [str(b) for b in rows_] for name, rows_ in bad.items()}
+    return rows, {"stats": stats, **info}
+
+
+def assign_splits(rows: list[Row], spec: SourceSpec, cfg: DataConfig, stats: dict) -> list[Row]:
+    official = [r for r in rows if r.split is not None]
+    splitless = dedup([r for r in rows if r.split is None], stats, "within_source")
+    if splitless:
+        stratified_split(splitless, cfg, spec.name,
+                         {"test": cfg.test_fraction, "validation": cfg.validation_fraction})
+    if spec.validation_from_train:
+        rest = [r for r in official if r.split != "train"]
+        train = dedup([r for r in official if r.split == "train"], stats, "within_source")
+        stratified_split(train, cfg, spec.name, {"validation": cfg.validation_fraction})
+        official = rest + train
+    return official + splitless
+
+
+def build_splits(rows: list[Row], cfg: DataConfig, stats: dict) -> dict[str, list[Row]]:
+    by_split = {s: [r for r in rows if r.split == s] for s in SPLITS}
+    test_keys = Counter(r.key for r in by_split["test"])
+    stats["_test"]["duplicate_texts_kept"] = sum(n - 1 for n in test_keys.values())
+    taken = set(test_keys)
+    for split in ("validation", "train"):
+        kept = []
+        for r in by_split[split]:
+            if r.key in taken:
+                stats[r.source][f"leak_removed_from_{split}"] += 1
+            else:
+                kept.append(r)
+        by_split[split] = dedup(kept, stats, split)
+        taken |= {r.key for r in by_split[split]}
+    if cfg.max_train_rows_per_source:
+        rng = np.random.default_rng(cfg.seed)
+        capped = []
+        for source in dict.fromkeys(r.source for r in by_split["train"]):
+            part = [r for r in by_split["train"] if r.source == source]
+            if len(part) > cfg.max_train_rows_per_source:
+                idx = np.sort(rng.choice(len(part), cfg.max_train_rows_per_source, replace=False))
+                stats[source]["capped_from_train"] += len(part) - len(idx)
+                part = [part[i] for i in idx]
+            capped += part
+        by_split["train"] = capped
+    return by_split
+
+
+def to_dataset(by_split: dict[str, list[Row]]):
+    import datasets
+
+    features = datasets.Features({
+        "id": datasets.Value("string"), "text": datasets.Value("string"), "source": datasets.Value("string"),
+        "labels": datasets.Sequence(datasets.Value("int8"), length=len(POLICIES)),
+        "subset": datasets.Value("string"), "raw_label": datasets.Value("string"),
+    })
+    return datasets.DatasetDict({
+        split: datasets.Dataset.from_dict({
+            "id": [r.id for r in rows], "text": [r.text for r in rows], "source": [r.source for r in rows],
+            "labels": [list(r.labels) for r in rows], "subset": [r.subset for r in rows],
+            "raw_label": [r.raw_label for r in rows],
+        }, features=features)
+        for split, rows in by_split.items()
+    })
+
+
+def cache_key(cfg: DataConfig, specs: list[SourceSpec], hashes: dict[str, str]) -> str:
+    payload = {
+        "pipeline": DATA_PIPELINE_VERSION, "preprocess": PREPROCESS_VERSION,
+        "config": cfg.model_dump(mode="json", exclude={"cache_dir", "root", "sources_file"}),
+        "sources": [s.model_dump(mode="json") for s in specs], "hashes": hashes,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def prepare(cfg: DataConfig, *, force: bool = False, progress: bool = False) -> Prepared:
+    """Build (or load from the content-hash cache) the unified DatasetDict and its data card."""
+    import datasets
+
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root: datasets directory not found: {root.resolve()} "
+                                f"(set data.root or TWEETGUARD_DATA_ROOT)")
+    specs, excluded = select_sources(cfg, load_sources(cfg.sources_file))
+    hashes = {s.name: source_hash(s, root) for s in specs}
+    key = cache_key(cfg, specs, hashes)
+    out = Path(cfg.cache_dir) / key[:16]
+    paths = (out / "dataset", out / "data_card.json", out / "data_card.md")
+    if not force and all(p.exists() for p in paths):
+        card = DataCard.from_json(paths[1])
+        return Prepared(datasets.load_from_disk(str(paths[0])), card, paths[0], paths[1], paths[2], key)
+    rows, info = collect(specs, cfg, root, progress)
+    by_split = build_splits(rows, cfg, info["stats"])
+    dataset = to_dataset(by_split)
+    card = build_card(specs, excluded, hashes, key, by_split, info, cfg)
+    tmp = out.with_name(out.name + ".tmp")
+    dataset.save_to_disk(str(tmp / "dataset"))
+    card.write(tmp / "data_card.json", tmp / "data_card.md")
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return Prepared(dataset, card, *paths, key)

@@ -1,0 +1,215 @@
+"""`tweetguard evaluate`: score a model on a split and report what a moderation team needs to trust it.
+
+    tweetguard evaluate --model models:/tweetguard@champion [--config configs/default.yaml] [--split test]
+
+Scores go through the serving path (`training.evaluation.scorer`: the Predictor, or the TF-IDF baseline's own scorer),
+every metric through `training.evaluation.metrics` at the card's thresholds. The model's files are only read. Output: a
+report directory (`metrics.json`, `report.md`, PNGs) and an MLflow evaluation run tagged with the model's
+registry version and training run id. Notebooks call `compute_report` / the plots; the logic lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from serving.artifact import PolicyCard
+from serving.policies import POLICIES, UNKNOWN
+from training.config import Config, EvalConfig
+from training.data.prepare import prepare
+from training.evaluation import plots
+from training.evaluation.bias import bias_slices, load_identity_terms, slice_masks, worst_slices
+from training.evaluation.metrics import bootstrap_ci, ece_per_policy, masked_metrics, precision_at
+from training.evaluation.published import run_benchmarks
+from training.evaluation.render import render_markdown
+from training.evaluation.scorer import Scored, Scorer, score_split
+from training.fit.baseline import MODEL_FILE as BASELINE_FILE
+from training.fit.baseline import Baseline
+from training.registry.refs import resolve_model_ref
+from training.registry.tracking import Run, resolve_uri
+from training.registry.versions import ModelIdentity, identify, set_version_tags
+
+REPORT_JSON, REPORT_MD = "metrics.json", "report.md"
+
+
+def model_kind(model_dir: str | Path) -> str:
+    """Read from the directory's contents (the baseline's joblib file), never from a name."""
+    return "tfidf" if (Path(model_dir) / BASELINE_FILE).is_file() else "transformer"
+
+
+def load_scorer(model_dir: str | Path, batch_size: int = 64) -> Scorer:
+    """The model in `model_dir` as a Scorer: the TF-IDF baseline, or the serving Predictor."""
+    if model_kind(model_dir) == "tfidf":
+        return Baseline.load(model_dir)
+    from serving.predictor import Predictor  # torch: imported only when a transformer is scored
+
+    return Predictor.load(model_dir, batch_size=batch_size)
+
+
+def precision_at_prevalence(labels: np.ndarray, probs: np.ndarray, thresholds: dict[str, float],
+                            prevalence: float) -> dict[str, dict[str, float]]:
+    """Per policy: precision / recall at the card's threshold if positives were `prevalence` of traffic.
+    precision_pi = pi*TPR / (pi*TPR + (1-pi)*FPR) (`metrics.precision_at`; 0 when nothing is flagged): TPR and
+    FPR do not depend on the class mix, precision does.
+    Sources are 15-80% abusive; real traffic is a few %, where the same threshold flags far more false alarms.
+    """
+    out = {}
+    for j, policy in enumerate(POLICIES):
+        known = labels[:, j] != UNKNOWN
+        y, flag = labels[known, j] == 1, probs[known, j] >= thresholds[policy]
+        if not 0 < y.sum() < len(y):
+            continue
+        tpr, fpr = (flag & y).sum() / y.sum(), (flag & ~y).sum() / (~y).sum()
+        out[policy] = {"prevalence": prevalence, "recall": float(tpr), "false_positive_rate": float(fpr),
+                       "precision": float(precision_at(prevalence, tpr, fpr)),
+                       "precision_on_split": float((flag & y).sum() / max(flag.sum(), 1))}
+    return out
+
+
+def top_errors(scored: Scored, k: int) -> dict[str, dict[str, list[dict]]]:
+    """Per policy: the k most confident false positives (negatives scored highest) and false negatives."""
+    out = {}
+    for j, policy in enumerate(POLICIES):
+        known = np.flatnonzero(scored.labels[:, j] != UNKNOWN)
+        p, y = scored.probs[known, j], scored.labels[known, j] == 1
+
+        def rows(idx):
+            return [{"text": scored.texts[i], "source": str(scored.sources[i]), "id": scored.ids[i],
+                     "score": float(scored.probs[i, j])} for i in idx]
+
+        neg, pos = known[~y], known[y]
+        out[policy] = {"false_positives": rows(neg[np.argsort(-p[~y], kind="stable")][:k]),
+                       "false_negatives": rows(pos[np.argsort(p[y], kind="stable")][:k])}
+    return out
+
+
+def _ci_json(ci: dict[str, tuple[float, float]]) -> dict[str, list[float]]:
+    return {k: [round(lo, 6), round(hi, 6)] for k, (lo, hi) in sorted(ci.items())}
+
+
+def compute_report(scored: Scored, card: PolicyCard, ecfg: EvalConfig, data_root: str | None = None) -> dict:
+    """Every number of the evaluation report, JSON-serializable (numbers only computed here)."""
+    thr = card.thresholds
+    labels, probs = scored.labels, scored.probs
+    per_source, per_source_ci = {}, {}
+    for source in sorted(set(scored.sources.tolist())):
+        sel = scored.sources == source
+        per_source[source] = masked_metrics(labels[sel], probs[sel], thr)
+        per_source_ci[source] = _ci_json(bootstrap_ci(labels[sel], probs[sel], n=ecfg.bootstrap_samples,
+                                                      seed=ecfg.seed, thresholds=thr))
+    before, after = ece_per_policy(labels, scored.raw_probs), ece_per_policy(labels, probs)
+    terms = load_identity_terms(ecfg.identity_terms)
+    bias = bias_slices(labels, probs, slice_masks(scored.texts, terms), ecfg.min_slice_support)
+    return {
+        "rows": len(labels),
+        "thresholds": thr,
+        "threshold_methods": {p.name: p.threshold_method for p in card.policies},
+        "calibration_methods": {p.name: p.calibration.method for p in card.policies},
+        "overall": masked_metrics(labels, probs, thr),
+        "overall_ci": _ci_json(bootstrap_ci(labels, probs, n=ecfg.bootstrap_samples, seed=ecfg.seed,
+                                            thresholds=thr)),
+        "per_source": per_source,
+        "per_source_ci": per_source_ci,
+        "at_prevalence": precision_at_prevalence(labels, probs, thr, ecfg.report_prevalence),
+        "ece": {p: {"uncalibrated": before[p], "calibrated": after[p]} for p in POLICIES},
+        "benchmarks": run_benchmarks(scored, thr, data_root=data_root, n_boot=ecfg.bootstrap_samples,
+                                     seed=ecfg.seed),
+        "bias": bias,
+        "bias_worst": worst_slices(bias),
+        "min_slice_support": ecfg.min_slice_support,
+        "errors": top_errors(scored, ecfg.top_errors),
+    }
+
+
+def flat_metrics(report: dict, split: str) -> dict[str, float]:
+    """The report's headline numbers as MLflow metrics (finite values only)."""
+    out = {f"{split}/{k}": v for k, v in report["overall"].items()}
+    for source, metrics in report["per_source"].items():
+        out.update({f"{split}/{source}/{k}": v for k, v in metrics.items()})
+    for policy, ece in report["ece"].items():
+        out.update({f"{split}/{policy}/ece_uncalibrated": ece["uncalibrated"]})
+    for policy, m in report["at_prevalence"].items():
+        out[f"{split}/{policy}/precision_at_{m['prevalence']:g}"] = m["precision"]
+    for b in report["benchmarks"]:
+        out[f"benchmark/{re.sub(r'[^a-z0-9]+', '_', b['benchmark'].lower()).strip('_')}/macro_f1"] = b["macro_f1"]
+    return {k: float(v) for k, v in out.items() if isinstance(v, int | float) and np.isfinite(v)}
+
+
+def write_figures(report: dict, scored: Scored, card: PolicyCard, out_dir: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+
+    figures = {
+        "pr_roc.png": plots.pr_roc_curves(scored.labels, scored.probs),
+        "reliability.png": plots.reliability(scored.labels, scored.raw_probs, scored.probs, ece=report["ece"]),
+        "confusion.png": plots.confusion_matrices(scored.labels, scored.probs, card.thresholds),
+        **{f"slices_{p}.png": plots.slice_auc_bars(report["bias"], p) for p in POLICIES},
+    }
+    paths = []
+    for name, fig in figures.items():
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        paths.append(out_dir / name)
+    return paths
+
+
+@dataclass
+class EvalResult:
+    report: dict
+    out_dir: Path
+    run_id: str | None
+    identity: ModelIdentity
+    kind: str
+    scored: Scored  # per-row scores, for notebooks that plot or compare beyond the report
+
+
+def load_split(cfg: Config, split: str):
+    dataset = prepare(cfg.data).dataset
+    if split not in dataset:
+        raise ValueError(f"--split {split!r}: the prepared data has splits {list(dataset)}")
+    return dataset[split]
+
+
+def evaluate(ref: str, cfg: Config, *, split: str | None = None, out_dir: str | Path | None = None,
+             tracking_uri: str | None = None, data=None, log_to_mlflow: bool = True) -> EvalResult:
+    """Resolve `ref`, score `split` (or the given `data` split), write the report, log the evaluation run."""
+    split = split or cfg.evaluation.split
+    uri = resolve_uri(tracking_uri or cfg.tracking.uri)
+    model_dir = resolve_model_ref(ref, tracking_uri=uri)
+    scorer = load_scorer(model_dir, batch_size=cfg.evaluation.batch_size)
+    identity = identify(ref, uri, scorer.card.mlflow_run_id)
+    data = load_split(cfg, split) if data is None else data
+    scored = score_split(scorer, data)
+    report = compute_report(scored, scorer.card, cfg.evaluation, data_root=cfg.data.root)
+    report["model"] = {**identity.tags(), "kind": model_kind(model_dir), "model_name": scorer.card.model_name,
+                       "backbone": scorer.card.backbone, "split": split}
+    name = identity.label.replace(" ", "-") if identity.version else Path(str(model_dir)).name
+    out = Path(out_dir) if out_dir else Path(cfg.evaluation.output_dir) / f"{name}-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / REPORT_JSON).write_text(json.dumps(report, indent=1, default=float) + "\n", encoding="utf-8")
+    (out / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
+    files = [out / REPORT_JSON, out / REPORT_MD, *write_figures(report, scored, scorer.card, out)]
+    run_id = log_evaluation(report, files, identity, cfg, uri, split) if log_to_mlflow else None
+    return EvalResult(report, out, run_id, identity, report["model"]["kind"], scored)
+
+
+def log_evaluation(report: dict, files: list[Path], identity, cfg: Config, uri: str, split: str) -> str:
+    """An evaluation run in the training experiment, tagged with (linked to) the model's version and run."""
+    tags = {**identity.tags(), "tweetguard.run_type": "evaluation", "split": split,
+            "model_kind": report["model"]["kind"]}
+    if identity.run_id:
+        tags["mlflow.note.content"] = f"Evaluation of {identity.label} (training run {identity.run_id}) on {split}"
+    with Run.start(uri, cfg.tracking.experiment, f"evaluate {identity.label} {split}", tags,
+                   system_metrics=False) as run:
+        run.log_params({"model_ref": identity.ref, "split": split, "rows": report["rows"],
+                        **{f"evaluation.{k}": v for k, v in cfg.evaluation.model_dump().items()}})
+        run.log_metrics(flat_metrics(report, split), 0)
+        for path in files:
+            run.log_artifact_file(path, "report")
+    if identity.version:  # the other direction of the link: the version knows its latest evaluation
+        set_version_tags(identity.name, identity.version, {f"evaluation.{split}.run_id": run.run_id}, uri)
+    return run.run_id

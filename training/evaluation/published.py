@@ -1,0 +1,192 @@
+"""Published-comparable numbers, computed the way the shared tasks compute them, beside the published best.
+
+Each benchmark takes the rows of one official test set (by `source` / `subset`), reads the gold label from the
+row's `raw_label` (the source's own label fields, so labels our policy mapping leaves unknown still count),
+turns one policy's flag at the card's threshold into the benchmark's binary prediction and scores macro-F1
+over both classes, as OffensEval and TweetEval do. Where our policy is not exactly the benchmark's task the
+`note` says so; such numbers are indicative, not a leaderboard entry.
+
+Published bests are read from data/published.yaml (the one place they are written down), validated by
+`PublishedTable`.
+OffensEval-2019 B (targeted vs untargeted) is left out: none of our policies is "targeted" (abusive covers
+both, harassment only individuals), so any mapping would be invented.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from serving.policies import POLICIES
+from training.config import read_yaml, repo_root, validate
+from training.evaluation.metrics import resample_counts
+
+PUBLISHED = repo_root() / "data" / "published.yaml"
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    source: str
+    subset: str | None  # None: every row of the source in the split
+    field: str  # raw_label field holding the gold label
+    positive: frozenset[str]
+    negative: frozenset[str]
+    policy: str  # whose flag is the prediction
+    published_row: str  # `benchmark` of its row in data/published.yaml
+    published_index: int  # which of that row's `values`
+    note: str
+    ids_file: str | None = None  # optional: restrict to ids in <data root>/<source>/<ids_file> (first column)
+
+
+BENCHMARKS: tuple[Benchmark, ...] = (
+    Benchmark("OffensEval-2019 A (OLID test)", "olid", "test_a", "subtask_a", frozenset({"OFF"}),
+              frozenset({"NOT"}), "abusive", "OffensEval-2019 A", 0,
+              "official test set and metric (macro-F1 OFF vs NOT) from the abusive flag"),
+    Benchmark("OLID C-like: IND vs GRP/OTH (binary)", "olid", "test_a", "subtask_c", frozenset({"IND"}),
+              frozenset({"GRP", "OTH"}), "harassment", "OffensEval-2019 B / C", 1,
+              "binary IND vs rest from the harassment flag; the official C metric is 3-way macro-F1 "
+              "(IND/GRP/OTH), so the published number is not directly comparable"),
+    Benchmark("OffensEval-2020 A (SOLID test, all)", "solid_test_2020", "test_a", "subtask_a", frozenset({"OFF"}),
+              frozenset({"NOT"}), "abusive", "OffensEval-2020 A", 0,
+              "all 5,993 extended-test tweets (easy + hard); the official 3,887-tweet test is roughly the easy part"),
+    Benchmark("OffensEval-2020 A (SOLID test, easy part)", "solid_test_2020", "test_a", "subtask_a",
+              frozenset({"OFF"}), frozenset({"NOT"}), "abusive", "OffensEval-2020 A", 0,
+              "the 3,832-tweet easy part, an approximation of the official 3,887-tweet test (not the same "
+              "set, and likely easier: treat a gap to the published best with care); needs "
+              "test_a_labels_easy.csv under the data root",
+              ids_file="test_a_labels_easy.csv"),
+    Benchmark("OffensEval-2020 C-like: IND vs GRP/OTH (binary)", "solid_test_2020", "test_c", "subtask_c",
+              frozenset({"IND"}), frozenset({"GRP", "OTH"}), "harassment", "OffensEval-2020 C", 0,
+              "binary IND vs rest from the harassment flag; the official C metric is 3-way macro-F1"),
+    Benchmark("TweetEval hate", "tweeteval_hate", None, "label", frozenset({"1"}), frozenset({"0"}), "abusive",
+              "TweetEval hate", 0,
+              "abusive flag vs hate: our abusive policy is broader than hate against women/immigrants, so "
+              "insults that are not hate count as false positives here"),
+)
+
+
+def parse_raw_label(raw: str) -> dict[str, str]:
+    """'subtask_a=OFF;subtask_b=TIN' -> {'subtask_a': 'OFF', 'subtask_b': 'TIN'}."""
+    return dict(part.split("=", 1) for part in raw.split(";") if "=" in part)
+
+
+class PublishedResult(BaseModel):
+    """One row of data/published.yaml: the best published number(s) on one benchmark."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    benchmark: str = Field(min_length=1, description="the name a Benchmark.published_row refers to")
+    test_set: str = Field(min_length=1, description="the test set the number was measured on")
+    metric: str = Field(min_length=1, description="e.g. macro-F1 (both classes' F1 averaged) or F1")
+    values: list[Annotated[float, Field(ge=0, le=1)]] = Field(min_length=1, description="on the 0-1 scale")
+    systems: list[str] | None = Field(None, description="what each value is (a system or subtask), in order")
+    approximate: bool = Field(False, description="only an approximate value is known")
+    source: str = Field(min_length=1, description="where the number comes from")
+    status: str = Field(min_length=1, description="how far it was checked; shown in the report as written")
+
+    @model_validator(mode="after")
+    def _one_system_per_value(self):
+        if self.systems is not None and len(self.systems) != len(self.values):
+            raise ValueError(f"{len(self.systems)} systems for {len(self.values)} values")
+        return self
+
+
+class PublishedTable(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    results: list[PublishedResult] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_benchmarks(self):
+        names = [r.benchmark for r in self.results]
+        if repeated := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"benchmark listed more than once: {repeated}")
+        return self
+
+
+def load_published(path: str | Path = PUBLISHED) -> PublishedTable:
+    """data/published.yaml, validated: unknown keys, values outside [0, 1] and repeated rows are a ConfigError
+    naming the file and the entry."""
+    return validate(PublishedTable, read_yaml(path), str(path))
+
+
+def published_results(path: str | Path = PUBLISHED) -> dict[str, tuple[list[float], str]]:
+    """{benchmark: ([values], status)} from data/published.yaml; {} if the file is not there."""
+    if not Path(path).is_file():
+        return {}
+    return {r.benchmark: (list(r.values), r.status) for r in load_published(path).results}
+
+
+def published_best(bench: Benchmark, table: dict) -> tuple[float | None, str]:
+    values, status = table.get(bench.published_row, ([], ""))
+    if len(values) > bench.published_index:
+        return values[bench.published_index], status
+    return None, "not in data/published.yaml"
+
+
+def _macro_f1(y: np.ndarray, yhat: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Binary macro-F1 (mean of both classes' F1) under B row weightings w [B, n] -> [B]."""
+    tp, fp, fn = w @ (y & yhat), w @ (~y & yhat), w @ (y & ~yhat)
+    tn = w.sum(1) - tp - fp - fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1_pos = np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+        f1_neg = np.where(tn > 0, 2 * tn / (2 * tn + fn + fp), 0.0)
+    return (f1_pos + f1_neg) / 2
+
+
+def macro_f1_ci(y: np.ndarray, yhat: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """(macro-F1, 95% CI low, high); the CI resamples tweets with replacement."""
+    y, yhat = np.asarray(y, bool), np.asarray(yhat, bool)
+    point = float(_macro_f1(y, yhat, np.ones((1, len(y))))[0])
+    rng = np.random.default_rng(seed)
+    samples = []
+    for start in range(0, n, 100):  # 100 resamples at a time: [100, N] weights stay small
+        samples.append(_macro_f1(y, yhat, resample_counts(rng, len(y), min(100, n - start))))
+    lo, hi = np.percentile(np.concatenate(samples), [2.5, 97.5])
+    return point, float(lo), float(hi)
+
+
+def _ids_from(path: Path) -> set[str] | None:
+    """The source's own ids (first CSV column) listed in `path`; None if the file is not there."""
+    if not path.is_file():
+        return None
+    return {line.split(",")[0].strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
+def _native_id(row_id: str) -> str:
+    # Unified ids are "<source>:<native id>", where a multi-file source's native id is "<subset>/<id>".
+    return row_id.split(":", 1)[-1].rsplit("/", 1)[-1]
+
+
+def run_benchmarks(scored, thresholds: dict[str, float], data_root: str | Path | None = None,
+                   n_boot: int = 1000, seed: int = 0, published: str | Path = PUBLISHED) -> list[dict]:
+    """One row per benchmark present in the scored split: value, CI, n, published best and its status."""
+    table = published_results(published)
+    out = []
+    for bench in BENCHMARKS:
+        rows = scored.sources == bench.source
+        if bench.subset is not None:
+            rows &= scored.subsets == bench.subset
+        if bench.ids_file:
+            ids = _ids_from(Path(data_root or "") / bench.source / bench.ids_file)
+            if ids is None:
+                continue
+            rows &= np.array([_native_id(i) in ids for i in scored.ids])
+        gold = np.array([parse_raw_label(scored.raw_labels[i]).get(bench.field, "") for i in np.flatnonzero(rows)])
+        idx = np.flatnonzero(rows)[np.isin(gold, list(bench.positive | bench.negative))]
+        gold = gold[np.isin(gold, list(bench.positive | bench.negative))]
+        if not len(idx):
+            continue
+        j = POLICIES.index(bench.policy)
+        flags = scored.probs[idx, j] >= thresholds[bench.policy]
+        value, lo, hi = macro_f1_ci(np.isin(gold, list(bench.positive)), flags, n=n_boot, seed=seed)
+        best, status = published_best(bench, table)
+        out.append({"benchmark": bench.name, "macro_f1": value, "ci_low": lo, "ci_high": hi, "n": int(len(idx)),
+                    "n_positive": int(np.isin(gold, list(bench.positive)).sum()), "policy": bench.policy,
+                    "published_best": best, "published_status": status, "note": bench.note})
+    return out

@@ -1,0 +1,115 @@
+"""The evaluation report as markdown, and the small tables notebooks and the CLI print. Only formats numbers
+that `training.evaluation.evaluate.compute_report` computed."""
+
+from __future__ import annotations
+
+from serving.policies import POLICIES
+
+
+def fmt(v, digits: int = 3) -> str:
+    """A metric for a table: 'n/a' when missing or NaN."""
+    return "n/a" if v is None or v != v else f"{v:.{digits}f}"
+
+
+def _ci(ci: dict, key: str) -> str:
+    return f"[{ci[key][0]:.3f}, {ci[key][1]:.3f}]" if key in ci else ""
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def metrics_rows(metrics: dict, ci: dict) -> list[list]:
+    rows = []
+    for p in POLICIES:
+        if f"{p}/n_pos" not in metrics or metrics[f"{p}/n_pos"] + metrics[f"{p}/n_neg"] == 0:
+            continue
+        rows.append([p, f"{int(metrics[f'{p}/n_pos'])}/{int(metrics[f'{p}/n_neg'])}"] + [
+            f"{fmt(metrics.get(f'{p}/{k}'))} {_ci(ci, f'{p}/{k}')}".strip()
+            for k in ("roc_auc", "pr_auc", "precision", "recall", "f1")])
+    return rows
+
+
+METRIC_HEADER = ["policy", "pos/neg", "ROC-AUC [95% CI]", "PR-AUC", "precision", "recall", "F1"]
+
+
+def benchmark_table(benchmarks: list[dict]) -> str:
+    if not benchmarks:
+        return "_No benchmark test set is in this split._"
+    rows = [[b["benchmark"], f"{b['macro_f1']:.3f} [{b['ci_low']:.3f}, {b['ci_high']:.3f}]", b["n"],
+             fmt(b["published_best"]), b["published_status"], b["note"]] for b in benchmarks]
+    return table(["benchmark", "ours macro-F1 [95% CI]", "n", "published best", "status", "how computed"], rows)
+
+
+def bias_table(rows: list[dict], policy: str | None = None) -> str:
+    selected = [r for r in rows if policy is None or r["policy"] == policy]
+    return table(["policy", "slice", "pos/neg", "subgroup AUC", "BPSN AUC", "BNSP AUC", "status"],
+                 [[r["policy"], r["slice"], f"{r['n_pos']}/{r['n_neg']}", fmt(r["subgroup_auc"]), fmt(r["bpsn_auc"]),
+                   fmt(r["bnsp_auc"]), r["status"]] for r in selected])
+
+
+def _clip(text: str, n: int = 140) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def render_markdown(report: dict) -> str:
+    m = report.get("model", {})
+    out = [f"# Evaluation: {m.get('model_ref', '?')} on {m.get('split', '?')}", "",
+           f"Model: {m.get('model_name', '')} ({m.get('kind', '')}, {m.get('backbone', '')}); version "
+           f"{m.get('model_version', '-')}, training run {m.get('model_run_id', '-')}. Rows: {report['rows']}.", "",
+           "Thresholds (from the policy card): " + ", ".join(
+               f"{p} {t:.3f} ({report['threshold_methods'][p]})" for p, t in report["thresholds"].items()), "",
+           "## Overall (known labels only; 95% bootstrap CIs)", "",
+           table(METRIC_HEADER, metrics_rows(report["overall"], report["overall_ci"])), "",
+           "## Published-comparable benchmarks", "", benchmark_table(report["benchmarks"]), "",
+           "## Precision at a realistic prevalence", "",
+           table(["policy", "prevalence", "recall", "FPR", "precision at prevalence", "precision on this split"],
+                 [[p, f"{v['prevalence']:g}", fmt(v["recall"]), fmt(v["false_positive_rate"], 4), fmt(v["precision"]),
+                   fmt(v["precision_on_split"])] for p, v in report["at_prevalence"].items()]), "",
+           "## Calibration (ECE, 15 bins)", "",
+           table(["policy", "calibration", "ECE uncalibrated", "ECE calibrated"],
+                 [[p, report["calibration_methods"][p], fmt(e["uncalibrated"], 4), fmt(e["calibrated"], 4)]
+                  for p, e in report["ece"].items()]), "", "![reliability](reliability.png)", "",
+           "## Per source", ""]
+    for source, metrics in report["per_source"].items():
+        rows = metrics_rows(metrics, report["per_source_ci"][source])
+        if rows:
+            out += [f"### {source}", "", table(METRIC_HEADER, rows), ""]
+    out += ["## Identity-term bias slices", "",
+            f"Judged only with >= {report['min_slice_support']} positives and negatives in the slice.", "",
+            "Worst judged slices (lowest of subgroup / BPSN / BNSP AUC):", "",
+            bias_table(report["bias_worst"]) if report["bias_worst"] else "_No slice has enough support._", "",
+            "<details><summary>All slices</summary>", "", bias_table(report["bias"]), "", "</details>", "",
+            "## Worst errors", ""]
+    for policy, errs in report["errors"].items():
+        for kind in ("false_positives", "false_negatives"):
+            if errs[kind]:
+                out += [f"### {policy}: {kind.replace('_', ' ')}", "",
+                        table(["score", "source", "text"],
+                              [[f"{e['score']:.3f}", e["source"], _clip(e["text"])] for e in errs[kind]]), ""]
+    out += ["## Figures", "", "![PR and ROC](pr_roc.png)", "", "![confusion](confusion.png)", ""]
+    out += [f"![slices {p}](slices_{p}.png)" for p in POLICIES]
+    return "\n".join(out) + "\n"
+
+
+def comparison_table(a: dict, b: dict, label_a: str = "A", label_b: str = "B") -> str:
+    """Two reports of the same split side by side: per-policy metrics, benchmarks and ECE, with B - A."""
+    rows = []
+    for p in POLICIES:
+        for k in ("roc_auc", "pr_auc", "precision", "recall", "f1"):
+            key = f"{p}/{k}"
+            if key in a["overall"] and key in b["overall"]:
+                va, vb = a["overall"][key], b["overall"][key]
+                rows.append([key, fmt(va), fmt(vb), f"{vb - va:+.3f}"])
+        ea, eb = a["ece"][p]["calibrated"], b["ece"][p]["calibrated"]
+        if ea == ea and eb == eb:
+            rows.append([f"{p}/ece", fmt(ea, 4), fmt(eb, 4), f"{eb - ea:+.4f}"])
+    bench_b = {x["benchmark"]: x for x in b["benchmarks"]}
+    for x in a["benchmarks"]:
+        if x["benchmark"] in bench_b:
+            vb = bench_b[x["benchmark"]]["macro_f1"]
+            rows.append([f"{x['benchmark']} macro-F1", fmt(x["macro_f1"]), fmt(vb), f"{vb - x['macro_f1']:+.3f}"])
+    return table(["metric", label_a, label_b, f"{label_b} - {label_a}"], rows)

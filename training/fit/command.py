@@ -1,0 +1,257 @@
+"""`tweetguard train` (also `python -m training.train`): setup -> train -> finish (artifact, MLflow run,
+registry). Arguments are parsed by `training.cli`.
+
+The data source is one call (`load_data`), the model one call (`serving.modeling.build_model`), MLflow one
+module (`training.registry.tracking`) plus the registry functions in `training.registry.versions`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from training.config import Config, ConfigError, repo_root, to_flat
+from training.data.prepare import prepare
+from training.fit.baseline import describe_baseline, train_baseline
+from training.fit.batches import encode, pos_weights, sample_rows
+from training.fit.calibration import finalize_card
+from training.fit.checkpoint import seed_everything
+from training.fit.distributed import init_world
+from training.fit.loop import BEST_DIR, TrainingLoop
+from training.registry.modelcard import attach_model_card
+from training.registry.tracking import Run, check_reachable, git_commit, resolve_uri
+from training.registry.versions import CHALLENGER, CHAMPION, register_model, set_alias, set_alias_if_missing
+
+ARTIFACT_DIR = "model"
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"
+# Keys that may change on --resume without changing what is computed.
+RESUMABLE_CHANGES = {"train.max_minutes", "train.system_metrics", "tracking.uri"}
+
+
+@dataclass
+class TrainResult:
+    artifact_dir: Path
+    run_id: str
+    model_version: str | None
+    best_metrics: dict[str, float]
+    steps: int
+    stop_reason: str
+    examples_per_s: float
+    minutes: float
+
+    def summary(self, metric: str) -> str:
+        from serving.policies import POLICIES
+
+        per_policy = " ".join(f"{p}/pr_auc={self.best_metrics[f'{p}/pr_auc']:.3f}" for p in POLICIES
+                              if f"{p}/pr_auc" in self.best_metrics)
+        version = f" registered version {self.model_version}" if self.model_version else ""
+        done = (f"trained {self.steps} steps in {self.minutes:.1f} min ({self.examples_per_s:.1f} ex/s, stopped: "
+                f"{self.stop_reason})" if self.steps else f"fitted in {self.minutes:.1f} min")
+        return (f"{done} | artifact {self.artifact_dir} | MLflow run {self.run_id}{version} | best "
+                f"validation {metric}={self.best_metrics.get(metric, float('nan')):.4f} {per_policy}")
+
+
+def load_data(cfg: Config, progress: bool = True):
+    """The one data call; swap here to train on something else (must return a training.data.prepare.Prepared)."""
+    return prepare(cfg.data, progress=progress)
+
+
+def run_dir_for(cfg: Config, resume: bool) -> Path:
+    out = Path(cfg.train.output_dir)
+    if cfg.run_name:
+        run_dir = out / cfg.run_name
+    elif resume:  # no name given: the newest run that has a checkpoint
+        candidates = sorted((p for p in out.glob("*/checkpoints/latest")), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise FileNotFoundError(f"--resume: no checkpoint under {out}/*/checkpoints (train.output_dir)")
+        run_dir = candidates[-1].parents[1]
+    else:
+        run_dir = out / datetime.now(timezone.utc).strftime("train-%Y%m%d-%H%M%S")
+    if not resume and (run_dir / "checkpoints").exists():
+        raise FileExistsError(f"{run_dir} already has checkpoints: pass --resume to continue it, or set run_name")
+    return run_dir
+
+
+def check_resume_config(run_dir: Path, cfg: Config) -> None:
+    saved = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    now = to_flat(cfg)
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise ConfigError(f"--resume of {run_dir}: config differs from the checkpointed run ({diff})")
+
+
+def setup(cfg: Config, rank: int = 0) -> None:
+    import torch
+
+    from serving.fastpath import native_bf16
+
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    if cfg.train.bf16 and native_bf16() is False:
+        # Measured on a 2-core AVX2 EPYC: bf16 matmul 0.3 GFLOP/s vs 30 fp32, a training step ~8x slower.
+        print("WARNING train.bf16=true: this CPU has no AMX / AVX512-BF16 units, bf16 autocast will be far "
+              "slower than fp32; set train.bf16=false", file=sys.stderr)
+    seed_everything(cfg.train.seed + rank)  # ranks draw their own dropout masks; weights come from rank 0
+
+
+def train(cfg: Config, *, config_file: str | None = None, resume: bool = False,
+          progress_bar: bool = True) -> TrainResult:
+    """Fine-tune (model.kind transformer) or fit the TF-IDF baseline (model.kind tfidf); log, register.
+    Under torchrun every rank calls this and gets the same result; rank 0 does the tracking and the artifact
+    (training.fit.distributed)."""
+
+    if cfg.model.kind == "tfidf":
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("model.kind=tfidf fits in one process: run it without torchrun")
+        return train_tfidf(cfg, config_file=config_file)
+    world = init_world()
+    try:
+        return _train_transformer(cfg, world, config_file, resume, progress_bar and world.main)
+    finally:
+        world.shutdown()
+
+
+def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool, progress_bar: bool) -> TrainResult:
+    uri = resolve_uri(cfg.tracking.uri)
+    check_reachable(uri)  # before any data or model is loaded
+    run_dir, resume = world.on_main(_prepare_run_dir, cfg, resume)
+    setup(cfg, rank=world.rank)
+
+    from transformers import AutoTokenizer
+
+    from serving.backbone import resolve_backbone
+    from serving.modeling import build_model
+
+    prepared = load_data(cfg) if world.main else None
+    world.barrier()  # rank 0 has built the data cache; the other ranks read it
+    prepared = prepared or load_data(cfg, progress=False)
+    backbone = resolve_backbone(cfg.model.backbone)
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    model = build_model(backbone, cfg.model.head)
+    train_data = encode(prepared.dataset["train"], tokenizer, cfg.model.max_length)
+    tc = cfg.train
+    val_data = sample_rows(encode(prepared.dataset["validation"], tokenizer, cfg.model.max_length),
+                           tc.eval_max_rows, tc.seed)
+    pos_weight = pos_weights(tc, train_data.labels)
+
+    # Metrics go nowhere until rank 0's run exists (below); the other ranks never track.
+    loop = TrainingLoop(model, train_data, val_data, tc, run_dir, pad_id=tokenizer.pad_token_id or 0,
+                        pos_weight=pos_weight, log=lambda m, s: None, progress_bar=progress_bar, world=world)
+    state = loop.resume() if resume else None
+    if not world.main:  # rank 0 tracks, builds and registers; the others train and then wait for its result
+        loop.fit()
+        return world.on_main(lambda: None)
+    tags = {"git_commit": git_commit(repo_root()), "backbone": cfg.model.backbone, "head": cfg.model.head,
+            "config_file": config_file or "(defaults)", "run_dir": str(run_dir.resolve()),
+            "world_size": str(world.size)}
+    with Run.start(uri, cfg.tracking.experiment, cfg.run_name or run_dir.name, tags,
+                   resume_run_id=state["mlflow_run_id"] if state else None, system_metrics=tc.system_metrics) as run:
+        loop.log, loop.flush = run.log_metrics, run.flush
+        if state is None:
+            _log_inputs(run, cfg, prepared, pos_weight, len(train_data), len(val_data))
+        else:
+            print(f"resumed {run_dir} at step {loop.p.step} (epoch {loop.p.epoch}, batch {loop.p.batch})",
+                  file=sys.stderr)
+        loop.fit({"mlflow_run_id": run.run_id})
+        return world.on_main(finish, cfg, run, run_dir, prepared, tokenizer, loop, uri)
+
+
+def _prepare_run_dir(cfg: Config, resume: bool) -> tuple[Path, bool]:
+    """The run dir (created, config.json written) and whether there is a checkpoint to resume from."""
+    run_dir = run_dir_for(cfg, resume)
+    if resume and (run_dir / HISTORY_FILE).exists():
+        raise FileExistsError(f"--resume: {run_dir} finished already ({HISTORY_FILE} written); nothing to resume")
+    resume = resume and (run_dir / "checkpoints" / "latest").exists()
+    if resume:
+        check_resume_config(run_dir, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(json.dumps(to_flat(cfg), indent=1) + "\n", encoding="utf-8")
+    return run_dir, resume
+
+
+def _log_inputs(run, cfg: Config, prepared, pos_weight: list[float], n_train: int, n_val: int) -> None:
+    from serving.policies import POLICIES
+
+    derived = {"derived.pos_weight": [round(w, 4) for w in pos_weight]} if pos_weight else {}
+    run.log_params({**to_flat(cfg), **derived, "derived.train_rows": n_train, "derived.validation_rows": n_val})
+    sources = [{**s, "path": str(Path(cfg.data.root) / s["name"])} for s in prepared.card.sources]
+    splits = {split: len(prepared.dataset[split]) for split in prepared.dataset}
+    run.log_data(prepared.card_json_path, prepared.card_md_path, prepared.path, prepared.fingerprint, sources, splits)
+    run.set_tags({f"pos_weight.{p}": f"{w:.3f}" for p, w in zip(POLICIES, pos_weight)})
+
+
+def finish(cfg: Config, run, run_dir: Path, prepared, tokenizer, loop, uri: str) -> TrainResult:
+    """Best weights -> artifact -> calibration + thresholds fit on validation (training.fit.calibration, through
+    the serving scorer) -> card written -> only then logged and registered; the files never change after."""
+    from serving.artifact import PolicyCard, SourceRef, save_artifact, write_card
+    from serving.modeling import load_model
+    from serving.predictor import Predictor
+
+    p = loop.p
+    card = PolicyCard(
+        max_length=cfg.model.max_length, head=cfg.model.head, backbone=cfg.model.backbone,
+        sources=[SourceRef(**s) for s in prepared.card.sources], dataset_hash=prepared.fingerprint,
+        validation_metrics={f"train_best/{k}": v for k, v in p.best_metrics.items()}, mlflow_run_id=run.run_id,
+        config=cfg.model_dump(mode="json"),
+    )
+    artifact = save_artifact(run_dir / ARTIFACT_DIR, load_model(run_dir / BEST_DIR), tokenizer, card)
+    card = finalize_card(Predictor.load(artifact, batch_size=64), prepared.dataset["validation"], cfg)
+    for spec in card.policies:
+        spec.threshold_method += f" (weights of step {p.best_step})"
+    write_card(artifact, card)
+    history = {"losses": p.losses, "evals": p.evals, "best_step": p.best_step, "stop_reason": p.stop_reason}
+    (run_dir / HISTORY_FILE).write_text(json.dumps(history) + "\n", encoding="utf-8")
+    train_s = max(p.elapsed - p.eval_seconds, 1e-9)
+    run.log_metrics({**{f"final_val_{k}": v for k, v in card.validation_metrics.items()
+                        if not k.startswith("train_best/")},
+                     "examples_per_s": p.examples / train_s, **{f"threshold_{n}": t for n, t in card.thresholds.items()}},
+                    p.step)
+    run.set_tags({"stop_reason": p.stop_reason, "best_step": str(p.best_step)})
+    run.log_artifact_file(run_dir / HISTORY_FILE)
+    version = log_and_register(run, artifact, cfg, uri, champion=True)
+    return TrainResult(artifact, run.run_id, version, p.best_metrics, p.step, p.stop_reason,
+                       p.examples / train_s, p.elapsed / 60)
+
+
+def log_and_register(run, artifact: Path, cfg: Config, uri: str, champion: bool) -> str:
+    name = cfg.tracking.registered_model
+    model_uri = run.log_model_dir(artifact, ARTIFACT_DIR)  # only now: the directory is complete
+    version = register_model(model_uri, name, run_id=run.run_id, tracking_uri=uri,
+                             tags={"backbone": cfg.model.backbone, "kind": cfg.model.kind})
+    attach_model_card(name, version, artifact, tracking_uri=uri)
+    # Every new version is @challenger until `promote` decides; the first transformer version is @champion.
+    set_alias(name, CHALLENGER, version, uri)
+    if champion:
+        set_alias_if_missing(name, CHAMPION, version, tracking_uri=uri)
+    return version
+
+
+def train_tfidf(cfg: Config, *, config_file: str | None = None) -> TrainResult:
+    """`model.kind: tfidf`: the classical baseline (training.fit.baseline) as its own run and registered model;
+    never given @champion (it is the yardstick, not a candidate)."""
+    from serving.artifact import read_card, write_card
+
+    uri = resolve_uri(cfg.tracking.uri)
+    check_reachable(uri)
+    prepared = load_data(cfg)
+    tags = {"git_commit": git_commit(repo_root()), "backbone": describe_baseline(cfg.baseline), "kind": "tfidf",
+            "config_file": config_file or "(defaults)"}
+    with Run.start(uri, cfg.tracking.experiment, cfg.run_name, tags, system_metrics=cfg.train.system_metrics) as run:
+        _log_inputs(run, cfg, prepared, [], len(prepared.dataset["train"]), len(prepared.dataset["validation"]))
+        started = time.monotonic()
+        artifact, metrics = train_baseline(cfg, prepared)
+        card = read_card(artifact)
+        card.mlflow_run_id = run.run_id
+        write_card(artifact, card)  # before logging: a registered version's files never change
+        run.log_metrics(metrics, 0)
+        version = log_and_register(run, artifact, cfg, uri, champion=False)
+        minutes = (time.monotonic() - started) / 60
+        best = {k.removeprefix("validation/"): v for k, v in metrics.items() if k.startswith("validation/")}
+        return TrainResult(artifact, run.run_id, version, best, 0, "fitted", 0.0, minutes)

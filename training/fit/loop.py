@@ -1,0 +1,239 @@
+"""The fine-tuning loop: optimizer steps, validation + early stopping, checkpoints, exact resume.
+
+Nothing here touches MLflow: metrics go out through the `log` callback (training.registry.tracking provides it).
+A step is one optimizer step over `grad_accum` micro-batches; the last step of an epoch may have fewer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from training.config import TrainConfig
+from training.fit.batches import Encoded, collate, epoch_batches, masked_bce
+from training.fit.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from training.fit.distributed import World
+from training.fit.monitor import predict_probs, validation_metrics
+
+BEST_DIR = "best"
+LAST_DIR = "last"  # the final weights, whatever validation said (for inspection and the resume test)
+
+LogFn = Callable[[dict[str, float], int], None]
+
+
+@dataclass
+class Progress:
+    """Where training is; saved in every checkpoint, so a resume continues from exactly here."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    batch: int = 0  # micro-batches of `epoch` already consumed
+    examples: int = 0
+    elapsed: float = 0.0  # seconds of training across sessions, validation included
+    eval_seconds: float = 0.0  # of which validation
+    best_metric: float = -math.inf
+    best_step: int = -1
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    stale_evals: int = 0
+    losses: list[float] = field(default_factory=list)  # train loss of every step
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str = ""
+
+
+@dataclass
+class Plan:
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+def usable_batches(n_batches: int, cfg: TrainConfig, world: int) -> int:
+    """Micro-batches of an epoch that are trained on: a step takes `grad_accum * world` of them, and a last,
+    short group that cannot give every rank one is left out (at most world - 1 micro-batches; none at world 1)."""
+    tail = n_batches % (cfg.grad_accum * world)
+    return n_batches - tail if tail < world else n_batches
+
+
+def make_plan(n_train: int, cfg: TrainConfig, world: int = 1) -> Plan:
+    batches = usable_batches(math.ceil(n_train / cfg.batch_size), cfg, world)
+    steps_per_epoch = math.ceil(batches / (cfg.grad_accum * world))
+    total = steps_per_epoch * cfg.epochs
+    return Plan(batches, steps_per_epoch, min(total, cfg.max_steps) if cfg.max_steps else total)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
+    # No weight decay on biases and LayerNorm weights (standard for BERT fine-tuning).
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
+    warmup = int(cfg.warmup_ratio * total_steps)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+
+
+def save_weights(model, run_dir: Path, name: str) -> None:
+    """Weights into run_dir/name (save_pretrained), replaced atomically."""
+    final, tmp = run_dir / name, run_dir / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    old = run_dir / f".{name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class TrainingLoop:
+    def __init__(self, model, train: Encoded, val: Encoded, cfg: TrainConfig, run_dir: Path, *,
+                 pad_id: int, pos_weight: list[float], log: LogFn, progress_bar: bool = True,
+                 world: World | None = None, flush: Callable[[], None] = lambda: None):
+        self.model, self.train_data, self.val, self.cfg = model, train, val, cfg
+        self.run_dir, self.pad_id, self.log, self.flush = Path(run_dir), pad_id, log, flush
+        self.world = world or World()
+        self.progress_bar = progress_bar and self.world.main
+        self.world.sync_parameters(model)
+        self.pos_weight = torch.tensor(pos_weight, dtype=torch.float32)
+        self.lengths = np.array([len(x) for x in train.input_ids])
+        self.plan = make_plan(len(train), cfg, self.world.size)
+        self.optimizer, self.scheduler = make_optimizer(model, cfg, self.plan.total_steps)
+        self.p = Progress()
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def checkpoint(self, extra: dict[str, Any]) -> None:
+        """Rank 0 writes model, optimizer, scheduler, progress and every rank's RNG state (a collective)."""
+        rngs = self.world.gather(rng_state())
+        if self.world.main:
+            self.flush()  # the metrics of every step up to the checkpoint are in the store before it exists
+            save_checkpoint(self.run_dir, self.p.step, {
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "progress": asdict(self.p), "rng": rngs, **extra,
+            })
+
+    def resume(self) -> dict[str, Any] | None:
+        """Restore the newest checkpoint, if any (rank 0 reads it, every rank gets it); returns it (callers read
+        their extra keys)."""
+        path = latest_checkpoint(self.run_dir) if self.world.main else None
+        state = self.world.broadcast(load_checkpoint(path) if path else None)
+        if state is None:
+            return None
+        if len(state["rng"]) != self.world.size:
+            raise ValueError(f"{self.run_dir}: the checkpoint was written by {len(state['rng'])} training "
+                             f"process(es); resume it with the same number (now {self.world.size})")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.p = Progress(**state["progress"])
+        set_rng_state(state["rng"][self.world.rank])
+        return state
+
+    # -- validation ----------------------------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        t0 = time.monotonic()
+        probs = predict_probs(self.model, self.val, self.cfg.eval_batch_size, self.pad_id, self.cfg.bf16)
+        metrics = validation_metrics(self.val.labels, probs)
+        if self.cfg.metric not in metrics:
+            raise KeyError(f"train.metric={self.cfg.metric!r} is not a validation metric; have {sorted(metrics)}")
+        value = metrics[self.cfg.metric]
+        improved = value > self.p.best_metric
+        if improved:
+            self.p.best_metric, self.p.best_step, self.p.best_metrics = value, self.p.step, metrics
+            self.p.stale_evals = 0
+            save_weights(self.model, self.run_dir, BEST_DIR)  # the artifact is built from it
+        else:
+            self.p.stale_evals += 1
+        self.p.evals.append({"step": self.p.step, "epoch": self.p.epoch, **metrics})
+        self.log({f"val_{k}": v for k, v in metrics.items()}, self.p.step)
+        self.p.eval_seconds += time.monotonic() - t0
+        return metrics
+
+    # -- training ------------------------------------------------------------------------------------------
+    def _micro_step(self, idx: np.ndarray, n_micro: int) -> float:
+        batch = collate(self.train_data, idx, self.pad_id)
+        labels = batch.pop("labels")
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            logits = self.model(**batch).logits  # [B, P]
+        loss = masked_bce(logits, labels, self.pos_weight)
+        (loss / n_micro).backward()
+        return loss.item() / n_micro
+
+    def _stop_reason(self, started: float) -> str:
+        cfg = self.cfg
+        if self.p.step >= self.plan.total_steps:
+            return "max_steps" if cfg.max_steps and self.p.step >= cfg.max_steps else "epochs"
+        if cfg.early_stopping_patience and self.p.stale_evals >= cfg.early_stopping_patience:
+            return f"early stopping: {cfg.metric} did not improve in {cfg.early_stopping_patience} validations"
+        if cfg.max_minutes and self.p.elapsed + time.monotonic() - started >= cfg.max_minutes * 60:
+            return f"time budget train.max_minutes={cfg.max_minutes}"
+        return ""
+
+    def fit(self, checkpoint_extra: dict[str, Any] | None = None) -> Progress:
+        cfg, p, plan = self.cfg, self.p, self.plan
+        started = time.monotonic()
+        self.model.train()
+        bar = tqdm(total=plan.total_steps, initial=p.step, desc="train", unit="step", disable=not self.progress_bar,
+                   dynamic_ncols=True)
+        window: list[tuple[float, int]] = []  # (time, examples) for a recent-throughput estimate
+        w = self.world
+        while not p.stop_reason:
+            batches = epoch_batches(self.lengths, seed=cfg.seed, epoch=p.epoch, batch_size=cfg.batch_size,
+                                    group=cfg.length_group, alpha=cfg.source_balance, sources=self.train_data.sources)
+            n_batches = usable_batches(len(batches), cfg, w.size)
+            while p.batch < n_batches and not p.stop_reason:
+                # One step: grad_accum micro-batches per rank, rank r taking every world-th of the group.
+                chunk = batches[p.batch:min(p.batch + cfg.grad_accum * w.size, n_batches)]
+                mine = chunk[w.rank::w.size]
+                loss = w.average_gradients(self.model, sum(self._micro_step(idx, len(mine)) for idx in mine))
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                p.batch += len(chunk)
+                p.step += 1
+                p.examples += sum(len(idx) for idx in chunk)
+                p.losses.append(loss)
+                now = time.monotonic()
+                window = [w for w in window if now - w[0] < 30] + [(now, p.examples)]
+                rate = (window[-1][1] - window[0][1]) / max(window[-1][0] - window[0][0], 1e-9)
+                bar.update(1)
+                bar.set_postfix(epoch=p.epoch, loss=f"{loss:.4f}", ex_s=f"{rate:.0f}" if len(window) > 1 else "-")
+                if p.step % cfg.log_every_steps == 0:
+                    self.log({"train_loss": loss, "lr": self.scheduler.get_last_lr()[0], "epoch": p.epoch}, p.step)
+                epoch_end = p.batch >= n_batches
+                if w.main and (epoch_end or (cfg.eval_every_steps and p.step % cfg.eval_every_steps == 0)):
+                    self._validate_logged(bar)
+                    self.model.train()
+                p.stop_reason = w.broadcast(self._stop_reason(started) if w.main else "")  # rank 0 decides
+                if epoch_end:
+                    p.epoch, p.batch = p.epoch + 1, 0
+                if p.step % cfg.checkpoint_every_steps == 0 and not p.stop_reason:
+                    p.elapsed += time.monotonic() - started
+                    started = time.monotonic()
+                    self.checkpoint(checkpoint_extra or {})
+        if w.main and (not p.evals or p.evals[-1]["step"] != p.step):  # stopped mid-epoch: the last weights too
+            self._validate_logged(bar)
+        bar.close()
+        if w.main:
+            save_weights(self.model, self.run_dir, LAST_DIR)
+        p.elapsed += time.monotonic() - started
+        return p
+
+    def _validate_logged(self, bar) -> None:
+        metrics = self.validate()
+        bar.write(f"step {self.p.step} epoch {self.p.epoch}: {self.cfg.metric}={metrics[self.cfg.metric]:.4f}"
+                  f" (best {self.p.best_metric:.4f} at step {self.p.best_step})")

@@ -1,0 +1,80 @@
+"""A short model card per registered version: intended use, data and licenses, metrics, known limits.
+
+`attach_model_card(name, version, model_dir, tracking_uri)` writes it as the version's description (shown on
+the registry page) and logs `model_card/model_card.md` to the version's training run, beside (never inside)
+the `model/` directory, whose files do not change once registered. Training calls it after registration.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from serving.artifact import PolicyCard, read_card
+from serving.policies import DESCRIPTIONS, POLICIES
+from training.evaluation.render import fmt
+from training.registry.tracking import Run, client
+from training.registry.versions import set_description
+
+CARD_MD = "model_card.md"
+
+
+def model_card_markdown(card: PolicyCard, *, name: str | None = None, version: str | None = None,
+                        test_metrics: dict | None = None) -> str:
+    title = f"{name or card.model_name}" + (f" v{version}" if version else "")
+    val = card.validation_metrics
+    lines = [
+        f"# Model card: {title}", "",
+        "## Intended use",
+        "Scores English tweets (and similar short social-media posts) for three moderation policies, to "
+        "prioritise human review. Not for fully automatic removal, and not for judging people.", "",
+        *[f"- **{p}**: {DESCRIPTIONS[p]}" for p in POLICIES], "",
+        f"Backbone: {card.backbone or 'n/a'} ({card.head}); max {card.max_length} tokens; preprocessing "
+        f"v{card.preprocess_version}; training run {card.mlflow_run_id or 'n/a'}; created {card.created}.", "",
+        "## Training data and licenses",
+        "| source | license | content hash |", "|---|---|---|",
+        *[f"| {s.name} | {s.license} | `{s.content_hash[:12]}` |" for s in card.sources],
+        "" if card.sources else "_No sources recorded in the policy card._", "",
+        "Check each license before redistributing the model; `unverified` / `none-stated` sources can be left "
+        "out with `data.exclude_licenses`.", "",
+        "## Metrics (validation; thresholds and calibration from the policy card)",
+        "| policy | threshold | ROC-AUC | PR-AUC | F1 | ECE | how the threshold was chosen |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {p.name} | {p.threshold:.3f} | {fmt(val.get(f'{p.name}/roc_auc'))} | {fmt(val.get(f'{p.name}/pr_auc'))} "
+          f"| {fmt(val.get(f'{p.name}/f1'))} | {fmt(val.get(f'{p.name}/ece'))} | {p.threshold_method} |"
+          for p in card.policies], "",
+    ]
+    if test_metrics:
+        lines += ["Test (see the evaluation run for CIs, per-source numbers and bias slices): " + ", ".join(
+            f"{p} PR-AUC {fmt(test_metrics.get(f'{p}/pr_auc'))}" for p in POLICIES), ""]
+    lines += [
+        "## Known limits",
+        "- English only; trained on tweets and a few forum/comment sources. Other languages, code-switching and "
+        "long texts (truncated at the token limit) are out of scope.",
+        "- Violence has thin tweet-level data (a few sources, some with weak negatives"
+        + (f"; {int(val['violence/n_pos'])} positive validation labels" if "violence/n_pos" in val else "")
+        + "): its scores are the least reliable, check the per-source metrics before relying on them.",
+        "- Harassment labels come from OLID/SOLID targeting annotations (IND) and a few hate corpora: "
+        "pile-ons, doxxing and context-dependent harassment are barely represented.",
+        "- Source datasets are 15-80% abusive; real traffic is a few percent, so precision there is much lower "
+        "than on the test sets (the evaluation report gives it at a stated prevalence).",
+        "- Identity terms can raise scores on benign mentions; see the bias slices of the evaluation report.",
+        "- Labels reflect the annotators of each dataset; dialects (e.g. AAE) are known to be over-flagged by "
+        "such data.", "",
+    ]
+    return "\n".join(lines)
+
+
+def attach_model_card(name: str, version: str, model_dir: str | Path, *, tracking_uri: str,
+                      test_metrics: dict | None = None) -> str:
+    """Write the card to the registered version (description) and its training run (artifact); returns it."""
+    card = read_card(model_dir)
+    text = model_card_markdown(card, name=name, version=version, test_metrics=test_metrics)
+    set_description(name, version, text, tracking_uri)
+    run_id = client(tracking_uri).get_model_version(name, version).run_id
+    if run_id:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / CARD_MD
+            path.write_text(text, encoding="utf-8")
+            Run(client(tracking_uri), run_id, tracking_uri).log_artifact_file(path, f"model_card/v{version}")
+    return text

@@ -1,0 +1,205 @@
+"""MLflow behind one small module: training code calls these functions, never the MLflow API itself.
+
+Every call names its run id explicitly (MlflowClient), so there is no hidden "active run" global state.
+URI order: config `tracking.uri` > env MLFLOW_TRACKING_URI > `sqlite:///mlflow.db` in the working directory
+(with artifacts under ./mlruns, both gitignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+MAX_PARAM_CHARS = 500  # longer values (e.g. long source lists) are cut: huge params break some stores
+FLUSH_EVERY = 100  # metric values buffered per log_batch call (a remote server costs a round trip per call)
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message says which URI and what to do."""
+
+
+def client(tracking_uri: str | None):
+    """The one way this project builds an MLflow client: tracking and registry on the same store."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def resolve_uri(configured: str | None) -> str:
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (before any data or model is loaded) when a tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+            problem = f"HTTP {resp.status}"
+    except urllib.error.HTTPError as e:
+        problem = f"HTTP {e.code}"
+    except (urllib.error.URLError, OSError) as e:
+        problem = str(getattr(e, "reason", e))
+    raise TrackingError(
+        f"MLflow tracking server {uri} is unreachable ({url}: {problem}). Start it, or set tracking.uri / "
+        f"MLFLOW_TRACKING_URI to a reachable server, or unset both to use the local {DEFAULT_URI}."
+    )
+
+
+def artifact_location(uri: str) -> str | None:
+    """Artifacts of a new experiment in a local sqlite store go beside the database file (`<db dir>/mlruns`);
+    MLflow's own default is ./mlruns in whatever the working directory is. Servers decide for themselves."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+    return None
+
+
+def git_commit(repo: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+class Run:
+    """One MLflow run, addressed by id. `start` creates it (or reopens it on resume).
+
+    Use it as a context manager: the run ends FINISHED, KILLED (Ctrl-C) or FAILED (any other exception),
+    with pending metrics flushed either way.
+    """
+
+    def __init__(self, client, run_id: str, uri: str):
+        self.client, self.run_id, self.uri = client, run_id, uri
+        self._pending: list = []
+        self._monitor = None
+        self._logged: dict[str, int] = {}  # on resume: the last step the store has of each metric
+
+    @classmethod
+    def start(cls, uri: str, experiment: str, run_name: str | None, tags: dict[str, str],
+              resume_run_id: str | None = None, system_metrics: bool = True) -> "Run":
+        c = client(uri)
+        if resume_run_id:
+            c.get_run(resume_run_id)  # raises if the store no longer has it
+            c.update_run(resume_run_id, status="RUNNING")
+            run = cls(c, resume_run_id, uri)
+            # Steps after the checkpoint may have been logged before the kill; the resumed run recomputes
+            # them exactly, so they are not logged twice.
+            for key in c.get_run(resume_run_id).data.metrics:
+                run._logged[key] = max(m.step for m in c.get_metric_history(resume_run_id, key))
+        else:
+            exp = c.get_experiment_by_name(experiment)
+            exp_id = exp.experiment_id if exp else c.create_experiment(experiment, artifact_location(uri))
+            info = c.create_run(exp_id, run_name=run_name, tags=tags).info
+            run = cls(c, info.run_id, uri)
+        if system_metrics:
+            run._start_system_metrics(resumed=bool(resume_run_id))
+        return run
+
+    def _start_system_metrics(self, resumed: bool) -> None:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=10, resume_logging=resumed,
+                                             tracking_uri=self.uri)
+        self._monitor.start()
+
+    @property
+    def artifact_uri(self) -> str:
+        return self.client.get_run(self.run_id).info.artifact_uri
+
+    def log_params(self, flat: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        params = []
+        for key, value in flat.items():
+            text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+            params.append(Param(key, text if len(text) <= MAX_PARAM_CHARS else text[:MAX_PARAM_CHARS - 3] + "..."))
+        for i in range(0, len(params), 100):  # MLflow accepts at most 100 params per batch
+            self.client.log_batch(self.run_id, params=params[i:i + 100])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, v)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()
+                          if step > self._logged.get(k, -1)]
+        if len(self._pending) >= FLUSH_EVERY or any(k.startswith("val_") for k in metrics):
+            self.flush()
+
+    def flush(self) -> None:
+        for i in range(0, len(self._pending), 1000):  # MLflow accepts at most 1000 metrics per batch
+            self.client.log_batch(self.run_id, metrics=self._pending[i:i + 1000])
+        self._pending = []
+
+    def log_data(self, card_json: Path, card_md: Path, dataset_dir: Path, fingerprint: str,
+                 sources: list[dict[str, str]], split_rows: dict[str, int]) -> None:
+        """The data card as artifacts; the prepared dataset (per split) and each source's content hash as
+        `mlflow.data` inputs. `sources`: dicts with name, license, content_hash and path (its data dir)."""
+        import warnings
+
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        self.client.log_artifact(self.run_id, str(card_json), "data")
+        self.client.log_artifact(self.run_id, str(card_md), "data")
+
+        def entity(path: Path | str, name: str, digest: str):
+            with warnings.catch_warnings():  # resolving a plain local path warns that it guessed "local"
+                warnings.simplefilter("ignore")
+                source = resolve_dataset_source(str(Path(path).resolve()))
+            # digest: the store's column holds 36 characters; the full hash goes in a tag.
+            return MetaDataset(source, name=name, digest=digest[:32])._to_mlflow_entity()
+
+        inputs = [DatasetInput(entity(dataset_dir, f"tweetguard-{split}", fingerprint),
+                               [InputTag("mlflow.data.context", split), InputTag("rows", str(rows)),
+                                InputTag("fingerprint", fingerprint)])
+                  for split, rows in split_rows.items()]
+        inputs += [DatasetInput(entity(src["path"], f"source-{src['name']}", src["content_hash"]),
+                                [InputTag("mlflow.data.context", "source"), InputTag("license", src["license"]),
+                                 InputTag("content_hash", src["content_hash"])])
+                   for src in sources]
+        self.client.log_inputs(self.run_id, datasets=inputs)
+
+    def log_artifact_file(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_model_dir(self, model_dir: Path, artifact_path: str = "model") -> str:
+        """The artifact directory as plain files (the same bytes serving loads); returns its runs:/ URI."""
+        self.client.log_artifacts(self.run_id, str(model_dir), artifact_path)
+        return f"runs:/{self.run_id}/{artifact_path}"
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.end("FINISHED" if exc_type is None else "KILLED" if issubclass(exc_type, KeyboardInterrupt)
+                 else "FAILED")
+
+    def end(self, status: str = "FINISHED") -> None:
+        """status: FINISHED, FAILED or KILLED."""
+        try:
+            self.flush()
+        finally:
+            if self._monitor is not None:
+                self._monitor.finish()
+                self._monitor = None
+            self.client.set_terminated(self.run_id, status)

@@ -1,0 +1,199 @@
+"""Package a model artifact as a bento, and serve a bento.
+
+`package(model_dir)` imports the artifact directory into the BentoML model store (the same bytes, with the
+policy card and lineage as model metadata) and builds a bento of `serving.service:TweetGuard` pinned to that
+exact model version. `tweetguard package --model REF` / `tweetguard serve` call these.
+
+BentoML fixes its store location (``BENTOML_HOME``) the first time a process touches it, so `package` does
+its work in a fresh Python process: the store it writes is exactly the one asked for, whatever this process
+used before. Run this module directly for that work: ``python -m training.release.package MODEL_DIR [--ref REF]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from serving.artifact import file_sha256, read_card
+from training.config import repo_root
+
+BENTOFILE = repo_root() / "serving" / "bentofile.yaml"
+STORE_MODEL_NAME = "tweetguard"  # BentoML model store name (the bento is named after the service, also tweetguard)
+DEFAULT_BENTO = "tweetguard:latest"
+
+
+class PackageError(RuntimeError):
+    """Packaging failed; the message carries the reason (and the child process's last lines)."""
+
+
+def _no_nones(value):
+    # BentoML model metadata admits basic types only, not None: an absent value is left out.
+    if isinstance(value, dict):
+        return {k: _no_nones(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_no_nones(v) for v in value if v is not None]
+    return value
+
+
+def import_model(model_dir: str | Path, *, ref: str | None = None) -> str:
+    """Copy an artifact directory into this process's BentoML model store; returns the model tag."""
+    import bentoml
+
+    model_dir = Path(model_dir).resolve()
+    card = read_card(model_dir)  # refuses anything that is not a valid artifact for this code
+    files = sorted(p for p in model_dir.rglob("*") if p.is_file())
+    lineage = {
+        "ref": ref or str(model_dir),
+        "source_dir": str(model_dir),
+        "mlflow_run_id": card.mlflow_run_id,
+        "packaged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # Proof that the store holds the same bytes as the registry / training output.
+        "files_sha256": {str(p.relative_to(model_dir)): file_sha256(p) for p in files},
+    }
+    labels = {"preprocess_version": card.preprocess_version, "mlflow_run_id": card.mlflow_run_id or "none"}
+    metadata = _no_nones({"policy_card": card.model_dump(mode="json"), "lineage": lineage})
+    with bentoml.models.create(name=STORE_MODEL_NAME, labels=labels, metadata=metadata) as model:
+        for src in files:
+            dst = Path(model.path) / src.relative_to(model_dir)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    read_card(model.path)
+    return str(model.tag)
+
+
+def build_bento(model_tag: str) -> str:
+    """Build the service's bento pinned to ``model_tag``; returns the bento tag."""
+    import bentoml
+
+    bento = bentoml.bentos.build_bentofile(
+        str(BENTOFILE), build_ctx=str(repo_root()), args={"model_tag": model_tag}
+    )
+    return str(bento.tag)
+
+
+def package(model_dir: str | Path, *, bentoml_home: str | Path | None = None, ref: str | None = None) -> str:
+    """Import ``model_dir`` into the model store under ``bentoml_home`` (default: BentoML's own) and build a
+    bento serving exactly it; returns the bento tag."""
+    env = dict(os.environ)
+    if bentoml_home is not None:
+        env["BENTOML_HOME"] = str(Path(bentoml_home).resolve())
+    cmd = [sys.executable, "-m", "training.release.package", str(Path(model_dir).resolve())]
+    if ref:
+        cmd += ["--ref", ref]
+    proc = subprocess.run(cmd, env=env, cwd=repo_root(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise PackageError(f"packaging {model_dir} failed:\n{tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["bento"]
+
+
+def serve_command(bento: str = DEFAULT_BENTO, *, host: str = "127.0.0.1", port: int = 3000) -> list[str]:
+    """The `bentoml serve` command line for a bento (loopback unless a host is given)."""
+    return [sys.executable, "-m", "bentoml", "serve", bento, "--host", host, "--port", str(port)]
+
+
+# ---- running a server from code (benchmarks and tests) ----------------------------------------------------------
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def import_into_store(model_dir: str | Path, bentoml_home: str | Path) -> str:
+    """`import_model` into the store under ``bentoml_home``, in a child process (see the module docstring);
+    returns the model tag. Unlike `package`, builds no bento."""
+    code = "import sys; from training.release.package import import_model; print(import_model(sys.argv[1]))"
+    env = {**os.environ, "BENTOML_HOME": str(Path(bentoml_home).resolve())}
+    proc = subprocess.run([sys.executable, "-c", code, str(Path(model_dir).resolve())], env=env, cwd=repo_root(),
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise PackageError(f"importing {model_dir} failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def start_server(target: str, *, port: int, log_path: str | Path, env: dict[str, str] | None = None,
+                 command: list[str] | None = None) -> subprocess.Popen:
+    """Start `serve_command(target, port=port)` (loopback), or ``command`` if given, from the repository root in
+    a session of its own (so `stop_server` reaches its workers and nothing else); stdout and stderr go to
+    ``log_path``. ``env`` replaces the environment (default: this process's). Returns at once: see `wait_ready`."""
+    cmd = command or serve_command(target, port=port)
+    with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, cwd=repo_root(), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def wait_ready(url: str, proc: subprocess.Popen, *, timeout: float = 120.0, log_path: str | Path | None = None,
+               poll_timeout: float = 1.0) -> list[str]:
+    """Poll ``url + "/readyz"`` until it answers 200.
+
+    Returns what each earlier poll got: ``"refused"`` (nothing listens yet), ``"no answer"`` (the connection was
+    accepted but no HTTP answer came within ``poll_timeout``: BentoML holds requests while the service loads its
+    model) or ``"http <status>"``. Raises RuntimeError if ``proc`` exits, TimeoutError after ``timeout`` seconds;
+    both messages end with the tail of ``log_path``."""
+    import http.client
+    import time
+    from urllib.parse import urlsplit
+
+    def tail() -> str:
+        return Path(log_path).read_text(encoding="utf-8", errors="replace")[-4000:] if log_path else ""
+
+    parts = urlsplit(url)
+    polls: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{tail()}")
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=poll_timeout)
+        try:
+            conn.request("GET", "/readyz")
+            status = conn.getresponse().status
+            if status == 200:
+                return polls
+            polls.append(f"http {status}")
+        except ConnectionRefusedError:
+            polls.append("refused")
+        except TimeoutError:
+            polls.append("no answer")
+        except (OSError, http.client.HTTPException) as e:  # e.g. reset while the server starts
+            polls.append(type(e).__name__)
+        finally:
+            conn.close()
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready in {timeout:.0f}s:\n{tail()}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (see `start_server`), SIGKILL it if it is still there after 20 s."""
+    import signal
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="import an artifact into the BentoML store and build the bento")
+    p.add_argument("model_dir")
+    p.add_argument("--ref", default=None, help="the reference the directory was resolved from (lineage)")
+    args = p.parse_args(argv)
+    model_tag = import_model(args.model_dir, ref=args.ref)
+    bento_tag = build_bento(model_tag)
+    print(json.dumps({"model": model_tag, "bento": bento_tag}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
