@@ -19,8 +19,8 @@ TWEET_SOURCES = ("olid", "solid_test_2020", "tweeteval_hate")  # the shared twee
 def shared_test_tweets(n: int, *, root: str | Path, sources_file: str | Path, seed: int = 0,
                 sources: Sequence[str] = TWEET_SOURCES) -> tuple[list[str], dict[str, int]]:
     """`n` distinct tweets (by the data layer's text key) from the official test files, seeded shuffle."""
-    from training.data.readers import read_source, text_key
-    from training.data.sources import load_sources
+    from training.data.readers import read_source
+    from training.data.sources import load_sources, text_key
 
     specs = {s.name: s for s in load_sources(sources_file)}
     seen: set[str] = set()

@@ -8,10 +8,10 @@ import pytest
 
 from serving.artifact import CARD_FILE, ArtifactError
 from serving.policies import POLICIES
-from training.fit.baseline import MODEL_FILE, BASELINE_NAME, Baseline, BaselineError, fit_baseline, train_baseline
 from training.config import ConfigError, load_config
-from training.data.prepare import Prepared
 from training.data.card import DataCard
+from training.data.prepare import Prepared
+from training.fit.baseline import BASELINE_NAME, MODEL_FILE, Baseline, BaselineError, fit_baseline, train_baseline
 
 A, H, V = (POLICIES.index(p) for p in ("abusive", "harassment", "violence"))
 @pytest.fixture(scope="module")

@@ -9,9 +9,10 @@ import yaml
 
 from serving.policies import POLICIES
 from training.config import ConfigError, DataConfig, repo_root
-from training.data.prepare import DataError, merge_labels, prepare
-from training.data.readers import read_source
+from training.data.prepare import DataError, prepare
+from training.data.readers import read_label_table, read_source
 from training.data.sources import load_sources
+from training.data.splits import merge_labels
 
 SHARED = repo_root() / "data" / "sources.yaml"
 A, H, V = (POLICIES.index(p) for p in ("abusive", "harassment", "violence"))
@@ -247,9 +248,166 @@ def test_hf_reader_reads_a_local_datasets_directory(tmp_path):
     assert len(ds["train"]) + len(ds["validation"]) == 20
 
 
+# -- label-only sources (labels_for), split columns, id-hash test hold-out, the vulgar_functions reader ---------
+OVERLAY_SPEC = {
+    "name": "relabel", "description": "fixture: abusive labels for tw's tweets", "license": "CC-BY-NC-SA-4.0",
+    "labels_for": "tw", "id_column": "id",
+    "files": [{"path": "train.tsv", "subset": "train"}, {"path": "test.tsv", "subset": "test"}],
+    "policies": {"abusive": {"columns": ["abuse"], "positive": ["EXP", "IMP"], "negative": ["NOTABU"]}},
+}
+
+
+def overlay_files(skip_train_id=None, extra_test=""):
+    files = base_files()
+    train_ids = [i for i in [*range(40), *range(100, 120)] if i != skip_train_id]
+    # every OFF tweet (ids 100-119) is NOTABU except 100 (EXP); NOT tweets are NOTABU
+    files["relabel/train.tsv"] = "id\tabuse\n" + "".join(f"{i}\t{'EXP' if i == 100 else 'NOTABU'}\n"
+                                                        for i in train_ids)
+    files["relabel/test.tsv"] = "id\tabuse\n900\tNOTABU\n901\tNOTABU\n" + extra_test
+    return files
+
+
+def test_label_only_source_replaces_the_rule_of_the_source_it_labels(tmp_path):
+    tw = dict(TWEETS_SPEC, policies={**TWEETS_SPEC["policies"], "harassment": {
+        "columns": ["a"], "positive": ["OFF"], "negative": ["NOT"]}})
+    cfg = write_sources(tmp_path, [tw, OVERLAY_SPEC], overlay_files())
+    prepared = prepare(cfg)
+    rows = {r["id"]: r for split in prepared.dataset.values() for r in split}
+    assert not any(r["source"] == "relabel" for r in rows.values())  # one row per tweet: nothing counted twice
+    # OFF in tw, NOTABU in the label-only source: abusive 0, harassment still tw's own
+    assert rows["tw:test/900"]["labels"][A] == 0 and rows["tw:test/900"]["labels"][H] == 1
+    assert rows["tw:train/100"]["labels"][A] == 1 and rows["tw:train/101"]["labels"][A] == 0
+    # both label sets stay in raw_label (published-comparable benchmarks read tw's own `a`)
+    assert rows["tw:test/900"]["raw_label"] == "a=OFF;abuse=NOTABU"
+    card = prepared.card.to_dict()
+    assert card["sources"][1]["non_commercial"] and card["sources"][1]["labels_for"] == "tw"
+    assert "**Non-commercial**" in prepared.card.markdown
+    assert "exclude_licenses=[CC-BY-NC-SA-4.0]" in prepared.card.markdown
+    # left out by license: tw's own rule again, and no non-commercial notice
+    without = prepare(cfg.model_copy(update={"exclude_licenses": ["CC-BY-NC-SA-4.0"]}))
+    rows = {r["id"]: r for split in without.dataset.values() for r in split}
+    assert rows["tw:test/900"]["labels"][A] == 1 and "relabel" in without.card.to_dict()["excluded"]
+    assert "Non-commercial" not in without.card.markdown
+    # the validation carve is stratified by tw's own labels: the label-only source moves no row between splits
+    assert all(sorted(prepared.dataset[s]["id"]) == sorted(without.dataset[s]["id"]) for s in prepared.dataset)
+
+
+def test_label_only_source_reports_missing_and_unmatched_ids(tmp_path):
+    files = overlay_files(skip_train_id=7, extra_test="999\tEXP\n")
+    cfg = write_sources(tmp_path, [TWEETS_SPEC, OVERLAY_SPEC], files)
+    with pytest.raises(DataError) as e:
+        prepare(cfg)
+    assert "tw/train.tsv:9: id train/7 has no relabel label" in str(e.value)
+    assert "relabel/test.tsv:4: id test/999 matches no tw row" in str(e.value)
+    card = prepare(cfg.model_copy(update={"on_bad_rows": "skip"})).card.to_dict()
+    assert card["cleaning"]["tw"]["bad_rows_skipped"] == 1 and card["cleaning"]["relabel"]["bad_rows_skipped"] == 1
+
+
+def test_label_only_source_declaration_is_checked(tmp_path):
+    cfg = write_sources(tmp_path, [TWEETS_SPEC, dict(OVERLAY_SPEC, labels_for="nope")], overlay_files())
+    with pytest.raises(ConfigError, match="labels_for 'nope' is not a declared source"):
+        prepare(cfg)
+
+
+SPLITCOL_SPEC = {
+    "name": "sc", "description": "fixture: the split is a column", "license": "CC0-1.0", "domain": "reddit+gab",
+    "delimiter": ",", "id_column": "rid", "text_column": "text", "split_column": "split",
+    "split_values": {"train": "train", "dev": "validation", "test": "test"},
+    "text_replace": {"[USER]": "@USER", "[URL]": "URL"},
+    "files": [{"path": "all.csv"}],
+    "policies": {"violence": {"columns": ["cat"], "positive": ["1. threats"], "negative": ["2. derogation"],
+                              "unknown": ["none"]}},
+}
+
+
+def test_split_column_and_text_replace(tmp_path):
+    body = "rid,text,cat,split\n" + "".join(
+        f"r{i},[USER] post number {i} [URL],{['none', '1. threats', '2. derogation'][i % 3]},"
+        f"{['train', 'train', 'dev', 'test'][i % 4]}\n" for i in range(40))
+    cfg = write_sources(tmp_path, [SPLITCOL_SPEC], {"sc/all.csv": body})
+    ds = prepare(cfg).dataset
+    assert [len(ds[s]) for s in ("train", "validation", "test")] == [20, 10, 10]
+    assert set(ds["validation"]["subset"]) == {"dev"} and "sc:test/r3" in ds["test"]["id"]
+    assert ds["test"][0]["text"] == "@USER post number 3 URL"
+    cfg = write_sources(tmp_path, [SPLITCOL_SPEC], {"sc/all.csv": body + "r99,a new post,none,val\n"})
+    with pytest.raises(DataError, match=r"sc/all.csv:42: unknown split split='val'"):
+        prepare(cfg)
+
+
+VULGAR_SPEC = {
+    "name": "vf", "description": "fixture: vulgar words by function", "license": "none-stated",
+    "reader": "vulgar_functions", "quoting": "none", "id_column": "tweet_id", "text_column": "tweet",
+    "text_replace": {"<USER>": "@USER", "<URL>": "URL"}, "known_defects": {"mangled_id": 2},
+    "test_holdout": {"fraction": 0.2, "seed": 7}, "validation_from_train": True, "files": [{"path": "v.tsv"}],
+    "policies": {"abusive": {"columns": ["aggression"], "negative": ["0"], "unknown": ["1"]}},
+}
+VULGAR_HEADER = "tweet_id\tuser_id\ttweet\ttarget_word\tFunction\n"
+
+
+def vulgar_rows(n=200):
+    rows = [f"{1000 + i}\t1\t<USER> this is <b>damn</b> good number {i} &amp; more\tdamn\t{i % 5 + 1}"
+            for i in range(n)]
+    rows += ["5\t1\t<b>fuck</b> you and your <b>shit</b> <URL>\tfuck\t0",  # two words, one aggression
+             "5\t1\t<b>fuck</b> you and your <b>shit</b> <URL>\tshit\t2",
+             "8.86E+17\t1\tfirst <b>shitty</b> tweet\tshitty\t1",  # a mangled id shared by two tweets
+             "8.86E+17\t1\tanother <b>hell</b> of a tweet\thell\t2"]
+    return rows
+
+
+def test_vulgar_functions_reader_merges_per_tweet(tmp_path):
+    cfg = write_sources(tmp_path, [VULGAR_SPEC], {"vf/v.tsv": VULGAR_HEADER + "\n".join(vulgar_rows()) + "\n"})
+    prepared = prepare(cfg)
+    rows = {r["id"]: r for split in prepared.dataset.values() for r in split}
+    assert len(rows) == 200 + 1 + 2
+    assert rows["vf:5"]["text"] == "fuck you and your shit URL" and rows["vf:5"]["labels"][A] == -1
+    assert rows["vf:5"]["raw_label"] == "aggression=1"
+    assert rows["vf:1000"]["text"] == "@USER this is damn good number 0 & more"
+    assert rows["vf:1000"]["labels"][A] == 0
+    assert {rows["vf:8.86E+17~1"]["text"], rows["vf:8.86E+17~2"]["text"]} == {"first shitty tweet",
+                                                                            "another hell of a tweet"}
+    assert prepared.card.to_dict()["defects"]["vf"] == {"mangled_id": 2}
+    # an undeclared mangled id or a function code outside 0-5 is a malformed row, never dropped silently
+    bad = vulgar_rows() + ["77\t1\t<b>darn</b>\tdarn\t9"]
+    cfg = write_sources(tmp_path, [dict(VULGAR_SPEC, known_defects={})],
+                        {"vf/v.tsv": VULGAR_HEADER + "\n".join(bad)})
+    with pytest.raises(DataError) as e:
+        prepare(cfg)
+    assert "vf/v.tsv:204: tweet id '8.86E+17' is not a number" in str(e.value)
+    assert "vf/v.tsv:206: Function '9' is not one of 0-5" in str(e.value)
+
+
+def test_id_hash_holdout_is_stable_and_kept_out_of_train_and_validation(tmp_path):
+    rows = vulgar_rows()
+    cfg = write_sources(tmp_path, [VULGAR_SPEC], {"vf/v.tsv": VULGAR_HEADER + "\n".join(rows) + "\n"})
+    first = {s: set(d["id"]) for s, d in prepare(cfg).dataset.items()}
+    assert 0.1 < len(first["test"]) / sum(map(len, first.values())) < 0.3
+    assert not first["test"] & (first["train"] | first["validation"]) and first["validation"]
+    # the same test part whatever the row order or data.seed (train/validation may move, test never)
+    shuffled = rows[::-1]
+    cfg2 = write_sources(tmp_path / "b", [VULGAR_SPEC], {"vf/v.tsv": VULGAR_HEADER + "\n".join(shuffled) + "\n"})
+    again = {s: set(d["id"]) for s, d in prepare(cfg2.model_copy(update={"seed": 99})).dataset.items()}
+    assert again["test"] == first["test"]
+    assert again["train"] | again["validation"] == first["train"] | first["validation"]
+    assert set(prepare(cfg).dataset["test"]["subset"]) == {"test"}
+
+
+def test_non_commercial_license_marks_the_model_card():
+    from serving.artifact import PolicyCard, SourceRef
+    from training.data.sources import is_non_commercial
+    from training.registry.modelcard import model_card_markdown
+
+    assert is_non_commercial("CC-BY-NC-SA-4.0") and is_non_commercial("unverified:CC-BY-NC-4.0")
+    assert not any(map(is_non_commercial, ["CC-BY-4.0", "none-stated", "CC0-1.0", "GPL-3.0", "MIT"]))
+    refs = [SourceRef(name="olid", license="none-stated", content_hash="0" * 64),
+            SourceRef(name="abuseval", license="CC-BY-NC-SA-4.0", content_hash="1" * 64)]
+    assert "Non-commercial: trained on CC BY-NC-* data (abuseval)" in model_card_markdown(PolicyCard(sources=refs))
+    assert "non-commercial" not in model_card_markdown(PolicyCard(sources=refs[:1])).lower()
+
+
 # Row counts of the real shared files, as their SOURCE.md files state them.
 REAL_COUNTS = {
     "olid": {"train": 13240, "test_a": 860},
+    "abuseval": {"train": 13240, "test_a": 860},  # label-only: every OLID train and test id
     "solid_test_2020": {"test_a": 5993, "test_c": 1546},
     "tweeteval_hate": {"train": 9000 - 7, "validation": 1000 - 1, "test": 2970},  # 8 blank texts, declared
     "davidson_hate_offensive": {"all": 24783},
@@ -257,6 +415,8 @@ REAL_COUNTS = {
     "ethos": {"all": 998},
     "gab_hate_corpus": {"train": 22036, "test": 5510},
     "hateval_trial": {"trial": 100},
+    "edos": {"train": 14000, "dev": 2000, "test": 4000},
+    "vulgar_functions": {"all": 7794 + 2},  # + 2 tweets behind a spreadsheet-mangled id shared with another tweet
 }
 
 
@@ -266,11 +426,51 @@ def test_real_shared_sources_row_counts(data_root):
     specs = load_sources(SHARED)
     assert sorted(s.name for s in specs) == sorted(REAL_COUNTS)
     for spec in specs:
-        result = read_source(spec, data_root)
+        if spec.labels_for:
+            labels, result = read_label_table(spec, data_root / spec.name)
+            parts = [key.split("/", 1)[0] for key in labels]
+        else:
+            result = read_source(spec, data_root)
+            parts = [row.subset or row.split or "all" for row in result.rows if row.text.strip()]
         assert not result.bad, (spec.name, [str(b) for b in result.bad[:3]])
         counts = {}
-        for row in result.rows:
-            if row.text.strip():
-                part = row.subset or row.split or "all"
-                counts[part] = counts.get(part, 0) + 1
+        for part in parts:
+            counts[part] = counts.get(part, 0) + 1
         assert counts == REAL_COUNTS[spec.name], spec.name
+        declared = {k: v for k, v in spec.known_defects.items() if k != "empty_text"}  # empty_text: counted later
+        assert all(result.defects.get(k) == v for k, v in declared.items()), spec.name
+
+
+def test_real_olid_abusive_comes_from_abuseval(data_root, tmp_path):
+    """OLID 90194 ("Go home you're drunk!!!") is OFF/TIN/IND in OLID but NOTABU in AbuseEval; test 15923 is
+    OFF/TIN/OTH and NOTABU: abusive 0 from AbuseEval, harassment from OLID's targeting labels."""
+    if not data_root.is_dir():
+        pytest.skip(f"needs the shared datasets at {data_root} (TWEETGUARD_DATA_ROOT)")
+    cfg = DataConfig(root=str(data_root), sources_file=str(SHARED), include=["olid", "abuseval"],
+                     cache_dir=str(tmp_path / "cache"))
+    rows = {r["id"]: dict(r, split=name) for name, split in prepare(cfg).dataset.items() for r in split}
+    drunk = rows["olid:train/90194"]
+    assert drunk["split"] == "train" and drunk["labels"][:2] == [0, 1] and "subtask_a=OFF" in drunk["raw_label"]
+    assert rows["olid:test_a/15923"]["labels"][:2] == [0, 0]
+    assert rows["olid:test_a/15923"]["raw_label"] == "abuse=NOTABU;subtask_a=OFF;subtask_b=TIN;subtask_c=OTH"
+    assert not any(r["source"] == "abuseval" for r in rows.values())
+    # without AbuseEval (a commercial release) OLID's own OFF/NOT rule, and the very same splits
+    without = prepare(cfg.model_copy(update={"exclude_licenses": ["CC-BY-NC-SA-4.0"]})).dataset
+    assert {r["id"]: r["labels"][:2] for r in without["train"]}["olid:train/90194"] == [1, 1]
+    for split in without:
+        assert sorted(without[split]["id"]) == sorted(r["id"] for r in rows.values() if r["split"] == split)
+
+
+def test_real_vulgar_functions_holdout_is_fixed(data_root, tmp_path):
+    if not data_root.is_dir():
+        pytest.skip(f"needs the shared datasets at {data_root} (TWEETGUARD_DATA_ROOT)")
+    cfg = DataConfig(root=str(data_root), sources_file=str(SHARED), include=["vulgar_functions"],
+                     cache_dir=str(tmp_path / "cache"))
+    ds = prepare(cfg).dataset
+    ids = {s: set(d["id"]) for s, d in ds.items()}
+    assert len(ids["test"]) == 1520 and not ids["test"] & (ids["train"] | ids["validation"])
+    # pinned: the hash must not move
+    assert "vulgar_functions:852903968409825283" in ids["train"] | ids["validation"]
+    assert "vulgar_functions:456051241970573312" in ids["test"]
+    other = prepare(cfg.model_copy(update={"seed": 5}))
+    assert set(other.dataset["test"]["id"]) == ids["test"]

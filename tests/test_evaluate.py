@@ -16,11 +16,26 @@ from mlflow import MlflowClient
 from sklearn.metrics import f1_score, roc_auc_score
 
 from serving.policies import POLICIES
-from training.evaluation.published import BENCHMARKS, parse_raw_label, published_results, run_benchmarks
-from training.evaluation.bias import TOO_SMALL, bias_slices, load_identity_terms, slice_masks, worst_slices
 from training.config import load_config, repo_root
-from training.evaluation.evaluate import REPORT_JSON, REPORT_MD, evaluate, precision_at_prevalence, top_errors
+from training.evaluation.bias import TOO_SMALL, bias_slices, load_identity_terms, slice_masks, worst_slices
+from training.evaluation.evaluate import (
+    REPORT_JSON,
+    REPORT_MD,
+    evaluate,
+    flat_metrics,
+    precision_at_prevalence,
+    top_errors,
+)
 from training.evaluation.metrics import masked_metrics
+from training.evaluation.published import (
+    BENCHMARKS,
+    EDOS_THREAT,
+    NOT_PUBLISHED,
+    parse_raw_label,
+    published_results,
+    run_benchmarks,
+)
+from training.evaluation.render import benchmark_table, comparison_table
 from training.evaluation.scorer import Scored
 
 A, H, V = (POLICIES.index(p) for p in POLICIES)
@@ -109,6 +124,58 @@ def test_easy_part_uses_the_ids_file(tmp_path):
                           data_root=tmp_path, n_boot=20)
     easy = next(r for r in rows if r["benchmark"] == "OffensEval-2020 A (SOLID test, easy part)")
     assert easy["n"] == 7
+
+
+def test_new_data_benchmarks_by_hand():
+    """AbuseEval (macro-F1 and recall), EDOS threats (macro-F1 on sexist posts only) and swearing that attacks
+    nobody (false-positive rate), on a split whose answers are worked out by hand."""
+    A_ = "abuse={};subtask_a=OFF;subtask_b=;subtask_c="
+    rows = [  # (source, subset, raw_label, abusive prob, violence prob)
+        *[("olid", "test_a", A_.format(v), p, 0.1) for v, p in
+          [("EXP", .9), ("IMP", .8), ("EXP", .7), ("IMP", .2)] + [("NOTABU", .9)] + [("NOTABU", .1)] * 5],
+        ("olid", "train", A_.format("EXP"), 0.1, 0.1),  # a validation row carved from OLID train: not the test set
+        *[("edos", "test", f"label_category={c};label_sexist=sexist;label_vector=x", 0.1, p) for c, p in
+          [(EDOS_THREAT, .9), (EDOS_THREAT, .2), ("2. derogation", .8), ("3. animosity", .1),
+           ("4. prejudiced discussions", .1), ("2. derogation", .1)]],
+        *[("edos", "test", "label_category=none;label_sexist=not sexist;label_vector=none", 0.1, 0.9)] * 3,
+        ("edos", "dev", f"label_category={EDOS_THREAT};label_sexist=sexist;label_vector=x", 0.1, 0.1),
+        *[("vulgar_functions", "test", "aggression=0", p, 0.1) for p in (.9, .1, .1, .1, .1)],
+        *[("vulgar_functions", "test", "aggression=1", .9, 0.1)] * 2,  # aggressive swearing: not in the rate
+        ("vulgar_functions", "train", "aggression=0", .9, 0.1),  # not held out
+    ]
+    n = len(rows)
+    split = datasets.Dataset.from_dict({
+        "id": [f"{r[0]}:{i}" for i, r in enumerate(rows)], "text": ["t"] * n, "source": [r[0] for r in rows],
+        "labels": [[-1, -1, -1]] * n, "subset": [r[1] for r in rows], "raw_label": [r[2] for r in rows]})
+    probs = np.array([[r[3], 0.1, r[4]] for r in rows])
+    out = {b["benchmark"]: b for b in run_benchmarks(scored_from(split, probs), {p: 0.5 for p in POLICIES},
+                                                     n_boot=200)}
+    abuse = out["AbuseEval (OLID test)"]  # tp 3, fn 1, fp 1, tn 5
+    assert abuse["n"] == 10 and abuse["n_positive"] == 4 and abuse["metric"] == "macro_f1"
+    assert abuse["macro_f1"] == abuse["value"] == pytest.approx((6 / 8 + 10 / 12) / 2)
+    assert abuse["published_best"] == 0.765
+    recall = out["AbuseEval abusive recall (EXP + IMP)"]
+    assert (recall["metric"], recall["value"], recall["n"]) == ("recall", 0.75, 4) and "macro_f1" not in recall
+    edos = out["EDOS threats vs other sexist posts"]  # not-sexist and dev rows left out: tp 1, fn 1, fp 1, tn 3
+    assert edos["n"] == 6 and edos["n_positive"] == 2 and edos["policy"] == "violence"
+    assert edos["value"] == pytest.approx(f1_score([1, 1, 0, 0, 0, 0], [1, 0, 1, 0, 0, 0], average="macro"))
+    assert edos["published_best"] is None and edos["published_status"] == NOT_PUBLISHED
+    swear = out["Swearing that attacks nobody (vulgar_functions held-out test)"]
+    assert (swear["metric"], swear["value"], swear["n"]) == ("false_positive_rate", pytest.approx(0.2), 5)
+    for b in (abuse, recall, edos, swear):
+        assert b["ci_low"] <= b["value"] <= b["ci_high"]
+    # reported under the metric's own name: the report table, the CLI table and the MLflow metric keys
+    text = benchmark_table(list(out.values()))
+    swearing = "| Swearing that attacks nobody (vulgar_functions held-out test) | false-positive rate | 0.200 ["
+    assert swearing in text
+    keys = flat_metrics({"overall": {}, "per_source": {}, "ece": {}, "at_prevalence": {},
+                         "benchmarks": list(out.values())}, "test")
+    assert keys["benchmark/swearing_that_attacks_nobody_vulgar_functions_held_out_test/false_positive_rate"] == 0.2
+    assert keys["benchmark/abuseeval_olid_test/macro_f1"] == pytest.approx(abuse["value"])
+    # a report written before rows carried `metric` still compares
+    old = {"overall": {}, "ece": {p: {"calibrated": float("nan")} for p in POLICIES},
+           "benchmarks": [{"benchmark": "AbuseEval (OLID test)", "macro_f1": 0.6}]}
+    assert "| AbuseEval (OLID test) macro-F1 | 0.600 |" in comparison_table(old, {**old, "benchmarks": [abuse]})
 
 
 # -- bias ---------------------------------------------------------------------------------------------------
@@ -203,15 +270,20 @@ def test_evaluate_registered_transformer_logs_linked_run(tmp_path, tiny_artifact
     assert {b["benchmark"] for b in report["benchmarks"]} >= {"OffensEval-2019 A (OLID test)", "TweetEval hate"}
     assert report["ece"]["abusive"]["uncalibrated"] != report["ece"]["abusive"]["calibrated"]  # tiny card T=2
     assert any(r["status"] == "judged" for r in report["bias"])
+    suite = report["behaviour"]  # the repo's behaviour suite, scored through the same scorer and thresholds
+    assert suite["n"] >= 14 * 25 and 0 <= suite["pass_rate"] <= 1 and len(suite["capabilities"]) >= 14
     client = MlflowClient(mlflow_uri)
     run = client.get_run(result.run_id)
     assert run.data.tags["model_version"] == "1" and run.data.tags["model_run_id"] == registered.run_id
     assert run.data.tags["tweetguard.run_type"] == "evaluation"
     assert "test/abusive/roc_auc" in run.data.metrics and "test/olid/abusive/pr_auc" in run.data.metrics
+    assert run.data.metrics["behaviour/pass_rate"] == pytest.approx(suite["pass_rate"])
+    assert "behaviour/threat_direct/violence/accuracy" in run.data.metrics
     assert {a.path for a in client.list_artifacts(result.run_id, "report")} >= {"report/report.md",
                                                                                "report/reliability.png"}
     assert client.get_model_version("tweetguard", "1").tags["evaluation.test.run_id"] == result.run_id
     assert "| OffensEval-2019 A (OLID test) |" in (tmp_path / "rep" / REPORT_MD).read_text()
+    assert "## Behaviour suite" in (tmp_path / "rep" / REPORT_MD).read_text()
 
 
 def test_tfidf_baseline_is_evaluated_by_the_same_code(tmp_path, toy):

@@ -14,8 +14,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from training.config import load_config
-from training.config import repo_root
+from training.config import load_config, repo_root
 from training.data.prepare import prepare
 
 NOTEBOOKS = repo_root() / "notebooks"

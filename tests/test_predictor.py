@@ -215,10 +215,11 @@ def test_truncation_at_card_max_length_is_reported(predictor: Predictor, tiny_sp
 # ---- the real bundled backbone -------------------------------------------------------------------------------
 @pytest.mark.integration
 def test_real_backbone_artifact_scores_through_predictor(tmp_path: Path, tiny_card):
+    from transformers import AutoTokenizer
+
     from serving.artifact import save_artifact
     from serving.backbone import BUNDLED_BACKBONE, resolve_backbone
     from serving.modeling import build_model
-    from transformers import AutoTokenizer
 
     backbone = resolve_backbone(BUNDLED_BACKBONE)
     model = build_model(backbone, head="mean")

@@ -3,7 +3,7 @@ import hashlib
 import pytest
 
 from serving.preprocess import PREPROCESS_VERSION, normalize_tweet
-from training.data.readers import text_key
+from training.data.sources import text_key
 
 
 @pytest.mark.parametrize(

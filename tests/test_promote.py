@@ -12,9 +12,9 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from training.fit.baseline import train_baseline
 from training.config import load_config
 from training.data.prepare import prepare
+from training.fit.baseline import train_baseline
 from training.registry.promote import promote, rollback
 from training.registry.versions import HISTORY_TAG
 

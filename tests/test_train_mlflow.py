@@ -11,9 +11,9 @@ from mlflow import MlflowClient
 from serving.artifact import CARD_FILE, read_card
 from serving.policies import POLICIES
 from training.config import load_config
+from training.fit.command import train
 from training.registry.refs import resolve_model_ref
 from training.registry.tracking import TrackingError
-from training.fit.command import train
 
 STEPS = 6
 

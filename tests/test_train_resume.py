@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from training.config import load_config, repo_root
-from training.fit.loop import LAST_DIR
 from training.fit.command import HISTORY_FILE, train
+from training.fit.loop import LAST_DIR
 
 CHECKPOINT_EVERY = 8
 

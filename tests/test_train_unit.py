@@ -11,8 +11,8 @@ import torch
 
 from serving.artifact import read_card
 from serving.policies import POLICIES
-from training.fit.batches import auto_pos_weight, collate, encode, epoch_batches, masked_bce, sampling_weights
 from training.config import ConfigError, load_config
+from training.fit.batches import auto_pos_weight, collate, encode, epoch_batches, masked_bce, sampling_weights
 from training.fit.command import HISTORY_FILE, train
 
 

@@ -231,6 +231,10 @@ class EvalConfig(Section):
         "data/identity_terms.yaml", description="Identity-term list for bias slices (old path "
         "configs/identity_terms.yaml: deprecated, reads this file with a warning)."
     )
+    behaviour_suite: str | None = Field(
+        "data/behaviour_suite.yaml", description="Behaviour suite (hand-written cases per capability, evaluation "
+        "only) scored beside the metrics by evaluate and promote; null = skip."
+    )
     min_slice_support: int = Field(
         20, ge=1, description="A bias slice is judged only with at least this many positives and negatives."
     )

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from serving.policies import NEGATIVE, POLICIES, POSITIVE, UNKNOWN
+from training.data.sources import is_non_commercial
 
 STAT_COLUMNS = (
     "read", "bad_rows_skipped", "empty_after_normalization", "merged_within_source", "merged_validation",
@@ -44,6 +45,12 @@ class DataCard:
     def markdown(self) -> str:
         d = self.data
         out = [f"# Data card (dataset {d['fingerprint'][:16]})", ""]
+        if nc := [s for s in d["sources"] if s.get("non_commercial")]:
+            listed = ", ".join(f"{s['name']}: {s['license']}" for s in nc)
+            out += [f"**Non-commercial**: includes data under a NonCommercial license "
+                    f"({listed}); a model trained on it is for "
+                    f"non-commercial use only. Leave it out with `data.exclude_licenses=["
+                    f"{','.join(sorted({s['license'] for s in nc}))}]`.", ""]
         out += ["## Label counts (positive / negative / unknown)", "",
                 "| source | split | rows | " + " | ".join(POLICIES) + " |",
                 "|---|---|---:|" + "---|" * len(POLICIES)]
@@ -64,7 +71,9 @@ class DataCard:
                 "|---|---|---|---|---|"]
         for s in d["sources"]:
             weak = ", ".join(s["weak_negatives"]) or "-"
-            out.append(f"| {s['name']} | {s['license']} | {s['domain']} | {s['content_hash'][:12]} | {weak} |")
+            lic = s["license"] + (" (**non-commercial**)" if s.get("non_commercial") else "")
+            domain = f"labels for {s['labels_for']}" if s.get("labels_for") else s["domain"]
+            out.append(f"| {s['name']} | {lic} | {domain} | {s['content_hash'][:12]} | {weak} |")
         for name, why in d["excluded"].items():
             out.append(f"| ~~{name}~~ | excluded: {why} | | | |")
         extras = [(n, x) for n, xs in d["notes"].items() for x in xs]
@@ -113,6 +122,7 @@ def build_card(specs, excluded, hashes, fingerprint, by_split, info, cfg) -> Dat
         "config": cfg.model_dump(mode="json"),
         "sources": [{
             "name": s.name, "license": s.license, "domain": s.domain, "content_hash": hashes[s.name],
+            "non_commercial": is_non_commercial(s.license), "labels_for": s.labels_for,
             "weak_negatives": [f"{p} <- {r.weak_negative.column} in {r.weak_negative.values}"
                                for p, r in s.policies.items() if r.weak_negative and r.weak_negative.enabled],
         } for s in specs],

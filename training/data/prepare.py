@@ -12,47 +12,37 @@ Rules (documented in data/README.md):
   removed from train;
 - within train and within validation, copies of one text (across or within sources) merge into one row:
   per policy the majority of the known labels, ties -> unknown;
-- split-less sources are deduplicated first, then split with a seeded split stratified by label pattern.
+- split-less sources are deduplicated first, then split with a seeded split stratified by label pattern; one
+  with `test_holdout` keeps a fixed test part chosen by a stable hash of the native id (and carves validation
+  from the rest, like an official train split);
+- a label-only source (`labels_for`) is joined into the rows of the source it labels, by id; its rules replace
+  that source's rules for the policies it lists (one row per text, so no tweet carries two labels of a policy);
+  generated splits stay stratified by the source's own labels, so adding it moves no row between splits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from serving.policies import NEGATIVE, POLICIES, POSITIVE, UNKNOWN
 from serving.artifact import file_sha256
+from serving.policies import POLICIES
 from serving.preprocess import PREPROCESS_VERSION
 from training.config import DataConfig
 from training.data.card import DataCard, build_card
-from training.data.readers import read_source, text_key
-from training.data.sources import BadRow, SourceSpec, load_sources, map_labels, raw_label, spec_files
+from training.data.readers import join_labels, read_label_table, read_source, text_key
+from training.data.sources import BadRow, ReadResult, SourceSpec, load_sources, map_labels, raw_label, spec_files
+from training.data.splits import Row, assign_splits, build_splits
 
 DATA_PIPELINE_VERSION = "1"  # bump when the output of `prepare` changes for the same inputs
-SPLITS = ("train", "validation", "test")
 MAX_LISTED_BAD_ROWS = 20
 
 
 class DataError(ValueError):
     """The data cannot be prepared as configured; the message lists what to fix (file:line: reason)."""
-
-
-@dataclass
-class Row:
-    id: str
-    text: str
-    source: str
-    labels: tuple[int, int, int]
-    subset: str
-    raw_label: str
-    split: str | None
-    key: str
 
 
 @dataclass
@@ -100,53 +90,6 @@ def source_hash(spec: SourceSpec, root: Path) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def merge_labels(label_sets: list[tuple[int, int, int]]) -> tuple[tuple[int, int, int], bool]:
-    """Per policy: majority of the known labels; a tie is unknown. Returns (labels, had_conflict)."""
-    merged, conflict = [], False
-    for j in range(len(POLICIES)):
-        votes = Counter(ls[j] for ls in label_sets if ls[j] != UNKNOWN)
-        pos, neg = votes[POSITIVE], votes[NEGATIVE]
-        conflict |= pos > 0 and neg > 0
-        merged.append(POSITIVE if pos > neg else NEGATIVE if neg > pos else UNKNOWN)
-    return (merged[0], merged[1], merged[2]), conflict
-
-
-def dedup(rows: list[Row], stats: dict, where: str) -> list[Row]:
-    """Merge rows sharing a text key (first row kept, labels by majority); counts per source."""
-    groups: dict[str, list[Row]] = defaultdict(list)
-    for r in rows:
-        groups[r.key].append(r)
-    out = []
-    for group in groups.values():
-        first = group[0]
-        if len(group) > 1:
-            first.labels, conflict = merge_labels([r.labels for r in group])
-            for r in group[1:]:
-                stats[r.source][f"merged_{where}"] += 1
-            stats[first.source]["label_conflicts"] += conflict
-        out.append(first)
-    return out
-
-
-def stratified_split(rows: list[Row], cfg: DataConfig, name: str, fractions: dict[str, float]) -> None:
-    """Assign `split` in place: per label pattern, a seeded shuffle cut by the given fractions."""
-    rng = np.random.default_rng([cfg.seed, zlib.crc32(name.encode())])
-    strata: dict[tuple, list[Row]] = defaultdict(list)
-    for r in rows:
-        strata[r.labels].append(r)
-    for key in sorted(strata):
-        group = strata[key]
-        order = rng.permutation(len(group))
-        cut = 0
-        for split, frac in fractions.items():
-            n = int(round(len(group) * frac))
-            for i in order[cut:cut + n]:
-                group[i].split = split
-            cut += n
-        for i in order[cut:]:
-            group[i].split = "train"
-
-
 def collect(specs: list[SourceSpec], cfg: DataConfig, root: Path, progress: bool) -> tuple[list[Row], dict]:
     from tqdm.auto import tqdm
 
@@ -154,18 +97,34 @@ def collect(specs: list[SourceSpec], cfg: DataConfig, root: Path, progress: bool
     info: dict = {"defects": {}, "notes": {}, "empty_after_normalization": {}}
     rows: list[Row] = []
     stats: dict = defaultdict(Counter)
-    for spec in tqdm(specs, desc="reading sources", unit="source", disable=not progress):
+    # Label-only sources (`labels_for`) first: their labels are joined into the rows of the source they label.
+    overlays: dict[str, list[tuple[SourceSpec, dict, ReadResult]]] = defaultdict(list)
+    for spec in (s for s in specs if s.labels_for):
+        labels, result = read_label_table(spec, root / spec.name)
+        overlays[spec.labels_for].append((spec, labels, result))
+        stats[spec.name]["read"] = len(labels) + len(result.bad)
+    for spec in tqdm([s for s in specs if not s.labels_for], desc="reading sources", unit="source",
+                     disable=not progress):
         result = read_source(spec, root)
+        effective = spec
+        for overlay, labels, overlay_result in overlays.get(spec.name, []):
+            joined = join_labels(result, overlay, labels)
+            effective = effective.model_copy(update={"policies": {**effective.policies, **overlay.policies}})
+            overlay_result.notes.append(f"labels joined into {spec.name}: {joined} rows; its rules replace "
+                                        f"{spec.name}'s for {', '.join(overlay.policies)}")
+        label_specs = [spec] + [overlay for overlay, _, _ in overlays.get(spec.name, [])]
         bad_rows = list(result.bad)
         source_rows: list[Row] = []
         for raw in result.rows:
+            for placeholder, ours in spec.text_replace.items():
+                raw.text = raw.text.replace(placeholder, ours)
             if not raw.text.strip():
                 if "empty_text" in spec.known_defects:  # declared: a blank line where a text should be
                     result.defects["empty_text"] = result.defects.get("empty_text", 0) + 1
                 else:
                     bad_rows.append(BadRow(raw.file, raw.line, "empty text"))
                 continue
-            labels, problem = map_labels(raw, spec)
+            labels, problem = map_labels(raw, effective)
             if problem:
                 bad_rows.append(BadRow(raw.file, raw.line, problem))
                 continue
@@ -173,16 +132,26 @@ def collect(specs: list[SourceSpec], cfg: DataConfig, root: Path, progress: bool
             if not key:  # e.g. a tweet that is only a mention and a link: nothing for any model to read
                 info["empty_after_normalization"][spec.name] = info["empty_after_normalization"].get(spec.name, 0) + 1
                 continue
+            own = map_labels(raw, spec)[0] if effective is not spec else None
             source_rows.append(Row(f"{spec.name}:{raw.native_id}", raw.text, spec.name, labels, raw.subset,
-                                   raw_label(raw, spec), raw.split, key))
-        for defect, expected in spec.known_defects.items():
-            if result.defects.get(defect, 0) != expected:
-                result.notes.append(f"known defect {defect}: declared {expected}, found {result.defects.get(defect, 0)}")
+                                   raw_label(raw, *label_specs), raw.split, key, own))
+        _check_defects(spec, result)
         bad[spec.name] = bad_rows
         info["defects"][spec.name] = result.defects
         info["notes"][spec.name] = result.notes
         stats[spec.name]["read"] = len(result.rows) + len(result.bad)
         rows += assign_splits(source_rows, spec, cfg, stats)
+    for target, entries in overlays.items():
+        for overlay, labels, result in entries:
+            if not any(s.name == target for s in specs):
+                result.notes.append(f"labels_for {target}, which is left out: its labels are unused")
+            else:  # labels left over matched no row of the labelled source
+                result.bad += [BadRow(file, line, f"id {key} matches no {target} row") for key, (_, file, line)
+                               in labels.items()]
+            _check_defects(overlay, result)
+            bad[overlay.name] = result.bad
+            info["defects"][overlay.name] = result.defects
+            info["notes"][overlay.name] = result.notes
     problems = [b for rows_ in bad.values() for b in rows_]
     if problems and cfg.on_bad_rows == "error":
         listed = "\n".join(f"  {b}" for b in problems[:MAX_LISTED_BAD_ROWS])
@@ -194,46 +163,11 @@ def collect(specs: list[SourceSpec], cfg: DataConfig, root: Path, progress: bool
     return rows, {"stats": stats, **info}
 
 
-def assign_splits(rows: list[Row], spec: SourceSpec, cfg: DataConfig, stats: dict) -> list[Row]:
-    official = [r for r in rows if r.split is not None]
-    splitless = dedup([r for r in rows if r.split is None], stats, "within_source")
-    if splitless:
-        stratified_split(splitless, cfg, spec.name,
-                         {"test": cfg.test_fraction, "validation": cfg.validation_fraction})
-    if spec.validation_from_train:
-        rest = [r for r in official if r.split != "train"]
-        train = dedup([r for r in official if r.split == "train"], stats, "within_source")
-        stratified_split(train, cfg, spec.name, {"validation": cfg.validation_fraction})
-        official = rest + train
-    return official + splitless
-
-
-def build_splits(rows: list[Row], cfg: DataConfig, stats: dict) -> dict[str, list[Row]]:
-    by_split = {s: [r for r in rows if r.split == s] for s in SPLITS}
-    test_keys = Counter(r.key for r in by_split["test"])
-    stats["_test"]["duplicate_texts_kept"] = sum(n - 1 for n in test_keys.values())
-    taken = set(test_keys)
-    for split in ("validation", "train"):
-        kept = []
-        for r in by_split[split]:
-            if r.key in taken:
-                stats[r.source][f"leak_removed_from_{split}"] += 1
-            else:
-                kept.append(r)
-        by_split[split] = dedup(kept, stats, split)
-        taken |= {r.key for r in by_split[split]}
-    if cfg.max_train_rows_per_source:
-        rng = np.random.default_rng(cfg.seed)
-        capped = []
-        for source in dict.fromkeys(r.source for r in by_split["train"]):
-            part = [r for r in by_split["train"] if r.source == source]
-            if len(part) > cfg.max_train_rows_per_source:
-                idx = np.sort(rng.choice(len(part), cfg.max_train_rows_per_source, replace=False))
-                stats[source]["capped_from_train"] += len(part) - len(idx)
-                part = [part[i] for i in idx]
-            capped += part
-        by_split["train"] = capped
-    return by_split
+def _check_defects(spec: SourceSpec, result) -> None:
+    for defect, expected in spec.known_defects.items():
+        if result.defects.get(defect, 0) != expected:
+            found = result.defects.get(defect, 0)
+            result.notes.append(f"known defect {defect}: declared {expected}, found {found}")
 
 
 def to_dataset(by_split: dict[str, list[Row]]):

@@ -7,86 +7,25 @@ split later), and the raw label fields by name. It never decides policy labels: 
 
 from __future__ import annotations
 
-import csv
+import html
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-from serving.preprocess import normalize_tweet
 from training.config import ConfigError
-from training.data.sources import BadRow, RawRow, ReadResult, SourceSpec
-
-csv.field_size_limit(1 << 24)
-
-_NON_WORD = re.compile(r"[\W_]+")
-
-
-def text_key(text: str) -> str:
-    """Dedup/join key: the normalized tweet without punctuation, so re-formatted copies of one text
-    (`@USER` vs `@user`, a `URL` token, `&amp;`, spacing, emoji vs its name) collide."""
-    return _NON_WORD.sub(" ", normalize_tweet(text)).strip()
-
-
-_ENCODING_ERROR = re.compile("[\udc80-\udcff]")
-
-
-def _records(path: Path, spec: SourceSpec, result: ReadResult) -> Iterator[tuple[int, dict[str, str]]]:
-    """Rows of a delimited file as dicts, checked for field count and encoding; repeated headers handled
-    only where declared as a known defect."""
-    quoting = csv.QUOTE_NONE if spec.quoting == "none" else csv.QUOTE_MINIMAL
-    # surrogateescape keeps undecodable bytes visible so the row can be reported with its line.
-    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
-        reader = csv.reader(fh, delimiter=spec.delimiter, quoting=quoting)
-        header = next(reader, None)
-        if not header:
-            raise ValueError(f"{path}: empty file")
-        prev = reader.line_num
-        for row in reader:
-            line, prev = prev + 1, reader.line_num  # a quoted field may span lines: report where it starts
-            if row == header:
-                if "repeated_header" in spec.known_defects:
-                    result.defects["repeated_header"] = result.defects.get("repeated_header", 0) + 1
-                    continue
-                result.bad.append(BadRow(str(path), line, "header line repeated mid-file"))
-                continue
-            if len(row) != len(header):
-                result.bad.append(BadRow(str(path), line, f"{len(row)} fields, header has {len(header)}"))
-                continue
-            if any(_ENCODING_ERROR.search(v) for v in row):
-                result.bad.append(BadRow(str(path), line, "not valid UTF-8"))
-                continue
-            yield line, dict(zip(header, row))
-
-
-def _id_labels(path: Path, result: ReadResult) -> dict[str, str]:
-    out: dict[str, str] = {}
-    with path.open(encoding="utf-8", newline="") as fh:
-        for line, row in enumerate(csv.reader(fh), start=1):
-            if len(row) != 2:
-                result.bad.append(BadRow(str(path), line, f"expected id,label; got {len(row)} fields"))
-            elif row[0] in out:
-                result.bad.append(BadRow(str(path), line, f"id {row[0]} labeled twice"))
-            else:
-                out[row[0]] = row[1]
-    return out
-
-
-def _need(path: Path, key: str) -> Path:
-    if not path.is_file():
-        raise FileNotFoundError(f"{key}: file not found: {path}")
-    return path
+from training.data.files import id_labels, need, records
+from training.data.sources import BadRow, RawRow, ReadResult, SourceSpec, text_key
 
 
 def read_tabular(spec: SourceSpec, folder: Path) -> ReadResult:
     result = ReadResult()
     for i, f in enumerate(spec.files):
-        path = _need(folder / f.path, f"source {spec.name} files[{i}].path")
+        path = need(folder / f.path, f"source {spec.name} files[{i}].path")
         joined = {
-            col: _id_labels(_need(folder / p, f"source {spec.name} files[{i}] labels"), result)
+            col: id_labels(need(folder / p, f"source {spec.name} files[{i}] labels"), result)
             for col, p in [(f.label_column, f.labels)] * bool(f.labels) + list(zip(f.extra_label_columns, f.extra_labels))
         }
         seen_ids: set[str] = set()
-        for line, rec in _records(path, spec, result):
+        for line, rec in records(path, spec, result):
             for col in [spec.text_column] + [spec.id_column] * bool(spec.id_column):
                 if col not in rec:
                     raise ValueError(f"source {spec.name}: column {col!r} not in {path} (has {sorted(rec)})")
@@ -95,6 +34,16 @@ def read_tabular(spec: SourceSpec, folder: Path) -> ReadResult:
                 result.bad.append(BadRow(str(path), line, f"duplicate id {native_id}"))
                 continue
             seen_ids.add(native_id)
+            split, subset = f.split, f.subset
+            if spec.split_column:  # the official split is a field of each row (e.g. EDOS `split`: train/dev/test)
+                value = rec.get(spec.split_column)
+                if value is None:
+                    raise ValueError(f"source {spec.name}: column {spec.split_column!r} not in {path} "
+                                     f"(has {sorted(rec)})")
+                if value not in spec.split_values:
+                    result.bad.append(BadRow(str(path), line, f"unknown split {spec.split_column}={value!r}"))
+                    continue
+                split, subset = spec.split_values[value], subset or value
             fields = dict(rec)
             for col, labels in joined.items():
                 fields[col] = labels.get(native_id, "")
@@ -102,10 +51,48 @@ def read_tabular(spec: SourceSpec, folder: Path) -> ReadResult:
                 result.bad.append(BadRow(str(path), line, f"id {native_id} has no label in {f.labels}"))
                 continue
             result.rows.append(
-                RawRow(spec.name, f"{f.subset or f.split or 'all'}/{native_id}", rec[spec.text_column],
-                       f.split, f.subset, fields, str(path), line)
+                RawRow(spec.name, f"{subset or split or 'all'}/{native_id}", rec[spec.text_column],
+                       split, subset, fields, str(path), line)
             )
     return result
+
+
+LabelTable = dict[str, tuple[dict[str, str], str, int]]  # "<subset>/<id>" -> (label fields, file, line)
+
+
+def read_label_table(spec: SourceSpec, folder: Path) -> tuple[LabelTable, ReadResult]:
+    """A label-only source (`labels_for`): header'd id/label tables, keyed like the labelled source's native ids
+    (`<subset>/<id>`), to be joined into that source's rows by `join_labels`."""
+    result, labels = ReadResult(), {}
+    for i, f in enumerate(spec.files):
+        path = need(folder / f.path, f"source {spec.name} files[{i}].path")
+        for line, rec in records(path, spec, result):
+            if spec.id_column not in rec:
+                raise ValueError(f"source {spec.name}: column {spec.id_column!r} not in {path} "
+                                 f"(has {sorted(rec)})")
+            key = f"{f.subset or f.split or 'all'}/{rec[spec.id_column]}"
+            if key in labels:
+                result.bad.append(BadRow(str(path), line, f"id {rec[spec.id_column]} labeled twice"))
+                continue
+            labels[key] = ({k: v for k, v in rec.items() if k != spec.id_column}, str(path), line)
+    return labels, result
+
+
+def join_labels(target: ReadResult, spec: SourceSpec, labels: LabelTable) -> int:
+    """Join a label-only source's fields into the labelled source's rows (by native id), in place. A row without
+    a label is a malformed row of the labelled source; the labels consumed are removed from `labels` (what is
+    left matched no row: the caller reports it). Returns the number of rows joined."""
+    kept, joined = [], 0
+    for row in target.rows:
+        entry = labels.pop(row.native_id, None)
+        if entry is None:
+            target.bad.append(BadRow(row.file, row.line, f"id {row.native_id} has no {spec.name} label"))
+            continue
+        row.fields.update(entry[0])
+        kept.append(row)
+        joined += 1
+    target.rows = kept
+    return joined
 
 
 def read_lines(spec: SourceSpec, folder: Path) -> ReadResult:
@@ -113,8 +100,8 @@ def read_lines(spec: SourceSpec, folder: Path) -> ReadResult:
     result = ReadResult()
     for i, f in enumerate(spec.files):
         key = f"source {spec.name} files[{i}]"
-        texts = _need(folder / f.path, key + ".path").read_text(encoding="utf-8").split("\n")
-        labels = _need(folder / (f.labels_text or ""), key + ".labels_text").read_text(encoding="utf-8").split("\n")
+        texts = need(folder / f.path, key + ".path").read_text(encoding="utf-8").split("\n")
+        labels = need(folder / (f.labels_text or ""), key + ".labels_text").read_text(encoding="utf-8").split("\n")
         labels = [x.strip() for x in labels]
         while texts and texts[-1] == "":
             texts.pop()
@@ -144,7 +131,7 @@ def read_ethos(spec: SourceSpec, folder: Path) -> ReadResult:
     result = ReadResult()
     binary_f, multi_f = spec.files
     multi: dict[str, tuple[int, dict[str, str]]] = {}
-    for line, rec in _records(_need(folder / multi_f.path, f"source {spec.name} files[1].path"), spec, result):
+    for line, rec in records(need(folder / multi_f.path, f"source {spec.name} files[1].path"), spec, result):
         fields = {}
         for col in ("violence", "directed_vs_generalized"):
             value = _binary(rec[col], spec.binarize_at, BadRow(str(folder / multi_f.path), line, ""), result)
@@ -153,8 +140,8 @@ def read_ethos(spec: SourceSpec, folder: Path) -> ReadResult:
             fields[col] = value
         else:
             multi.setdefault(text_key(rec[spec.text_column]), (line, fields | {"text": rec[spec.text_column]}))
-    path = _need(folder / binary_f.path, f"source {spec.name} files[0].path")
-    for line, rec in _records(path, spec, result):
+    path = need(folder / binary_f.path, f"source {spec.name} files[0].path")
+    for line, rec in records(path, spec, result):
         hate = _binary(rec["isHate"], spec.binarize_at, BadRow(str(path), line, ""), result)
         if hate is None:
             continue
@@ -179,13 +166,13 @@ def read_latent_hatred(spec: SourceSpec, folder: Path) -> ReadResult:
     result = ReadResult()
     stage1_f, stage2_f = spec.files
     stage2: dict[str, tuple[int, str]] = {}
-    path2 = _need(folder / stage2_f.path, f"source {spec.name} files[1].path")
-    for line, rec in _records(path2, spec, result):
+    path2 = need(folder / stage2_f.path, f"source {spec.name} files[1].path")
+    for line, rec in records(path2, spec, result):
         classes = {rec["implicit_class"], rec["extra_implicit_class"]} - {""}
         value = "threatening" if "threatening" in classes else "other_implicit"
         stage2.setdefault(text_key(rec[spec.text_column]), (line, value, rec[spec.text_column]))
-    path1 = _need(folder / stage1_f.path, f"source {spec.name} files[0].path")
-    for line, rec in _records(path1, spec, result):
+    path1 = need(folder / stage1_f.path, f"source {spec.name} files[0].path")
+    for line, rec in records(path1, spec, result):
         _, value, _ = stage2.pop(text_key(rec[spec.text_column]), (0, "", ""))
         result.rows.append(RawRow(spec.name, f"stg1/{line}", rec[spec.text_column], None, "",
                                   {"class": rec["class"], "stage2": value}, str(path1), line))
@@ -194,6 +181,66 @@ def read_latent_hatred(spec: SourceSpec, folder: Path) -> ReadResult:
                                   {"class": "implicit_hate", "stage2": value}, str(path2), line))
     if stage2:
         result.notes.append(f"{len(stage2)} stage-2 posts matched no stage-1 post: kept as implicit_hate rows")
+    return result
+
+
+_BOLD_TAG = re.compile(r"</?b>", re.IGNORECASE)
+# Function codes: aggression, emotion, emphasis, auxiliary, signalling group identity, not vulgar in context.
+VULGAR_FUNCTIONS = ("0", "1", "2", "3", "4", "5")
+
+
+def read_vulgar_functions(spec: SourceSpec, folder: Path) -> ReadResult:
+    """Vulgar Functions: one row per vulgar word, merged into one row per tweet (by `id_column`).
+
+    The `<b>` tags around the vulgar word are stripped and HTML entities decoded. Derived fields: `functions`,
+    the tweet's distinct `Function` codes joined by '+', and `aggression`: '1' if any vulgar word of the tweet
+    has Function 0 (aggression), else '0'. Declared defects: `mangled_id` (rows whose id a spreadsheet turned
+    into a number like 8.86E+17; such ids are not unique, so their rows merge only with rows of the same text
+    and get the native id `<id>~<n>`) and `differing_texts` (tweet ids whose rows' texts differ beyond punctuation:
+    the first row's text is kept). Undeclared, both are malformed rows."""
+    result = ReadResult()
+    (f,) = spec.files
+    path = need(folder / f.path, f"source {spec.name} files[0].path")
+    tweets: dict[str, dict] = {}
+    mangled: dict[str, list[str]] = {}
+    for line, rec in records(path, spec, result):
+        for col in (spec.id_column, spec.text_column, "Function"):
+            if col not in rec:
+                raise ValueError(f"source {spec.name}: column {col!r} not in {path} (has {sorted(rec)})")
+        if rec["Function"] not in VULGAR_FUNCTIONS:
+            result.bad.append(BadRow(str(path), line, f"Function {rec['Function']!r} is not one of 0-5"))
+            continue
+        tweet_id, text = rec[spec.id_column], html.unescape(_BOLD_TAG.sub("", rec[spec.text_column])).strip()
+        key = tweet_id
+        if not tweet_id.isdigit():
+            if "mangled_id" not in spec.known_defects:
+                result.bad.append(BadRow(str(path), line, f"tweet id {tweet_id!r} is not a number"))
+                continue
+            result.defects["mangled_id"] = result.defects.get("mangled_id", 0) + 1
+            texts = mangled.setdefault(tweet_id, [])
+            if text_key(text) not in texts:
+                texts.append(text_key(text))
+            key = f"{tweet_id}~{texts.index(text_key(text)) + 1}"
+        tweet = tweets.setdefault(key, {"text": text, "line": line, "functions": set(), "texts": set(),
+                                        "keys": set()})
+        tweet["functions"].add(rec["Function"])
+        tweet["texts"].add(text)
+        tweet["keys"].add(text_key(text))
+    if n := sum(len(t["texts"]) > 1 and len(t["keys"]) == 1 for t in tweets.values()):
+        result.notes.append(f"{n} tweet ids whose rows' texts differ only in punctuation: the first row's text "
+                            f"kept")
+    differing = [k for k, t in tweets.items() if len(t["keys"]) > 1]
+    if differing:
+        if "differing_texts" in spec.known_defects:
+            result.defects["differing_texts"] = len(differing)
+        else:
+            for k in differing:
+                line = tweets.pop(k)["line"]
+                result.bad.append(BadRow(str(path), line, f"tweet id {k}: rows with different texts"))
+    for key, t in tweets.items():
+        fields = {"functions": "+".join(sorted(t["functions"])),
+                  "aggression": "1" if "0" in t["functions"] else "0"}
+        result.rows.append(RawRow(spec.name, key, t["text"], None, f.subset, fields, str(path), t["line"]))
     return result
 
 
@@ -225,10 +272,13 @@ def read_hf(spec: SourceSpec, root: Path) -> ReadResult:
     return result
 
 
-READERS = {"table": read_tabular, "lines": read_lines, "ethos": read_ethos, "latent_hatred": read_latent_hatred}
+READERS = {"table": read_tabular, "lines": read_lines, "ethos": read_ethos, "latent_hatred": read_latent_hatred,
+           "vulgar_functions": read_vulgar_functions}
 
 
 def read_source(spec: SourceSpec, root: Path) -> ReadResult:
+    if spec.labels_for:
+        raise ValueError(f"source {spec.name} only labels {spec.labels_for}'s rows: read it with read_label_table")
     if spec.reader == "hf":
         result = read_hf(spec, root)
     else:

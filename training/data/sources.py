@@ -7,6 +7,7 @@ unknown. `load_sources` validates a declaration file; `training.data.readers` tu
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.policies import NEGATIVE, POLICIES, POSITIVE, UNKNOWN
+from serving.preprocess import normalize_tweet
 from training.config import ConfigError, read_yaml, validate
 
 
@@ -52,12 +54,20 @@ class FileSpec(Strict):
     extra_label_columns: list[str] = Field(default_factory=list)
 
 
+class HashHoldout(Strict):
+    """A split-less source's own fixed test part, chosen by a stable hash of each row's native id."""
+
+    fraction: float = Field(gt=0, lt=1, description="share of the source's rows held out as test")
+    seed: int = Field(description="salt of the hash (sha256 of '<seed>:<native id>'); not data.seed, so the "
+                                  "test part stays the same whatever the run's seed")
+
+
 class SourceSpec(Strict):
     name: str
     description: str
     license: str = Field(description="license id, 'none-stated' or 'unverified:<what>'")
-    domain: Literal["tweets", "comments", "gab"] = "tweets"
-    reader: Literal["table", "lines", "ethos", "latent_hatred", "hf"] = "table"
+    domain: Literal["tweets", "comments", "gab", "reddit+gab"] = "tweets"
+    reader: Literal["table", "lines", "ethos", "latent_hatred", "vulgar_functions", "hf"] = "table"
     hf_dataset: str | None = Field(
         None, description="reader hf: a Hugging Face hub dataset id or a local dataset dir (files[].path = its split)"
     )
@@ -65,8 +75,27 @@ class SourceSpec(Strict):
     quoting: Literal["none", "minimal"] = "minimal"
     text_column: str = "text"
     id_column: str | None = Field(None, description="native id field; null = file line number")
+    text_replace: dict[str, str] = Field(
+        default_factory=dict, description="literal placeholder -> our convention (e.g. '[USER]' -> '@USER'), "
+        "applied to every text so that no source-specific token marks a source"
+    )
+    split_column: str | None = Field(None, description="table: a field naming each row's official split")
+    split_values: dict[str, Literal["train", "validation", "test"]] = Field(
+        default_factory=dict, description="split_column value -> split (e.g. dev: validation); any other value is "
+        "a malformed row"
+    )
+    labels_for: str | None = Field(
+        None, description="a label-only source: its files are header'd id/label tables joined into the rows of "
+        "the named source by (subset, id); its policy rules replace that source's rules for the policies it lists "
+        "(generated splits stay stratified by that source's own labels). Leaving it out (data.exclude / "
+        "exclude_licenses) restores that source's own rules"
+    )
     files: list[FileSpec]
     validation_from_train: bool = Field(False, description="carve validation out of the official train split")
+    test_holdout: HashHoldout | None = Field(
+        None, description="split-less source: hold out its own fixed test part by a stable hash of the native id "
+        "(kept out of train and validation like an official test split); the rest is train"
+    )
     known_defects: dict[str, int] = Field(
         default_factory=dict, description="declared file defects the reader handles, with expected counts"
     )
@@ -87,7 +116,27 @@ def load_sources(path: str | Path) -> list[SourceSpec]:
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: duplicate source names in {names}")
+    by_name = {s.name: s for s in specs}
+    for spec in specs:
+        target = by_name.get(spec.labels_for) if spec.labels_for else None
+        if spec.labels_for and not spec.id_column:
+            raise ConfigError(f"{path}: source {spec.name}: labels_for needs id_column (the id its label files "
+                              f"join by)")
+        if spec.labels_for and (target is None or target.labels_for):
+            raise ConfigError(f"{path}: source {spec.name}: labels_for {spec.labels_for!r} is not a declared "
+                              f"source with texts (declared: {names})")
+        if spec.test_holdout and any(f.split for f in spec.files):
+            raise ConfigError(f"{path}: source {spec.name}: test_holdout is for split-less sources (a file "
+                              f"declares a split)")
+        if bool(spec.split_column) != bool(spec.split_values):
+            raise ConfigError(f"{path}: source {spec.name}: split_column and split_values go together")
     return specs
+
+
+def is_non_commercial(license_id: str) -> bool:
+    """A Creative Commons NonCommercial license (CC-BY-NC-4.0, CC-BY-NC-SA-4.0, ...): a model trained on it is for
+    non-commercial use only."""
+    return "NC" in re.split(r"[-_:\s]+", license_id.upper())
 
 
 @dataclass
@@ -149,8 +198,19 @@ def map_labels(row: RawRow, spec: SourceSpec) -> tuple[tuple[int, int, int] | No
     return (labels[0], labels[1], labels[2]), None
 
 
-def raw_label(row: RawRow, spec: SourceSpec) -> str:
-    """The source's own label fields of a row, `col=value;...` (kept for published-comparable benchmarks)."""
-    cols = sorted({c for rule in spec.policies.values() for c in rule.columns}
-                  | {rule.weak_negative.column for rule in spec.policies.values() if rule.weak_negative})
+def raw_label(row: RawRow, *specs: SourceSpec) -> str:
+    """The sources' own label fields of a row, `col=value;...` (kept for published-comparable benchmarks); several
+    specs: a source and the label-only sources joined into it (`labels_for`), so both label sets are kept."""
+    rules = [rule for spec in specs for rule in spec.policies.values()]
+    cols = sorted({c for rule in rules for c in rule.columns}
+                  | {rule.weak_negative.column for rule in rules if rule.weak_negative})
     return ";".join(f"{c}={row.fields.get(c, '')}" for c in cols)
+
+
+_NON_WORD = re.compile(r"[\W_]+")
+
+
+def text_key(text: str) -> str:
+    """Dedup/join key: the normalized tweet without punctuation, so re-formatted copies of one text
+    (`@USER` vs `@user`, a `URL` token, `&amp;`, spacing, emoji vs its name) collide."""
+    return _NON_WORD.sub(" ", normalize_tweet(text)).strip()

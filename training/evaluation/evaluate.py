@@ -22,9 +22,10 @@ from serving.policies import POLICIES, UNKNOWN
 from training.config import Config, EvalConfig
 from training.data.prepare import prepare
 from training.evaluation import plots
+from training.evaluation.behaviour import behaviour_metrics, run_suite
 from training.evaluation.bias import bias_slices, load_identity_terms, slice_masks, worst_slices
 from training.evaluation.metrics import bootstrap_ci, ece_per_policy, masked_metrics, precision_at
-from training.evaluation.published import run_benchmarks
+from training.evaluation.published import benchmark_value, run_benchmarks
 from training.evaluation.render import render_markdown
 from training.evaluation.scorer import Scored, Scorer, score_split
 from training.fit.baseline import MODEL_FILE as BASELINE_FILE
@@ -135,7 +136,10 @@ def flat_metrics(report: dict, split: str) -> dict[str, float]:
     for policy, m in report["at_prevalence"].items():
         out[f"{split}/{policy}/precision_at_{m['prevalence']:g}"] = m["precision"]
     for b in report["benchmarks"]:
-        out[f"benchmark/{re.sub(r'[^a-z0-9]+', '_', b['benchmark'].lower()).strip('_')}/macro_f1"] = b["macro_f1"]
+        metric, value = benchmark_value(b)
+        out[f"benchmark/{re.sub(r'[^a-z0-9]+', '_', b['benchmark'].lower()).strip('_')}/{metric}"] = value
+    if report.get("behaviour"):
+        out.update(behaviour_metrics(report["behaviour"]))
     return {k: float(v) for k, v in out.items() if isinstance(v, int | float) and np.isfinite(v)}
 
 
@@ -185,6 +189,8 @@ def evaluate(ref: str, cfg: Config, *, split: str | None = None, out_dir: str | 
     data = load_split(cfg, split) if data is None else data
     scored = score_split(scorer, data)
     report = compute_report(scored, scorer.card, cfg.evaluation, data_root=cfg.data.root)
+    # Scored apart from the split (its texts are not in it) through the same scorer and thresholds.
+    report["behaviour"] = run_suite(scorer, cfg.evaluation.behaviour_suite) if cfg.evaluation.behaviour_suite else None
     report["model"] = {**identity.tags(), "kind": model_kind(model_dir), "model_name": scorer.card.model_name,
                        "backbone": scorer.card.backbone, "split": split}
     name = identity.label.replace(" ", "-") if identity.version else Path(str(model_dir)).name

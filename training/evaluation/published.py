@@ -4,7 +4,10 @@ Each benchmark takes the rows of one official test set (by `source` / `subset`),
 row's `raw_label` (the source's own label fields, so labels our policy mapping leaves unknown still count),
 turns one policy's flag at the card's threshold into the benchmark's binary prediction and scores macro-F1
 over both classes, as OffensEval and TweetEval do. Where our policy is not exactly the benchmark's task the
-`note` says so; such numbers are indicative, not a leaderboard entry.
+`note` says so; such numbers are indicative, not a leaderboard entry. A few benchmarks are a rate rather than
+macro-F1 (`metric`): the false-positive rate on rows that are all negatives (swearing that attacks nobody), or
+the recall on rows that are all positives. Every value comes with a bootstrap 95% CI (tweets resampled with
+`metrics.resample_counts`). A benchmark with no published number (`published_row` None) says so.
 
 Published bests are read from data/published.yaml (the one place they are written down), validated by
 `PublishedTable`.
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -37,10 +40,19 @@ class Benchmark:
     positive: frozenset[str]
     negative: frozenset[str]
     policy: str  # whose flag is the prediction
-    published_row: str  # `benchmark` of its row in data/published.yaml
+    published_row: str | None  # `benchmark` of its row in data/published.yaml; None: nothing published to compare
     published_index: int  # which of that row's `values`
     note: str
     ids_file: str | None = None  # optional: restrict to ids in <data root>/<source>/<ids_file> (first column)
+    # macro_f1: both classes' F1 averaged; false_positive_rate: share of the (negative) rows flagged, lower is
+    # better; recall: share of the (positive) rows flagged.
+    metric: Literal["macro_f1", "false_positive_rate", "recall"] = "macro_f1"
+
+
+METRIC_NAMES = {"macro_f1": "macro-F1", "false_positive_rate": "false-positive rate", "recall": "recall"}
+NOT_PUBLISHED = "no published number for this variant"
+EDOS_THREAT = "1. threats, plans to harm and incitement"
+EDOS_OTHER_SEXIST = ("2. derogation", "3. animosity", "4. prejudiced discussions")
 
 
 BENCHMARKS: tuple[Benchmark, ...] = (
@@ -67,6 +79,25 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               "TweetEval hate", 0,
               "abusive flag vs hate: our abusive policy is broader than hate against women/immigrants, so "
               "insults that are not hate count as false positives here"),
+    Benchmark("AbuseEval (OLID test)", "olid", "test_a", "abuse", frozenset({"EXP", "IMP"}), frozenset({"NOTABU"}),
+              "abusive", "AbuseEval", 1,
+              "OLID's test tweets relabelled by AbuseEval: abusive (explicit + implicit) vs not abusive, macro-F1 "
+              "from the abusive flag (published: BERT-base 0.727, HateBERT 0.765); needs the abuseval source"),
+    Benchmark("AbuseEval abusive recall (EXP + IMP)", "olid", "test_a", "abuse", frozenset({"EXP", "IMP"}),
+              frozenset(), "abusive", None, 0,
+              "share of AbuseEval's abusive (explicit + implicit) OLID test tweets flagged abusive; reported "
+              "beside the swearing false-positive rate (flagging less swearing must not cost this)",
+              metric="recall"),
+    Benchmark("EDOS threats vs other sexist posts", "edos", "test", "label_category", frozenset({EDOS_THREAT}),
+              frozenset(EDOS_OTHER_SEXIST), "violence", None, 0,
+              "EDOS test sexist posts only: category 1 (threats, plans to harm, incitement) vs categories 2-4, "
+              "macro-F1 from the violence flag; no published number for this binary variant (EDOS Task B is "
+              "4-way)"),
+    Benchmark("Swearing that attacks nobody (vulgar_functions held-out test)", "vulgar_functions", "test",
+              "aggression", frozenset(), frozenset({"0"}), "abusive", None, 0,
+              "held-out 20% (by tweet-id hash) of Vulgar Functions tweets none of whose vulgar words is "
+              "aggression: share flagged abusive (lower is better); no published abuse benchmark on this data",
+              metric="false_positive_rate"),
 )
 
 
@@ -123,6 +154,8 @@ def published_results(path: str | Path = PUBLISHED) -> dict[str, tuple[list[floa
 
 
 def published_best(bench: Benchmark, table: dict) -> tuple[float | None, str]:
+    if bench.published_row is None:
+        return None, NOT_PUBLISHED
     values, status = table.get(bench.published_row, ([], ""))
     if len(values) > bench.published_index:
         return values[bench.published_index], status
@@ -149,6 +182,19 @@ def macro_f1_ci(y: np.ndarray, yhat: np.ndarray, n: int = 1000, seed: int = 0) -
         samples.append(_macro_f1(y, yhat, resample_counts(rng, len(y), min(100, n - start))))
     lo, hi = np.percentile(np.concatenate(samples), [2.5, 97.5])
     return point, float(lo), float(hi)
+
+
+def rate_ci(flags: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """(share of rows flagged, 95% CI low, high): a false-positive rate on negatives, a recall on positives; the
+    CI resamples tweets with replacement, as `macro_f1_ci`."""
+    flags = np.asarray(flags, np.float64)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for start in range(0, n, 100):
+        w = resample_counts(rng, len(flags), min(100, n - start))
+        samples.append(w @ flags / w.sum(1))
+    lo, hi = np.percentile(np.concatenate(samples), [2.5, 97.5])
+    return float(flags.mean()), float(lo), float(hi)
 
 
 def _ids_from(path: Path) -> set[str] | None:
@@ -184,9 +230,20 @@ def run_benchmarks(scored, thresholds: dict[str, float], data_root: str | Path |
             continue
         j = POLICIES.index(bench.policy)
         flags = scored.probs[idx, j] >= thresholds[bench.policy]
-        value, lo, hi = macro_f1_ci(np.isin(gold, list(bench.positive)), flags, n=n_boot, seed=seed)
+        if bench.metric == "macro_f1":
+            value, lo, hi = macro_f1_ci(np.isin(gold, list(bench.positive)), flags, n=n_boot, seed=seed)
+        else:
+            value, lo, hi = rate_ci(flags, n=n_boot, seed=seed)
         best, status = published_best(bench, table)
-        out.append({"benchmark": bench.name, "macro_f1": value, "ci_low": lo, "ci_high": hi, "n": int(len(idx)),
-                    "n_positive": int(np.isin(gold, list(bench.positive)).sum()), "policy": bench.policy,
-                    "published_best": best, "published_status": status, "note": bench.note})
+        row = {"benchmark": bench.name, "metric": bench.metric, "value": value, "ci_low": lo, "ci_high": hi,
+               "n": int(len(idx)), "n_positive": int(np.isin(gold, list(bench.positive)).sum()),
+               "policy": bench.policy, "published_best": best, "published_status": status, "note": bench.note}
+        if bench.metric == "macro_f1":
+            row["macro_f1"] = value  # the key reports written before `metric` existed carry
+        out.append(row)
     return out
+
+
+def benchmark_value(row: dict) -> tuple[str, float]:
+    """(metric, value) of a benchmark row, also of reports written before rows carried `metric` / `value`."""
+    return row.get("metric", "macro_f1"), row.get("value", row.get("macro_f1"))

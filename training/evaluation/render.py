@@ -4,6 +4,7 @@ that `training.evaluation.evaluate.compute_report` computed."""
 from __future__ import annotations
 
 from serving.policies import POLICIES
+from training.evaluation.published import METRIC_NAMES, benchmark_value
 
 
 def fmt(v, digits: int = 3) -> str:
@@ -38,9 +39,12 @@ METRIC_HEADER = ["policy", "pos/neg", "ROC-AUC [95% CI]", "PR-AUC", "precision",
 def benchmark_table(benchmarks: list[dict]) -> str:
     if not benchmarks:
         return "_No benchmark test set is in this split._"
-    rows = [[b["benchmark"], f"{b['macro_f1']:.3f} [{b['ci_low']:.3f}, {b['ci_high']:.3f}]", b["n"],
-             fmt(b["published_best"]), b["published_status"], b["note"]] for b in benchmarks]
-    return table(["benchmark", "ours macro-F1 [95% CI]", "n", "published best", "status", "how computed"], rows)
+    rows = []
+    for b in benchmarks:
+        metric, value = benchmark_value(b)
+        rows.append([b["benchmark"], METRIC_NAMES.get(metric, metric), f"{value:.3f} [{b['ci_low']:.3f}, "
+                     f"{b['ci_high']:.3f}]", b["n"], fmt(b["published_best"]), b["published_status"], b["note"]])
+    return table(["benchmark", "metric", "ours [95% CI]", "n", "published best", "status", "how computed"], rows)
 
 
 def bias_table(rows: list[dict], policy: str | None = None) -> str:
@@ -48,6 +52,23 @@ def bias_table(rows: list[dict], policy: str | None = None) -> str:
     return table(["policy", "slice", "pos/neg", "subgroup AUC", "BPSN AUC", "BNSP AUC", "status"],
                  [[r["policy"], r["slice"], f"{r['n_pos']}/{r['n_neg']}", fmt(r["subgroup_auc"]), fmt(r["bpsn_auc"]),
                    fmt(r["bnsp_auc"]), r["status"]] for r in selected])
+
+
+def behaviour_table(report: dict) -> str:
+    """Pass rate per capability (a case passes when every policy's flag matches) and flag accuracy per policy."""
+    rows = [[name, c["n"], fmt(c["pass_rate"]), *[fmt(c["policies"][p]["accuracy"]) for p in POLICIES]]
+            for name, c in report["capabilities"].items()]
+    rows.append(["**all**", report["n"], fmt(report["pass_rate"]),
+                 *[fmt(report["policies"][p]["accuracy"]) for p in POLICIES]])
+    return table(["capability", "cases", "pass rate", *[f"{p} flag accuracy" for p in POLICIES]], rows)
+
+
+def _behaviour_section(behaviour: dict | None) -> list[str]:
+    if not behaviour:
+        return []
+    return ["## Behaviour suite (hand-written cases, evaluation only)", "",
+            f"`{behaviour['file']}`: a case passes when every policy's flag matches its expected flag.", "",
+            behaviour_table(behaviour), ""]
 
 
 def _clip(text: str, n: int = 140) -> str:
@@ -73,6 +94,7 @@ def render_markdown(report: dict) -> str:
            table(["policy", "calibration", "ECE uncalibrated", "ECE calibrated"],
                  [[p, report["calibration_methods"][p], fmt(e["uncalibrated"], 4), fmt(e["calibrated"], 4)]
                   for p, e in report["ece"].items()]), "", "![reliability](reliability.png)", "",
+           *_behaviour_section(report.get("behaviour")),
            "## Per source", ""]
     for source, metrics in report["per_source"].items():
         rows = metrics_rows(metrics, report["per_source_ci"][source])
@@ -110,6 +132,8 @@ def comparison_table(a: dict, b: dict, label_a: str = "A", label_b: str = "B") -
     bench_b = {x["benchmark"]: x for x in b["benchmarks"]}
     for x in a["benchmarks"]:
         if x["benchmark"] in bench_b:
-            vb = bench_b[x["benchmark"]]["macro_f1"]
-            rows.append([f"{x['benchmark']} macro-F1", fmt(x["macro_f1"]), fmt(vb), f"{vb - x['macro_f1']:+.3f}"])
+            metric, va = benchmark_value(x)
+            vb = benchmark_value(bench_b[x["benchmark"]])[1]
+            name = f"{x['benchmark']} {METRIC_NAMES.get(metric, metric)}"
+            rows.append([name, fmt(va), fmt(vb), f"{vb - va:+.3f}"])
     return table(["metric", label_a, label_b, f"{label_b} - {label_a}"], rows)

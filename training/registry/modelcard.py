@@ -12,6 +12,7 @@ from pathlib import Path
 
 from serving.artifact import PolicyCard, read_card
 from serving.policies import DESCRIPTIONS, POLICIES
+from training.data.sources import is_non_commercial
 from training.evaluation.render import fmt
 from training.registry.tracking import Run, client
 from training.registry.versions import set_description
@@ -32,6 +33,7 @@ def model_card_markdown(card: PolicyCard, *, name: str | None = None, version: s
         f"Backbone: {card.backbone or 'n/a'} ({card.head}); max {card.max_length} tokens; preprocessing "
         f"v{card.preprocess_version}; training run {card.mlflow_run_id or 'n/a'}; created {card.created}.", "",
         "## Training data and licenses",
+        *_non_commercial_lines(card),
         "| source | license | content hash |", "|---|---|---|",
         *[f"| {s.name} | {s.license} | `{s.content_hash[:12]}` |" for s in card.sources],
         "" if card.sources else "_No sources recorded in the policy card._", "",
@@ -63,6 +65,17 @@ def model_card_markdown(card: PolicyCard, *, name: str | None = None, version: s
         "such data.", "",
     ]
     return "\n".join(lines)
+
+
+def _non_commercial_lines(card: PolicyCard) -> list[str]:
+    """The non-commercial notice, when any training source is under a NonCommercial (CC BY-NC-*) license."""
+    nc = [s for s in card.sources if is_non_commercial(s.license)]
+    if not nc:
+        return []
+    names = ", ".join(s.name for s in nc)
+    licenses = ",".join(sorted({s.license for s in nc}))
+    return [f"**Non-commercial: trained on CC BY-NC-* data ({names}).** This model may be used for non-commercial "
+            f"purposes only. Retrain with `data.exclude_licenses=[{licenses}]` for any other use.", ""]
 
 
 def attach_model_card(name: str, version: str, model_dir: str | Path, *, tracking_uri: str,

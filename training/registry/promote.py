@@ -22,6 +22,7 @@ import numpy as np
 
 from serving.policies import POLICIES
 from training.config import Config
+from training.evaluation.behaviour import run_suite
 from training.evaluation.evaluate import load_scorer
 from training.evaluation.metrics import masked_metrics, paired_bootstrap_diff
 from training.evaluation.render import table
@@ -58,14 +59,16 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _metrics_of(name: str, version: str, splits: dict, uri: str, batch_size: int) -> dict:
-    """{split: (Scored, metrics at the version's own thresholds)} for one registered version."""
+def _metrics_of(name: str, version: str, splits: dict, uri: str, batch_size: int, suite: str | None) -> dict:
+    """{split: (Scored, metrics at the version's own thresholds)} for one registered version, plus
+    "behaviour": the behaviour suite's pass rates (shown beside, never deciding)."""
     model_dir = resolve_model_ref(f"models:/{name}/{version}", tracking_uri=uri)
     scorer = load_scorer(model_dir, batch_size=batch_size)
     out = {}
     for split, data in splits.items():
         scored = score_split(scorer, data)
         out[split] = (scored, masked_metrics(scored.labels, scored.probs, scorer.card.thresholds))
+    out["behaviour"] = run_suite(scorer, suite) if suite else None
     return out
 
 
@@ -108,6 +111,20 @@ def side_by_side(val: tuple[dict, dict], test: tuple[dict, dict] | None, champio
     return table(header, rows)
 
 
+def behaviour_side_by_side(champion_suite: dict | None, candidate_suite: dict | None, champion: str,
+                           candidate: str) -> str:
+    """Behaviour-suite pass rates of both models, overall and per capability (informs, never decides)."""
+    if not champion_suite or not candidate_suite:
+        return ""
+    rows = [[name, f"{c['pass_rate']:.3f}", f"{candidate_suite['capabilities'][name]['pass_rate']:.3f}",
+             f"{candidate_suite['capabilities'][name]['pass_rate'] - c['pass_rate']:+.3f}"]
+            for name, c in champion_suite["capabilities"].items() if name in candidate_suite["capabilities"]]
+    rows.append(["all", f"{champion_suite['pass_rate']:.3f}", f"{candidate_suite['pass_rate']:.3f}",
+                 f"{candidate_suite['pass_rate'] - champion_suite['pass_rate']:+.3f}"])
+    return "\n\n" + table(["behaviour suite pass rate", f"champion v{champion}", f"candidate v{candidate}",
+                             "delta"], rows)
+
+
 def promote(candidate_ref: str, cfg: Config, *, validation, test=None, tracking_uri: str,
             force: bool = False, reason: str | None = None) -> Decision:
     """Compare, decide, and (if promoting) move the aliases; tags record the decision either way."""
@@ -125,8 +142,9 @@ def promote(candidate_ref: str, cfg: Config, *, validation, test=None, tracking_
         return Decision(name, candidate, champion, "unchanged", [f"v{candidate} is already {CHAMPION}"])
     else:
         splits = {"validation": validation, **({"test": test} if test is not None else {})}
-        champ = _metrics_of(name, champion, splits, uri, cfg.evaluation.batch_size)
-        cand = _metrics_of(name, candidate, splits, uri, cfg.evaluation.batch_size)
+        suite = cfg.evaluation.behaviour_suite
+        champ = _metrics_of(name, champion, splits, uri, cfg.evaluation.batch_size, suite)
+        cand = _metrics_of(name, candidate, splits, uri, cfg.evaluation.batch_size, suite)
         (champ_val, _), (cand_val, _) = champ["validation"], cand["validation"]
         reasons, evidence = gate(champ_val.labels, champ_val.probs, cand_val.probs,
                                  n=cfg.evaluation.bootstrap_samples, seed=cfg.evaluation.seed)
@@ -135,7 +153,8 @@ def promote(candidate_ref: str, cfg: Config, *, validation, test=None, tracking_
         outcome = "forced" if reasons and force else "refused" if reasons else "promoted"
         decision = Decision(name, candidate, champion, outcome, reasons or ["no policy's PR-AUC dropped beyond "
                             "the paired-bootstrap 95% interval"], {"validation_rows": len(validation), **evidence},
-                            side_by_side(val, test_metrics, champion, candidate))
+                            side_by_side(val, test_metrics, champion, candidate)
+                            + behaviour_side_by_side(champ["behaviour"], cand["behaviour"], champion, candidate))
     if decision.outcome == "forced":
         decision.reasons.append(f"forced: {reason}")
     _record(decision, uri)

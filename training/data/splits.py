@@ -1,0 +1,134 @@
+"""Rows of the unified dataset and how they are split: official splits kept, split-less sources split by a
+seeded stratified cut (or a fixed id-hash test part), copies of one text merged, test texts kept out of
+validation and train (the rules are listed in `training.data.prepare` and data/README.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from serving.policies import NEGATIVE, POLICIES, POSITIVE, UNKNOWN
+from training.config import DataConfig
+from training.data.sources import SourceSpec
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Row:
+    id: str
+    text: str
+    source: str
+    labels: tuple[int, int, int]
+    subset: str
+    raw_label: str
+    split: str | None
+    key: str
+    # The labels by the source's own rules, where a label-only source replaced some (`labels_for`): generated
+    # splits are stratified by these, so adding a label-only source does not move rows between splits.
+    own_labels: tuple[int, int, int] | None = None
+
+
+def merge_labels(label_sets: list[tuple[int, int, int]]) -> tuple[tuple[int, int, int], bool]:
+    """Per policy: majority of the known labels; a tie is unknown. Returns (labels, had_conflict)."""
+    merged, conflict = [], False
+    for j in range(len(POLICIES)):
+        votes = Counter(ls[j] for ls in label_sets if ls[j] != UNKNOWN)
+        pos, neg = votes[POSITIVE], votes[NEGATIVE]
+        conflict |= pos > 0 and neg > 0
+        merged.append(POSITIVE if pos > neg else NEGATIVE if neg > pos else UNKNOWN)
+    return (merged[0], merged[1], merged[2]), conflict
+
+
+def dedup(rows: list[Row], stats: dict, where: str) -> list[Row]:
+    """Merge rows sharing a text key (first row kept, labels by majority); counts per source."""
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[r.key].append(r)
+    out = []
+    for group in groups.values():
+        first = group[0]
+        if len(group) > 1:
+            first.labels, conflict = merge_labels([r.labels for r in group])
+            if any(r.own_labels for r in group):
+                first.own_labels = merge_labels([r.own_labels or r.labels for r in group])[0]
+            for r in group[1:]:
+                stats[r.source][f"merged_{where}"] += 1
+            stats[first.source]["label_conflicts"] += conflict
+        out.append(first)
+    return out
+
+
+def stratified_split(rows: list[Row], cfg: DataConfig, name: str, fractions: dict[str, float]) -> None:
+    """Assign `split` in place: per label pattern, a seeded shuffle cut by the given fractions."""
+    rng = np.random.default_rng([cfg.seed, zlib.crc32(name.encode())])
+    strata: dict[tuple, list[Row]] = defaultdict(list)
+    for r in rows:
+        strata[r.own_labels or r.labels].append(r)
+    for key in sorted(strata):
+        group = strata[key]
+        order = rng.permutation(len(group))
+        cut = 0
+        for split, frac in fractions.items():
+            n = int(round(len(group) * frac))
+            for i in order[cut:cut + n]:
+                group[i].split = split
+            cut += n
+        for i in order[cut:]:
+            group[i].split = "train"
+
+
+def id_hash_fraction(seed: int, native_id: str) -> float:
+    """A stable number in [0, 1) per (seed, native id): independent of row order, data.seed and the machine."""
+    return int(hashlib.sha256(f"{seed}:{native_id}".encode()).hexdigest()[:15], 16) / 16**15
+
+
+def assign_splits(rows: list[Row], spec: SourceSpec, cfg: DataConfig, stats: dict) -> list[Row]:
+    official = [r for r in rows if r.split is not None]
+    splitless = dedup([r for r in rows if r.split is None], stats, "within_source")
+    if splitless and spec.test_holdout:  # the source's own fixed test part, by id hash; the rest is its train
+        for r in splitless:
+            held = id_hash_fraction(spec.test_holdout.seed, r.id.split(":", 1)[1]) < spec.test_holdout.fraction
+            r.split = r.subset = "test" if held else "train"
+        official, splitless = official + splitless, []
+    if splitless:
+        stratified_split(splitless, cfg, spec.name,
+                         {"test": cfg.test_fraction, "validation": cfg.validation_fraction})
+    if spec.validation_from_train:
+        rest = [r for r in official if r.split != "train"]
+        train = dedup([r for r in official if r.split == "train"], stats, "within_source")
+        stratified_split(train, cfg, spec.name, {"validation": cfg.validation_fraction})
+        official = rest + train
+    return official + splitless
+
+
+def build_splits(rows: list[Row], cfg: DataConfig, stats: dict) -> dict[str, list[Row]]:
+    by_split = {s: [r for r in rows if r.split == s] for s in SPLITS}
+    test_keys = Counter(r.key for r in by_split["test"])
+    stats["_test"]["duplicate_texts_kept"] = sum(n - 1 for n in test_keys.values())
+    taken = set(test_keys)
+    for split in ("validation", "train"):
+        kept = []
+        for r in by_split[split]:
+            if r.key in taken:
+                stats[r.source][f"leak_removed_from_{split}"] += 1
+            else:
+                kept.append(r)
+        by_split[split] = dedup(kept, stats, split)
+        taken |= {r.key for r in by_split[split]}
+    if cfg.max_train_rows_per_source:
+        rng = np.random.default_rng(cfg.seed)
+        capped = []
+        for source in dict.fromkeys(r.source for r in by_split["train"]):
+            part = [r for r in by_split["train"] if r.source == source]
+            if len(part) > cfg.max_train_rows_per_source:
+                idx = np.sort(rng.choice(len(part), cfg.max_train_rows_per_source, replace=False))
+                stats[source]["capped_from_train"] += len(part) - len(idx)
+                part = [part[i] for i in idx]
+            capped += part
+        by_split["train"] = capped
+    return by_split
