@@ -1,8 +1,9 @@
 """`tweetguard` console script, the one entry point: parse, validate, then call one function per subcommand.
 Nothing heavy at import time: each command imports its stage when it runs.
 
-The subcommands follow `make run`: data -> train -> evaluate -> promote -> package (-> serve), plus predict
-and config. Their names and flags are part of the product: keep them stable.
+The subcommands follow `make run`: data -> train -> evaluate -> promote -> package (-> serve), plus predict,
+config and tune (a hyper-parameter search around train). Their names and flags are part of the product: keep
+them stable.
 """
 
 from __future__ import annotations
@@ -57,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if a cached copy exists")
 
     add_train_arguments(sub.add_parser("train", help="fine-tune the model, log the MLflow run, register the artifact"))
+
+    p = sub.add_parser("tune", help="hyper-parameter search (Optuna, resumable): short trials as nested MLflow "
+                                    "runs, then one full run of the winner, registered")
+    p.add_argument("--trials", type=int, default=None, metavar="N",
+                   help="finished trials the study needs (default: search.n_trials); a rerun continues the study")
+    p.add_argument("--no-winner", action="store_true", help="skip the full run of the best params "
+                                                            "(search.train_winner=false)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (the per-trial lines stay)")
+    _add_config_args(p, example="search.steps_per_trial=300")
 
     p = sub.add_parser("evaluate", help="score a model on a split: metrics, benchmarks, calibration, bias "
                                         "slices, errors -> report dir + MLflow run")
@@ -131,6 +141,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg, config_file=args.config, resume=args.resume, progress_bar=not args.no_progress)
     if main_rank:
         print(result.summary(cfg.train.metric) + f" | wall {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from training.fit.search import run_search
+
+    extra = ([f"search.n_trials={args.trials}"] if args.trials is not None else []) + \
+        (["search.train_winner=false"] if args.no_winner else [])
+    cfg = load_config(args.config, args.overrides + extra)
+    started = time.monotonic()
+    result = run_search(cfg, config_file=args.config, progress_bar=not args.no_progress)
+    print(result.summary_md, end="")
+    print(f"{result.new_trials} new trial(s) | study {cfg.search.study_name} in {cfg.search.storage} | MLflow "
+          f"parent run {result.parent_run_id} | wall {(time.monotonic() - started) / 60:.1f} min")
+    if result.winner:
+        print("winner: " + result.winner.summary(cfg.train.metric), flush=True)
     return 0
 
 
@@ -223,6 +249,7 @@ COMMANDS = {
     "config": _cmd_config,
     "data": _cmd_data,
     "train": _cmd_train,
+    "tune": _cmd_tune,
     "evaluate": _cmd_evaluate,
     "promote": _cmd_promote,
     "package": _cmd_package,

@@ -248,6 +248,76 @@ class EvalConfig(Section):
         return moved_data_file(v, "evaluation.identity_terms")
 
 
+class PrunerConfig(Section):
+    """Optuna's median stopping rule: a trial stops at a validation whose best value so far is below the median
+    of the finished trials' values at the same step."""
+
+    kind: Literal["median", "none"] = Field("median", description="median: optuna MedianPruner; none: no pruning.")
+    n_startup_trials: int = Field(
+        2, ge=0, description="No pruning until this many trials have finished (they set the median)."
+    )
+    n_warmup_steps: int = Field(
+        100, ge=0, description="Training step of a trial from which it may be pruned (earlier validations are "
+        "reported, never judged)."
+    )
+
+
+class SearchSpace(Section):
+    """What each trial samples, all of it TrainConfig / ModelConfig fields; a range with min == max (or a one-item
+    list) fixes that value."""
+
+    lr: tuple[float, float] = Field((1e-5, 1e-4), description="train.lr range (min, max), sampled log-uniformly.")
+    max_length: list[int] = Field([64, 128], min_length=1, description="model.max_length choices.")
+    source_balance: tuple[float, float] = Field((0.0, 0.6), description="train.source_balance range (min, max).")
+    pos_weight: list[Literal["auto", "none"]] = Field(
+        ["auto", "none"], min_length=1, description="train.pos_weight choices."
+    )
+    pos_weight_cap: tuple[float, float] = Field(
+        (3.0, 20.0), description="train.pos_weight_cap range (min, max), log-uniform; sampled when pos_weight=auto."
+    )
+
+    @field_validator("lr", "source_balance", "pos_weight_cap")
+    @classmethod
+    def _range(cls, v, info):
+        low, high = {"lr": (1e-12, 1.0), "source_balance": (0.0, 1.0), "pos_weight_cap": (1.0, 1e6)}[info.field_name]
+        if not low <= v[0] <= v[1] <= high:
+            raise ValueError(f"needs {low} <= min <= max <= {high}, got {list(v)}")
+        return v
+
+    @field_validator("max_length")
+    @classmethod
+    def _lengths(cls, v):
+        if any(not 8 <= x <= 512 for x in v):
+            raise ValueError(f"every max_length needs 8..512, got {v}")
+        return v
+
+
+class SearchConfig(Section):
+    """`tweetguard tune` (training.fit.search): an Optuna study of short trials, then one full run of the winner."""
+
+    n_trials: int = Field(8, ge=1, description="Finished (complete or pruned) trials the study needs; <= 8 "
+                          "recommended on 2 cores (each trial is a steps_per_trial training run).")
+    steps_per_trial: int = Field(300, ge=1, description="train.max_steps of every trial.")
+    evals_per_trial: int = Field(
+        3, ge=1, description="Validations per trial (train.eval_every_steps = steps_per_trial // this): the "
+        "pruner's intermediate values."
+    )
+    storage: str = Field(
+        "sqlite:///runs/search.db", description="Optuna storage URL; the study lives there and resumes from it."
+    )
+    study_name: str = Field("tweetguard-search", description="Optuna study name (also names the runs).")
+    seed: int = Field(0, description="Sampler seed (offset by the trials already in the study on a resume).")
+    sampler_startup_trials: int = Field(
+        4, ge=0, description="Trials sampled at random before TPE models the results."
+    )
+    pruner: PrunerConfig = Field(default_factory=PrunerConfig)
+    space: SearchSpace = Field(default_factory=SearchSpace)
+    train_winner: bool = Field(
+        True, description="After the study, train the best trial's params with the config's own budget and "
+        "register it (@challenger), like `tweetguard train`."
+    )
+
+
 class Config(Section):
     run_name: str | None = Field(None, description="MLflow run name; null = generated.")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -257,6 +327,7 @@ class Config(Section):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -22,7 +22,7 @@ from training.fit.batches import encode, pos_weights, sample_rows
 from training.fit.calibration import finalize_card
 from training.fit.checkpoint import seed_everything
 from training.fit.distributed import init_world
-from training.fit.loop import BEST_DIR, TrainingLoop
+from training.fit.loop import BEST_DIR, StopFn, TrainingLoop
 from training.registry.modelcard import attach_model_card
 from training.registry.tracking import Run, check_reachable, git_commit, resolve_uri
 from training.registry.versions import CHALLENGER, CHAMPION, register_model, set_alias, set_alias_if_missing
@@ -30,13 +30,14 @@ from training.registry.versions import CHALLENGER, CHAMPION, register_model, set
 ARTIFACT_DIR = "model"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
-# Keys that may change on --resume without changing what is computed.
+# Keys that may change on --resume without changing what is computed (and the `search` section, which only
+# `tweetguard tune` reads: a rerun of the search may resume its winner's run with, say, more trials).
 RESUMABLE_CHANGES = {"train.max_minutes", "train.system_metrics", "tracking.uri"}
 
 
 @dataclass
 class TrainResult:
-    artifact_dir: Path
+    artifact_dir: Path | None  # None for a run trained with register=False (a search trial): no artifact
     run_id: str
     model_version: str | None
     best_metrics: dict[str, float]
@@ -53,7 +54,8 @@ class TrainResult:
         version = f" registered version {self.model_version}" if self.model_version else ""
         done = (f"trained {self.steps} steps in {self.minutes:.1f} min ({self.examples_per_s:.1f} ex/s, stopped: "
                 f"{self.stop_reason})" if self.steps else f"fitted in {self.minutes:.1f} min")
-        return (f"{done} | artifact {self.artifact_dir} | MLflow run {self.run_id}{version} | best "
+        artifact = f" | artifact {self.artifact_dir}" if self.artifact_dir else ""
+        return (f"{done}{artifact} | MLflow run {self.run_id}{version} | best "
                 f"validation {metric}={self.best_metrics.get(metric, float('nan')):.4f} {per_policy}")
 
 
@@ -81,7 +83,8 @@ def run_dir_for(cfg: Config, resume: bool) -> Path:
 def check_resume_config(run_dir: Path, cfg: Config) -> None:
     saved = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
     now = to_flat(cfg)
-    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k)
+                     and k not in RESUMABLE_CHANGES and not k.startswith("search."))
     if changed:
         diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
         raise ConfigError(f"--resume of {run_dir}: config differs from the checkpointed run ({diff})")
@@ -101,11 +104,17 @@ def setup(cfg: Config, rank: int = 0) -> None:
     seed_everything(cfg.train.seed + rank)  # ranks draw their own dropout masks; weights come from rank 0
 
 
-def train(cfg: Config, *, config_file: str | None = None, resume: bool = False,
-          progress_bar: bool = True) -> TrainResult:
+def train(cfg: Config, *, config_file: str | None = None, resume: bool = False, progress_bar: bool = True,
+          register: bool = True, parent_run_id: str | None = None,
+          should_stop: StopFn | None = None) -> TrainResult:
     """Fine-tune (model.kind transformer) or fit the TF-IDF baseline (model.kind tfidf); log, register.
     Under torchrun every rank calls this and gets the same result; rank 0 does the tracking and the artifact
-    (training.fit.distributed)."""
+    (training.fit.distributed).
+
+    For a hyper-parameter search (training.fit.search), transformer only: `register=False` keeps the run to its
+    metrics and history (no model artifact, calibration, logged model or registry version), `parent_run_id`
+    nests the MLflow run under that run, and `should_stop(metrics, step)` may end training after a validation
+    (training.fit.loop)."""
 
     if cfg.model.kind == "tfidf":
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -113,12 +122,15 @@ def train(cfg: Config, *, config_file: str | None = None, resume: bool = False,
         return train_tfidf(cfg, config_file=config_file)
     world = init_world()
     try:
-        return _train_transformer(cfg, world, config_file, resume, progress_bar and world.main)
+        return _train_transformer(cfg, world, config_file, resume, progress_bar and world.main,
+                                  register=register, parent_run_id=parent_run_id, should_stop=should_stop)
     finally:
         world.shutdown()
 
 
-def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool, progress_bar: bool) -> TrainResult:
+def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool, progress_bar: bool, *,
+                       register: bool = True, parent_run_id: str | None = None,
+                       should_stop: StopFn | None = None) -> TrainResult:
     uri = resolve_uri(cfg.tracking.uri)
     check_reachable(uri)  # before any data or model is loaded
     run_dir, resume = world.on_main(_prepare_run_dir, cfg, resume)
@@ -143,7 +155,8 @@ def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool
 
     # Metrics go nowhere until rank 0's run exists (below); the other ranks never track.
     loop = TrainingLoop(model, train_data, val_data, tc, run_dir, pad_id=tokenizer.pad_token_id or 0,
-                        pos_weight=pos_weight, log=lambda m, s: None, progress_bar=progress_bar, world=world)
+                        pos_weight=pos_weight, log=lambda m, s: None, progress_bar=progress_bar, world=world,
+                        should_stop=should_stop)
     state = loop.resume() if resume else None
     if not world.main:  # rank 0 tracks, builds and registers; the others train and then wait for its result
         loop.fit()
@@ -152,7 +165,8 @@ def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool
             "config_file": config_file or "(defaults)", "run_dir": str(run_dir.resolve()),
             "world_size": str(world.size)}
     with Run.start(uri, cfg.tracking.experiment, cfg.run_name or run_dir.name, tags,
-                   resume_run_id=state["mlflow_run_id"] if state else None, system_metrics=tc.system_metrics) as run:
+                   resume_run_id=state["mlflow_run_id"] if state else None, system_metrics=tc.system_metrics,
+                   parent_run_id=parent_run_id) as run:
         loop.log, loop.flush = run.log_metrics, run.flush
         if state is None:
             _log_inputs(run, cfg, prepared, pos_weight, len(train_data), len(val_data))
@@ -160,6 +174,8 @@ def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool
             print(f"resumed {run_dir} at step {loop.p.step} (epoch {loop.p.epoch}, batch {loop.p.batch})",
                   file=sys.stderr)
         loop.fit({"mlflow_run_id": run.run_id})
+        if not register:
+            return world.on_main(finish_trial, run, run_dir, loop)
         return world.on_main(finish, cfg, run, run_dir, prepared, tokenizer, loop, uri)
 
 
@@ -206,18 +222,31 @@ def finish(cfg: Config, run, run_dir: Path, prepared, tokenizer, loop, uri: str)
     for spec in card.policies:
         spec.threshold_method += f" (weights of step {p.best_step})"
     write_card(artifact, card)
-    history = {"losses": p.losses, "evals": p.evals, "best_step": p.best_step, "stop_reason": p.stop_reason}
-    (run_dir / HISTORY_FILE).write_text(json.dumps(history) + "\n", encoding="utf-8")
-    train_s = max(p.elapsed - p.eval_seconds, 1e-9)
-    run.log_metrics({**{f"final_val_{k}": v for k, v in card.validation_metrics.items()
-                        if not k.startswith("train_best/")},
-                     "examples_per_s": p.examples / train_s, **{f"threshold_{n}": t for n, t in card.thresholds.items()}},
-                    p.step)
-    run.set_tags({"stop_reason": p.stop_reason, "best_step": str(p.best_step)})
-    run.log_artifact_file(run_dir / HISTORY_FILE)
+    train_s = _log_history(run, run_dir, p, {
+        **{f"final_val_{k}": v for k, v in card.validation_metrics.items() if not k.startswith("train_best/")},
+        **{f"threshold_{n}": t for n, t in card.thresholds.items()}})
     version = log_and_register(run, artifact, cfg, uri, champion=True)
     return TrainResult(artifact, run.run_id, version, p.best_metrics, p.step, p.stop_reason,
                        p.examples / train_s, p.elapsed / 60)
+
+
+def finish_trial(run, run_dir: Path, loop) -> TrainResult:
+    """`register=False`: the run's history and speed only; no artifact is built, logged or registered."""
+    p = loop.p
+    train_s = _log_history(run, run_dir, p, {})
+    return TrainResult(None, run.run_id, None, p.best_metrics, p.step, p.stop_reason, p.examples / train_s,
+                       p.elapsed / 60)
+
+
+def _log_history(run, run_dir: Path, p, metrics: dict[str, float]) -> float:
+    """history.json (written and logged), final metrics + throughput, stop tags; returns the training seconds."""
+    history = {"losses": p.losses, "evals": p.evals, "best_step": p.best_step, "stop_reason": p.stop_reason}
+    (run_dir / HISTORY_FILE).write_text(json.dumps(history) + "\n", encoding="utf-8")
+    train_s = max(p.elapsed - p.eval_seconds, 1e-9)
+    run.log_metrics({**metrics, "examples_per_s": p.examples / train_s}, p.step)
+    run.set_tags({"stop_reason": p.stop_reason, "best_step": str(p.best_step)})
+    run.log_artifact_file(run_dir / HISTORY_FILE)
+    return train_s
 
 
 def log_and_register(run, artifact: Path, cfg: Config, uri: str, champion: bool) -> str:

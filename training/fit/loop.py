@@ -1,6 +1,8 @@
 """The fine-tuning loop: optimizer steps, validation + early stopping, checkpoints, exact resume.
 
 Nothing here touches MLflow: metrics go out through the `log` callback (training.registry.tracking provides it).
+A caller can also end training early: `should_stop(metrics, step)` runs after each validation and returns a
+reason to stop ("" = go on); a hyper-parameter search prunes its trials this way (training.fit.search).
 A step is one optimizer step over `grad_accum` micro-batches; the last step of an epoch may have fewer.
 """
 
@@ -30,6 +32,7 @@ BEST_DIR = "best"
 LAST_DIR = "last"  # the final weights, whatever validation said (for inspection and the resume test)
 
 LogFn = Callable[[dict[str, float], int], None]
+StopFn = Callable[[dict[str, float], int], str]  # (validation metrics, step) -> reason to stop, "" = go on
 
 
 @dataclass
@@ -101,9 +104,11 @@ def save_weights(model, run_dir: Path, name: str) -> None:
 class TrainingLoop:
     def __init__(self, model, train: Encoded, val: Encoded, cfg: TrainConfig, run_dir: Path, *,
                  pad_id: int, pos_weight: list[float], log: LogFn, progress_bar: bool = True,
-                 world: World | None = None, flush: Callable[[], None] = lambda: None):
+                 world: World | None = None, flush: Callable[[], None] = lambda: None,
+                 should_stop: StopFn | None = None):
         self.model, self.train_data, self.val, self.cfg = model, train, val, cfg
         self.run_dir, self.pad_id, self.log, self.flush = Path(run_dir), pad_id, log, flush
+        self.should_stop, self._stop_request = should_stop, ""
         self.world = world or World()
         self.progress_bar = progress_bar and self.world.main
         self.world.sync_parameters(model)
@@ -175,6 +180,8 @@ class TrainingLoop:
         cfg = self.cfg
         if self.p.step >= self.plan.total_steps:
             return "max_steps" if cfg.max_steps and self.p.step >= cfg.max_steps else "epochs"
+        if self._stop_request:
+            return self._stop_request
         if cfg.early_stopping_patience and self.p.stale_evals >= cfg.early_stopping_patience:
             return f"early stopping: {cfg.metric} did not improve in {cfg.early_stopping_patience} validations"
         if cfg.max_minutes and self.p.elapsed + time.monotonic() - started >= cfg.max_minutes * 60:
@@ -237,3 +244,5 @@ class TrainingLoop:
         metrics = self.validate()
         bar.write(f"step {self.p.step} epoch {self.p.epoch}: {self.cfg.metric}={metrics[self.cfg.metric]:.4f}"
                   f" (best {self.p.best_metric:.4f} at step {self.p.best_step})")
+        if self.should_stop is not None:
+            self._stop_request = self.should_stop(metrics, self.p.step)

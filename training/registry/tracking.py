@@ -18,6 +18,7 @@ from typing import Any
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 MAX_PARAM_CHARS = 500  # longer values (e.g. long source lists) are cut: huge params break some stores
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's nested-run link (what mlflow.start_run(nested=True) sets)
 FLUSH_EVERY = 100  # metric values buffered per log_batch call (a remote server costs a round trip per call)
 
 
@@ -80,7 +81,8 @@ class Run:
     """One MLflow run, addressed by id. `start` creates it (or reopens it on resume).
 
     Use it as a context manager: the run ends FINISHED, KILLED (Ctrl-C) or FAILED (any other exception),
-    with pending metrics flushed either way.
+    with pending metrics flushed either way. `parent_run_id` makes a new run a nested child of that run (MLflow's
+    `mlflow.parentRunId` tag: the UI shows it under its parent), as a hyper-parameter search's trials are.
     """
 
     def __init__(self, client, run_id: str, uri: str):
@@ -91,7 +93,8 @@ class Run:
 
     @classmethod
     def start(cls, uri: str, experiment: str, run_name: str | None, tags: dict[str, str],
-              resume_run_id: str | None = None, system_metrics: bool = True) -> "Run":
+              resume_run_id: str | None = None, system_metrics: bool = True,
+              parent_run_id: str | None = None) -> "Run":
         c = client(uri)
         if resume_run_id:
             c.get_run(resume_run_id)  # raises if the store no longer has it
@@ -104,6 +107,8 @@ class Run:
         else:
             exp = c.get_experiment_by_name(experiment)
             exp_id = exp.experiment_id if exp else c.create_experiment(experiment, artifact_location(uri))
+            if parent_run_id:
+                tags = {**tags, PARENT_TAG: parent_run_id}
             info = c.create_run(exp_id, run_name=run_name, tags=tags).info
             run = cls(c, info.run_id, uri)
         if system_metrics:
