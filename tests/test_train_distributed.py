@@ -28,12 +28,13 @@ def _no_dropout(backbone: Path) -> None:
     path.write_text(json.dumps(config))
 
 
+@pytest.mark.parametrize("source_terms", ["none", "affine"])  # affine: the loss-only terms are all-reduced too
 def test_torchrun_two_processes_equal_one_with_double_accumulation_through_kill_and_resume(
-        tmp_path, mlflow_uri, write_tiny_train_config, kill_after_unsaved_steps, free_port):
+        tmp_path, mlflow_uri, write_tiny_train_config, kill_after_unsaved_steps, free_port, source_terms):
     # 360 tiny train rows in batches of 12: 30 micro-batches an epoch, 15 steps of 2 (per rank: 1), 2 epochs.
     config = write_tiny_train_config(
         tmp_path, epochs=2, batch_size=12, checkpoint_every_steps=8, eval_every_steps=10,
-        early_stopping_patience=None, source_balance=0.5,
+        early_stopping_patience=None, source_balance=0.5, source_terms=source_terms,
     )
     _no_dropout(tmp_path / "backbone")
     single = train(load_config(config, ["run_name=single", "train.grad_accum=2"]), progress_bar=False)
@@ -64,6 +65,11 @@ def test_torchrun_two_processes_equal_one_with_double_accumulation_through_kill_
     wa = load_file(single.artifact_dir.parent / LAST_DIR / "model.safetensors")
     wb = load_file(run_dir / LAST_DIR / "model.safetensors")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
+    if source_terms != "none":
+        ta, tb = (json.loads((d / "source_terms.json").read_text()) for d in (single.artifact_dir.parent, run_dir))
+        flat = [(s, p, k) for s in ta for p in ta[s] for k in ta[s][p]]
+        assert flat and [tb[s][p][k] for s, p, k in flat] == pytest.approx([ta[s][p][k] for s, p, k in flat],
+                                                                           abs=1e-4)
 
     client = MlflowClient(mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("tweetguard").experiment_id],

@@ -17,12 +17,13 @@ from training.fit.loop import LAST_DIR
 CHECKPOINT_EVERY = 8
 
 
+@pytest.mark.parametrize("source_terms", ["none", "affine"])
 def test_resume_after_sigkill_repeats_no_batch_and_matches_uninterrupted(
-        tmp_path, mlflow_uri, write_tiny_train_config, kill_after_unsaved_steps):
+        tmp_path, mlflow_uri, write_tiny_train_config, kill_after_unsaved_steps, source_terms):
     # 2 epochs of 23 steps (grad_accum 2 over 45 micro-batches): the kill and the resume span an epoch end.
     config = write_tiny_train_config(
         tmp_path, epochs=2, batch_size=8, grad_accum=2, checkpoint_every_steps=CHECKPOINT_EVERY,
-        eval_every_steps=10, early_stopping_patience=None, source_balance=0.5,
+        eval_every_steps=10, early_stopping_patience=None, source_balance=0.5, source_terms=source_terms,
     )
     reference = train(load_config(config, ["run_name=straight"]), progress_bar=False)
 
@@ -44,6 +45,9 @@ def test_resume_after_sigkill_repeats_no_batch_and_matches_uninterrupted(
         a = load_file(reference.artifact_dir.parent / name / "model.safetensors")
         b = load_file(run_dir / name / "model.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    if source_terms != "none":  # the loss-only terms were restored too: the same learned values at the end
+        terms = [(d / "source_terms.json").read_text() for d in (reference.artifact_dir.parent, run_dir)]
+        assert terms[0] == terms[1] and json.loads(terms[0])
     # One MLflow run across both sessions.
     assert resumed.run_id != reference.run_id
     from mlflow import MlflowClient
@@ -68,3 +72,18 @@ def test_resume_refuses_a_changed_config_or_a_finished_run(tmp_path, mlflow_uri,
     (tmp_path / "runs" / "r" / HISTORY_FILE).unlink()  # as if killed after its last checkpoint
     with pytest.raises(ConfigError, match=r"train\.lr"):
         train(load_config(config, ["run_name=r", "train.lr=0.5"]), resume=True, progress_bar=False)
+
+
+def test_resume_accepts_a_run_saved_before_a_config_key_existed(tmp_path):
+    """A run started by older code has no entry for a key added since: it resumes while that key keeps its
+    default (which is what the older code trained with), and refuses once the key is set to something else."""
+    import json
+
+    from training.config import Config, ConfigError, to_flat
+    from training.fit.command import CONFIG_FILE, check_resume_config
+
+    saved = {k: v for k, v in to_flat(Config()).items() if k not in ("train.identity_swap", "train.source_terms")}
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(saved))
+    check_resume_config(tmp_path, Config())
+    with pytest.raises(ConfigError, match=r"train\.source_terms: 'none' -> 'offset'"):
+        check_resume_config(tmp_path, load_config(None, ["train.source_terms=offset"]))

@@ -137,9 +137,31 @@ class TrainConfig(Section):
         "or one number per policy in POLICIES order.",
     )
     pos_weight_cap: float = Field(10.0, ge=1, description="Upper bound for pos_weight=auto.")
+    identity_swap: float = Field(
+        0.0, ge=0, le=1, description="Counterfactual identity-term swap augmentation of the train split only "
+        "(training.fit.augment): of the train rows that mention a term of evaluation.identity_terms (the bias "
+        "slices' matcher), this share get one copy, labels kept, with each term replaced by a term of another "
+        "subgroup of the same category (women -> men, muslim -> jewish), case kept; 0 = off. Transformer "
+        "training only; the copies added are logged as derived.identity_swap_rows."
+    )
     source_balance: float = Field(
         0.0, ge=0, le=1, description="Sampling weight per example ~ 1/size(source)^alpha: 0 = natural mix "
         "(each example once per epoch), 1 = every source equally often (with replacement)."
+    )
+    source_terms: Literal["none", "offset", "affine"] = Field(
+        "none", description="Per-(source, policy) label-semantics terms in the training loss only "
+        "(training.fit.source_terms): offset = a learned bias b[s,p] added to the logit of a row from source s "
+        "for policy p (absorbs the source's base rate); affine = logit * exp(a[s,p]) + b[s,p] (also absorbs how "
+        "broad or sharp its notion is). Centred per policy over the sources that label it, so the shared logit "
+        "carries the policy. Never in the artifact: validation, calibration and serving use the plain logits. "
+        "none = plain masked BCE."
+    )
+    source_terms_l2: float = Field(
+        1e-3, ge=0, description="L2 on the source terms (a and b toward 0), added to each step's loss."
+    )
+    source_terms_lr: float = Field(
+        1e-2, gt=0, description="Peak learning rate of the source terms (own AdamW group, same schedule, no "
+        "weight decay): at the encoder's lr they could move only ~0.1 logit in a whole run."
     )
     length_group: int = Field(
         50, ge=1, description="Batches per length-sorted mega-batch (dynamic padding wastes less); 1 = no grouping."

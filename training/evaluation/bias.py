@@ -42,15 +42,22 @@ def load_identity_terms(path: str | Path) -> dict[str, dict[str, list[str]]]:
     return raw
 
 
+def term_pattern(words: list[str]) -> re.Pattern:
+    """The matcher of one subgroup: any of its terms as a whole word or phrase of a lowercased text (longest
+    term first). The one matcher: the slices use it, and so does the identity-swap augmentation
+    (training.fit.augment)."""
+    # Whole words / phrases; (?<![\w]) instead of \b so terms ending in "+" (lgbtq+) still match.
+    alt = "|".join(re.escape(w.lower()) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alt})(?!\w)")
+
+
 def slice_masks(texts: list[str], terms: dict[str, dict[str, list[str]]]) -> dict[str, np.ndarray]:
     """{"category/subgroup": bool [N]}: which texts mention the subgroup (whole words, normalized text)."""
     normalized = [normalize_tweet(t).lower() for t in texts]
     out = {}
     for category, groups in terms.items():
         for group, words in groups.items():
-            # Whole words / phrases; (?<![\w]) instead of \b so terms ending in "+" (lgbtq+) still match.
-            alt = "|".join(re.escape(w.lower()) for w in sorted(words, key=len, reverse=True))
-            pattern = re.compile(rf"(?<!\w)(?:{alt})(?!\w)")
+            pattern = term_pattern(words)
             out[f"{category}/{group}"] = np.array([bool(pattern.search(t)) for t in normalized])
     return out
 

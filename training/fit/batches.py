@@ -94,8 +94,12 @@ def epoch_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def collate(data: Encoded, idx: np.ndarray, pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad to the longest text in this batch (dynamic padding)."""
+def collate(data: Encoded, idx: np.ndarray, pad_id: int,
+            source_ids: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """Pad to the longest text in this batch (dynamic padding).
+
+    `source_ids` (int [N] over the whole split, training.fit.source_terms.SourceTerms.index_of) adds each row's
+    source index as "source_ids" [B], for the loss's source terms; the model never receives it."""
     seqs = [data.input_ids[i] for i in idx]
     width = max(len(s) for s in seqs)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # [B, T]
@@ -104,7 +108,10 @@ def collate(data: Encoded, idx: np.ndarray, pad_id: int) -> dict[str, torch.Tens
         input_ids[row, :len(s)] = torch.tensor(s, dtype=torch.long)
         attention[row, :len(s)] = 1
     labels = torch.from_numpy(data.labels[idx].astype(np.int64))  # [B, P]
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    if source_ids is not None:
+        batch["source_ids"] = torch.from_numpy(np.asarray(source_ids[idx], dtype=np.int64))  # [B]
+    return batch
 
 
 def masked_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None) -> torch.Tensor:

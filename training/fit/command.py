@@ -17,12 +17,14 @@ from pathlib import Path
 
 from training.config import Config, ConfigError, repo_root, to_flat
 from training.data.prepare import prepare
+from training.fit.augment import augment_train
 from training.fit.baseline import describe_baseline, train_baseline
 from training.fit.batches import encode, pos_weights, sample_rows
 from training.fit.calibration import finalize_card
 from training.fit.checkpoint import seed_everything
 from training.fit.distributed import init_world
 from training.fit.loop import BEST_DIR, StopFn, TrainingLoop
+from training.fit.source_terms import SOURCE_TERMS_FILE
 from training.registry.modelcard import attach_model_card
 from training.registry.tracking import Run, check_reachable, git_commit, resolve_uri
 from training.registry.versions import CHALLENGER, CHAMPION, register_model, set_alias, set_alias_if_missing
@@ -83,6 +85,8 @@ def run_dir_for(cfg: Config, resume: bool) -> Path:
 def check_resume_config(run_dir: Path, cfg: Config) -> None:
     saved = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
     now = to_flat(cfg)
+    # A key this code added since the run started is unchanged while it keeps its default (the run used that).
+    saved = {**{k: v for k, v in to_flat(Config()).items() if k not in saved}, **saved}
     changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k)
                      and k not in RESUMABLE_CHANGES and not k.startswith("search."))
     if changed:
@@ -147,7 +151,8 @@ def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool
     backbone = resolve_backbone(cfg.model.backbone)
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     model = build_model(backbone, cfg.model.head)
-    train_data = encode(prepared.dataset["train"], tokenizer, cfg.model.max_length)
+    train_split, swap_rows = augment_train(prepared.dataset, cfg)  # train.identity_swap; train split only
+    train_data = encode(train_split, tokenizer, cfg.model.max_length)
     tc = cfg.train
     val_data = sample_rows(encode(prepared.dataset["validation"], tokenizer, cfg.model.max_length),
                            tc.eval_max_rows, tc.seed)
@@ -169,7 +174,8 @@ def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool
                    parent_run_id=parent_run_id) as run:
         loop.log, loop.flush = run.log_metrics, run.flush
         if state is None:
-            _log_inputs(run, cfg, prepared, pos_weight, len(train_data), len(val_data))
+            _log_inputs(run, cfg, prepared, pos_weight, len(train_data), len(val_data),
+                        {"derived.identity_swap_rows": swap_rows})
         else:
             print(f"resumed {run_dir} at step {loop.p.step} (epoch {loop.p.epoch}, batch {loop.p.batch})",
                   file=sys.stderr)
@@ -192,10 +198,13 @@ def _prepare_run_dir(cfg: Config, resume: bool) -> tuple[Path, bool]:
     return run_dir, resume
 
 
-def _log_inputs(run, cfg: Config, prepared, pos_weight: list[float], n_train: int, n_val: int) -> None:
+def _log_inputs(run, cfg: Config, prepared, pos_weight: list[float], n_train: int, n_val: int,
+                extra: dict | None = None) -> None:
+    """`extra`: more `derived.*` params (e.g. derived.identity_swap_rows, the copies in n_train)."""
     from serving.policies import POLICIES
 
     derived = {"derived.pos_weight": [round(w, 4) for w in pos_weight]} if pos_weight else {}
+    derived.update(extra or {})
     run.log_params({**to_flat(cfg), **derived, "derived.train_rows": n_train, "derived.validation_rows": n_val})
     sources = [{**s, "path": str(Path(cfg.data.root) / s["name"])} for s in prepared.card.sources]
     splits = {split: len(prepared.dataset[split]) for split in prepared.dataset}
@@ -246,6 +255,8 @@ def _log_history(run, run_dir: Path, p, metrics: dict[str, float]) -> float:
     run.log_metrics({**metrics, "examples_per_s": p.examples / train_s}, p.step)
     run.set_tags({"stop_reason": p.stop_reason, "best_step": str(p.best_step)})
     run.log_artifact_file(run_dir / HISTORY_FILE)
+    if (run_dir / SOURCE_TERMS_FILE).is_file():  # train.source_terms: the learned terms (never in the model)
+        run.log_artifact_file(run_dir / SOURCE_TERMS_FILE)
     return train_s
 
 

@@ -17,7 +17,7 @@ Training runs on CPU (backend gloo). Multi-node: run the same torchrun command o
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -77,11 +77,12 @@ class World:
         if self.enabled:
             torch.distributed.barrier()
 
-    def average_gradients(self, model: torch.nn.Module, loss: float) -> float:
-        """Average every parameter's gradient (and the loss) over ranks in one all-reduce; returns the mean loss."""
+    def average_gradients(self, model: torch.nn.Module | Sequence[torch.nn.Module], loss: float) -> float:
+        """Average every parameter's gradient (and the loss) over ranks in one all-reduce; returns the mean loss.
+        `model` may be several modules trained together (the model and its source terms, training.fit.loop)."""
         if not self.enabled:
             return loss
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = [p for m in _modules(model) for p in m.parameters() if p.requires_grad]
         for p in params:
             if p.grad is None:  # a parameter unused in this batch still takes part in the reduction
                 p.grad = torch.zeros_like(p)
@@ -95,15 +96,20 @@ class World:
             offset += n
         return float(flat[-1])
 
-    def sync_parameters(self, model: torch.nn.Module) -> None:
+    def sync_parameters(self, model: torch.nn.Module | Sequence[torch.nn.Module]) -> None:
         """Rank 0's weights on every rank (the new head is initialized randomly on each)."""
         if self.enabled:
-            for tensor in list(model.parameters()) + list(model.buffers()):
-                torch.distributed.broadcast(tensor.data, src=0)
+            for m in _modules(model):
+                for tensor in list(m.parameters()) + list(m.buffers()):
+                    torch.distributed.broadcast(tensor.data, src=0)
 
     def shutdown(self) -> None:
         if self.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def _modules(model: torch.nn.Module | Sequence[torch.nn.Module]) -> list[torch.nn.Module]:
+    return [model] if isinstance(model, torch.nn.Module) else list(model)
 
 
 def init_world() -> World:

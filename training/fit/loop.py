@@ -4,6 +4,9 @@ Nothing here touches MLflow: metrics go out through the `log` callback (training
 A caller can also end training early: `should_stop(metrics, step)` runs after each validation and returns a
 reason to stop ("" = go on); a hyper-parameter search prunes its trials this way (training.fit.search).
 A step is one optimizer step over `grad_accum` micro-batches; the last step of an epoch may have fewer.
+With `train.source_terms` the loop also owns per-(source, policy) terms that enter the training loss only
+(training.fit.source_terms): trained, checkpointed and all-reduced with the model, never in its saved weights;
+validation scores the plain logits.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from serving.policies import POLICIES
 from training.config import TrainConfig
 from training.fit.batches import Encoded, collate, epoch_batches, masked_bce
 from training.fit.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.fit.distributed import World
 from training.fit.monitor import predict_probs, validation_metrics
+from training.fit.source_terms import SourceTerms, make_source_terms
 
 BEST_DIR = "best"
 LAST_DIR = "last"  # the final weights, whatever validation said (for inspection and the resume test)
@@ -75,15 +80,16 @@ def make_plan(n_train: int, cfg: TrainConfig, world: int = 1) -> Plan:
     return Plan(batches, steps_per_epoch, min(total, cfg.max_steps) if cfg.max_steps else total)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int, terms: SourceTerms | None = None):
     # No weight decay on biases and LayerNorm weights (standard for BERT fine-tuning).
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
-    )
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if terms is not None:  # their own group: own peak lr (same schedule), no weight decay (their L2 is in the loss)
+        groups.append({"params": list(terms.parameters()), "weight_decay": 0.0, "lr": cfg.source_terms_lr})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
     warmup = int(cfg.warmup_ratio * total_steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
 
@@ -111,11 +117,15 @@ class TrainingLoop:
         self.should_stop, self._stop_request = should_stop, ""
         self.world = world or World()
         self.progress_bar = progress_bar and self.world.main
-        self.world.sync_parameters(model)
+        # Loss-only source terms (None for train.source_terms=none); each train row's source index, once.
+        self.terms = make_source_terms(cfg, train.sources, train.labels, list(POLICIES))
+        self.source_ids = None if self.terms is None else self.terms.index_of(train.sources)
+        self.modules = [model] if self.terms is None else [model, self.terms]  # what is trained and all-reduced
+        self.world.sync_parameters(self.modules)
         self.pos_weight = torch.tensor(pos_weight, dtype=torch.float32)
         self.lengths = np.array([len(x) for x in train.input_ids])
         self.plan = make_plan(len(train), cfg, self.world.size)
-        self.optimizer, self.scheduler = make_optimizer(model, cfg, self.plan.total_steps)
+        self.optimizer, self.scheduler = make_optimizer(model, cfg, self.plan.total_steps, self.terms)
         self.p = Progress()
 
     # -- checkpoints ---------------------------------------------------------------------------------------
@@ -127,6 +137,7 @@ class TrainingLoop:
             save_checkpoint(self.run_dir, self.p.step, {
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "progress": asdict(self.p), "rng": rngs, **extra,
+                **({} if self.terms is None else {"source_terms": self.terms.checkpoint_state()}),
             })
 
     def resume(self) -> dict[str, Any] | None:
@@ -140,6 +151,8 @@ class TrainingLoop:
             raise ValueError(f"{self.run_dir}: the checkpoint was written by {len(state['rng'])} training "
                              f"process(es); resume it with the same number (now {self.world.size})")
         self.model.load_state_dict(state["model"])
+        if self.terms is not None:
+            self.terms.load_checkpoint_state(state.get("source_terms"))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.p = Progress(**state["progress"])
@@ -168,13 +181,21 @@ class TrainingLoop:
 
     # -- training ------------------------------------------------------------------------------------------
     def _micro_step(self, idx: np.ndarray, n_micro: int) -> float:
-        batch = collate(self.train_data, idx, self.pad_id)
+        batch = collate(self.train_data, idx, self.pad_id, self.source_ids)
         labels = batch.pop("labels")
+        source_ids = batch.pop("source_ids", None)  # [B]; only with source terms, never given to the model
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
             logits = self.model(**batch).logits  # [B, P]
+            if self.terms is not None:
+                logits = self.terms(logits, source_ids)  # the loss's view of this row's source
         loss = masked_bce(logits, labels, self.pos_weight)
-        (loss / n_micro).backward()
+        # The terms' L2 once per step (1/n_micro of it per micro-batch); the logged train loss is the BCE alone.
+        objective = loss if self.terms is None else loss + self.terms.penalty()
+        (objective / n_micro).backward()
         return loss.item() / n_micro
+
+    def _parameters(self) -> list[torch.nn.Parameter]:
+        return [p for m in self.modules for p in m.parameters()]
 
     def _stop_reason(self, started: float) -> str:
         cfg = self.cfg
@@ -204,9 +225,9 @@ class TrainingLoop:
                 # One step: grad_accum micro-batches per rank, rank r taking every world-th of the group.
                 chunk = batches[p.batch:min(p.batch + cfg.grad_accum * w.size, n_batches)]
                 mine = chunk[w.rank::w.size]
-                loss = w.average_gradients(self.model, sum(self._micro_step(idx, len(mine)) for idx in mine))
+                loss = w.average_gradients(self.modules, sum(self._micro_step(idx, len(mine)) for idx in mine))
                 if cfg.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(self._parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -237,6 +258,8 @@ class TrainingLoop:
         bar.close()
         if w.main:
             save_weights(self.model, self.run_dir, LAST_DIR)
+            if self.terms is not None:
+                self.terms.write_report(self.run_dir)  # logged by training.fit.command; never in the weights
         p.elapsed += time.monotonic() - started
         return p
 

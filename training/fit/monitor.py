@@ -3,6 +3,9 @@
 Metrics come from `training.evaluation.metrics` (the evaluation code, shared with the TF-IDF baseline and
 `tweetguard evaluate`). Thresholds and calibration are fit once at the end by `training.fit.calibration`,
 through the serving scorer, on the best weights.
+
+Scores are the model's plain logits, as served: the per-source terms of `train.source_terms`
+(training.fit.source_terms) belong to the training loss only and never enter validation.
 """
 
 from __future__ import annotations
