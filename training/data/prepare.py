@@ -33,8 +33,17 @@ from serving.policies import POLICIES
 from serving.preprocess import PREPROCESS_VERSION
 from training.config import DataConfig
 from training.data.card import DataCard, build_card
-from training.data.readers import join_labels, read_label_table, read_source, text_key
-from training.data.sources import BadRow, ReadResult, SourceSpec, load_sources, map_labels, raw_label, spec_files
+from training.data.readers import join_labels, read_label_table, read_source
+from training.data.sources import (
+    BadRow,
+    ReadResult,
+    SourceSpec,
+    load_sources,
+    map_labels,
+    raw_label,
+    spec_files,
+    text_key,
+)
 from training.data.splits import Row, assign_splits, build_splits
 
 DATA_PIPELINE_VERSION = "1"  # bump when the output of `prepare` changes for the same inputs

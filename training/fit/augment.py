@@ -44,12 +44,12 @@ import math
 import sys
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from serving.policies import UNKNOWN
+from training.data.sources import text_key
 from training.evaluation.bias import load_identity_terms, slice_masks, term_pattern
 
 if TYPE_CHECKING:
@@ -78,8 +78,6 @@ def swap_identity_terms(split, terms: Terms, fraction: float, seed: int,
         raise ValueError(f"identity swap fraction must be in [0, 1], got {fraction}")
     if fraction == 0 or len(split) == 0:
         return Swapped(split, 0, 0)
-    from training.data.sources import text_key
-
     texts = list(split["text"])
     masks = slice_masks(texts, terms)
     mentions = np.any(np.stack(list(masks.values())), axis=0) if masks else np.zeros(len(texts), bool)
@@ -127,22 +125,12 @@ def augment_train(dataset, cfg) -> tuple[datasets.Dataset, int]:
     fraction = cfg.train.identity_swap
     if not fraction:
         return train, 0
-    from training.data.sources import text_key
-
-    terms = load_identity_terms(_terms_path(cfg.evaluation.identity_terms))
+    terms = load_identity_terms(cfg.evaluation.identity_terms)  # read as the bias slices read it
     exclude = {text_key(t) for split in dataset if split != "train" for t in dataset[split]["text"]}
     result = swap_identity_terms(train, terms, fraction, cfg.train.seed, exclude_keys=exclude)
     print(f"train.identity_swap={fraction}: {result.added} counterfactual copies added to {len(train)} train rows "
           f"({result.matching} mention an identity term and have a known label)", file=sys.stderr)
     return result.dataset, result.added
-
-
-def _terms_path(value: str) -> Path:
-    """As given (like `tweetguard evaluate`), or from the repository root when relative and not found here."""
-    from training.config import repo_root
-
-    path = Path(value)
-    return path if path.is_absolute() or path.is_file() else repo_root() / path
 
 
 # -- one row ---------------------------------------------------------------------------------------------
