@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import Config, ConfigError, SearchConfig, repo_root, to_flat
+from training.evaluation.render import table
 from training.fit.command import HISTORY_FILE, TrainResult, train
 from training.fit.loop import BEST_DIR, LAST_DIR
 from training.registry.tracking import Run, client, git_commit, resolve_uri
@@ -108,17 +109,15 @@ def _fmt(v: Any) -> str:
 
 def summary_table(study, metric: str, n_trials: int) -> str:
     best = best_trial(study)
-    lines = [f"# Search `{study.study_name}`: {len(finished(study))}/{n_trials} trials finished", "",
-             f"Best: trial {best.number}, {metric}={best.value:.4f}" if best else "Best: none (no COMPLETE trial)",
-             "", f"| trial | state | {metric} | {' | '.join(TARGETS)} | MLflow run |",
-             "|---:|---|---:|" + "---|" * len(TARGETS) + "---|"]
+    rows = []
     for t in study.trials:
         mark = " (best)" if best and t.number == best.number else ""
         value = "" if t.value is None else f"{t.value:.4f}{mark}"
-        params = [_fmt(t.params.get(n, "")) for n in TARGETS]
-        cells = [str(t.number), t.state.name, value, *params, t.user_attrs.get("mlflow_run_id", "")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append([t.number, t.state.name, value, *[_fmt(t.params.get(n, "")) for n in TARGETS],
+                     t.user_attrs.get("mlflow_run_id", "")])
+    head = [f"# Search `{study.study_name}`: {len(finished(study))}/{n_trials} trials finished", "",
+            f"Best: trial {best.number}, {metric}={best.value:.4f}" if best else "Best: none (no COMPLETE trial)", ""]
+    return "\n".join(head) + "\n" + table(["trial", "state", metric, *TARGETS, "MLflow run"], rows) + "\n"
 
 
 def open_parent(study, cfg: Config, uri: str, config_file: str | None) -> Run:
