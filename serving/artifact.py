@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,12 @@ from serving.policies import DESCRIPTIONS, POLICIES
 from serving.preprocess import PREPROCESS_VERSION
 
 CARD_FILE = "policy_card.json"
-CARD_SCHEMA_VERSION = 1
+# v1: one threshold per policy (every version registered before decision tiers). v2 adds the optional `review`
+# and `remove` tiers per policy. Both load; a v1 card has no tiers, so its every action is "none".
+CARD_SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
+TIERS = ("review", "remove")  # in rising severity
+ACTIONS = ("none", *TIERS)
 
 
 class ArtifactError(ValueError):
@@ -38,6 +44,29 @@ class Calibration(BaseModel):
     y: list[float] = Field(default_factory=list)
 
 
+class Tier(BaseModel):
+    """One decision tier of a policy (schema v2): act when calibrated probability >= threshold.
+
+    Chosen on validation after calibration as the lowest threshold whose precision reaches `target_precision`
+    (most recall at that precision). `threshold` None: the target was not reached, so the tier is off and
+    `note` says why; it is never silently set to 1.0.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    target_precision: float = Field(gt=0, le=1, description="the precision the threshold was chosen for")
+    prevalence: float | None = Field(
+        None, gt=0, lt=1, description="positive rate precision was computed at; null = the validation mix"
+    )
+    threshold: float | None = Field(None, ge=0, le=1, description="null: target not reached, tier disabled")
+    precision: float | None = Field(None, ge=0, le=1, description="validation precision at the threshold")
+    recall: float | None = Field(None, ge=0, le=1, description="validation recall at the threshold")
+    note: str = Field("", description="how it was chosen, or why it is disabled")
+
+    @property
+    def enabled(self) -> bool:
+        return self.threshold is not None
+
+
 class PolicySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -45,6 +74,11 @@ class PolicySpec(BaseModel):
     threshold: float = Field(0.5, ge=0, le=1, description="flag when calibrated probability >= threshold")
     threshold_method: str = Field("default 0.5", description="how the threshold was chosen, and on what data")
     calibration: Calibration = Field(default_factory=Calibration)
+    review: Tier | None = Field(None, description="schema v2: queue for human review at this tier")
+    remove: Tier | None = Field(None, description="schema v2: remove (or hide) at this tier")
+
+    def tier(self, name: str) -> Tier | None:
+        return getattr(self, name)
 
 
 class SourceRef(BaseModel):
@@ -78,13 +112,25 @@ class PolicyCard(BaseModel):
     def thresholds(self) -> dict[str, float]:
         return {p.name: p.threshold for p in self.policies}
 
+    @property
+    def tier_thresholds(self) -> dict[str, dict[str, float | None]]:
+        """{policy: {tier: threshold, or None where the tier is absent or disabled}}."""
+        return {p.name: {t: (p.tier(t).threshold if p.tier(t) else None) for t in TIERS} for p in self.policies}
+
     def policy(self, name: str) -> PolicySpec:
         return next(p for p in self.policies if p.name == name)
 
 
+def _check_version(version: object, where: str) -> None:
+    if version not in READABLE_SCHEMA_VERSIONS:
+        raise ArtifactError(f"{where}: policy card schema_version {version!r} is unknown; this code reads "
+                            f"{list(READABLE_SCHEMA_VERSIONS)} (a newer tweetguard wrote it? upgrade to load it)")
+
+
 def check_card(card: PolicyCard, where: str) -> PolicyCard:
-    if card.schema_version != CARD_SCHEMA_VERSION:
-        raise ArtifactError(f"{where}: card schema_version {card.schema_version}, this code reads {CARD_SCHEMA_VERSION}")
+    _check_version(card.schema_version, where)
+    if card.schema_version < 2 and any(p.tier(t) for p in card.policies for t in TIERS):
+        raise ArtifactError(f"{where}: decision tiers (review / remove) need policy card schema_version 2")
     names = tuple(p.name for p in card.policies)
     if names != POLICIES:
         raise ArtifactError(f"{where}: card policies {names} do not match this code's {POLICIES} (names and order)")
@@ -140,6 +186,26 @@ def calibrate(logits: np.ndarray, card: PolicyCard) -> np.ndarray:
     return out
 
 
+TierThresholds = Mapping[str, Mapping[str, "float | None"]]  # {policy: {tier: threshold or None (off)}}
+
+
+def action_of(score: float, tiers: Mapping[str, float | None]) -> str:
+    """The most severe tier whose threshold the score reaches ("none" if none): the card's action rule."""
+    for tier in reversed(TIERS):
+        threshold = tiers.get(tier)
+        if threshold is not None and score >= threshold:
+            return tier
+    return "none"
+
+
+def decide(scores: Mapping[str, float], thresholds: Mapping[str, float],
+           tiers: TierThresholds) -> tuple[dict[str, bool], dict[str, str]]:
+    """One text's per-policy (flags, actions): flag when score >= threshold; action by `action_of`.
+    The only place the decision rule lives (the Predictor and the service both call it)."""
+    flags = {p: bool(s >= thresholds[p]) for p, s in scores.items()}
+    return flags, {p: action_of(s, tiers[p]) for p, s in scores.items()}
+
+
 def _check_knots(policy: str, x: list[float], y: list[float]) -> None:
     where = f"policies[{policy}].calibration"
     if len(x) < 2 or len(x) != len(y):
@@ -154,8 +220,15 @@ def read_card(model_dir: str | Path) -> PolicyCard:
     path = Path(model_dir) / CARD_FILE
     if not path.is_file():
         raise ArtifactError(f"{model_dir}: not a tweetguard model artifact (no {CARD_FILE})")
+    text = path.read_text(encoding="utf-8")
+    try:  # the version first: a newer schema's fields would otherwise fail validation with a vaguer message
+        version = json.loads(text).get("schema_version")
+    except (json.JSONDecodeError, AttributeError):
+        version = None  # not a JSON object: the validation below says so
+    if version is not None:
+        _check_version(version, str(path))
     try:
-        card = PolicyCard.model_validate_json(path.read_text(encoding="utf-8"))
+        card = PolicyCard.model_validate_json(text)
     except ValidationError as e:
         raise ArtifactError(f"{path}: invalid policy card: {e}") from None
     return check_card(card, str(path))

@@ -6,7 +6,8 @@ Mapping (documented in the README; the score and the flag of a category come fro
 - ``harassment/threatening`` <- min(harassment, violence); flagged if both are flagged
 - ``violence``               <- violence
 - every other OpenAI category is not modeled: present as ``false`` / ``0.0`` so strict clients parse, applied
-  to no input type, and listed in ``results[].tweetguard.unmodeled`` next to our own scores and flags.
+  to no input type, and listed in ``results[].tweetguard.unmodeled`` next to our own scores, flags and actions
+  (decision tiers).
 
 ``flagged`` is true when any of our policies is flagged (the same as any mapped category, since
 ``harassment`` covers ``abusive``). Pure functions: no openai import at serving time; a test checks these
@@ -65,6 +66,7 @@ def moderation_result(result: TextResult) -> dict:
         "tweetguard": {
             "scores": result.scores,
             "flags": result.flags,
+            "actions": result.actions,
             "truncated": result.truncated,
             "unmodeled": list(UNMODELED),
         },

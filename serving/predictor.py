@@ -22,7 +22,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 from serving import fastpath
-from serving.artifact import ArtifactError, PolicyCard, calibrate, read_card
+from serving.artifact import TIERS, ArtifactError, PolicyCard, TierThresholds, calibrate, decide, read_card
 from serving.fastpath import PATHS, Forward
 from serving.preprocess import normalize_tweet
 
@@ -114,22 +114,23 @@ class Predictor:
         """Calibrated probabilities [N, P] in input order, columns in `self.policies` order."""
         return calibrate(self.logits(texts), self.card)
 
-    def predict(self, texts: Sequence[str], thresholds: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
-        """Per text: {"scores": {policy: p}, "flags": {policy: p >= threshold}, "truncated": bool}.
+    def predict(self, texts: Sequence[str], thresholds: Mapping[str, float] | None = None,
+                tiers: TierThresholds | None = None) -> list[dict[str, Any]]:
+        """Per text: {"scores": {policy: p}, "flags": {policy: p >= threshold}, "actions": {policy: "none" |
+        "review" | "remove"}, "truncated": bool}.
 
-        Thresholds are the card's; `thresholds` overrides some or all of them by policy name.
+        Thresholds and tiers are the card's (a v1 card has no tiers: every action is "none"); `thresholds`
+        overrides flag thresholds by policy name, `tiers` tier thresholds by policy and tier (None = off).
         """
-        limits = self.thresholds(thresholds)
+        limits, tier_limits = self.thresholds(thresholds), self.tiers(tiers)
         logits, truncated = self._score(_check_texts(texts))
         probs = calibrate(logits, self.card)
-        return [
-            {
-                "scores": {p: float(row[j]) for j, p in enumerate(self.policies)},
-                "flags": {p: bool(row[j] >= limits[p]) for j, p in enumerate(self.policies)},
-                "truncated": bool(cut),
-            }
-            for row, cut in zip(probs, truncated)
-        ]
+        out = []
+        for row, cut in zip(probs, truncated):
+            scores = {p: float(row[j]) for j, p in enumerate(self.policies)}
+            flags, actions = decide(scores, limits, tier_limits)
+            out.append({"scores": scores, "flags": flags, "actions": actions, "truncated": bool(cut)})
+        return out
 
     def thresholds(self, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
         """The card's thresholds with `overrides` applied (validated: known policies, values in [0, 1])."""
@@ -140,6 +141,21 @@ class Predictor:
             if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"thresholds[{name!r}] = {value!r}: expected a number in [0, 1]")
             limits[name] = float(value)
+        return limits
+
+    def tiers(self, overrides: TierThresholds | None = None) -> dict[str, dict[str, float | None]]:
+        """The card's tier thresholds with `overrides` applied ({policy: {tier: number in [0, 1] or None}})."""
+        limits = self.card.tier_thresholds
+        for name, tiers in (overrides or {}).items():
+            if name not in limits:
+                raise ValueError(f"tiers[{name!r}]: unknown policy; policies are {self.policies}")
+            for tier, value in tiers.items():
+                if tier not in TIERS:
+                    raise ValueError(f"tiers[{name!r}][{tier!r}]: unknown tier; tiers are {TIERS}")
+                if value is not None and (isinstance(value, bool) or not isinstance(value, Real)
+                                          or not 0.0 <= value <= 1.0):
+                    raise ValueError(f"tiers[{name!r}][{tier!r}] = {value!r}: expected a number in [0, 1] or None")
+                limits[name][tier] = None if value is None else float(value)
         return limits
 
     def _score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

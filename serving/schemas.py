@@ -67,18 +67,57 @@ class ServiceSettings(BaseModel):
 
 
 Thresholds = dict[str, float]
+Action = Literal["none", "review", "remove"]  # serving.artifact.ACTIONS
 
 
-def _check_thresholds(value: Thresholds | None) -> Thresholds | None:
+class PolicyThresholds(BaseModel):
+    """One policy's overrides: the flag threshold and / or its decision tiers (null turns a tier off)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flag: float | None = Field(None, description="flag threshold (the same as giving a bare number)")
+    review: float | None = Field(None, description="review tier threshold; null: no review tier this request")
+    remove: float | None = Field(None, description="remove tier threshold; null: no remove tier this request")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PolicyThresholds:
+        for name in ("flag", "review", "remove"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:  # also false for NaN
+                raise ValueError(f"{name} threshold must be within [0, 1], got {value}")
+        if self.review is not None and self.remove is not None and self.review > self.remove:
+            raise ValueError(f"review threshold {self.review} is above remove threshold {self.remove}")
+        return self
+
+
+def _check_thresholds(value: dict[str, float | PolicyThresholds] | None):
     if value is None:
         return None
     unknown = sorted(set(value) - set(POLICIES))
     if unknown:
         raise ValueError(f"unknown policy {unknown[0]!r}; policies are {list(POLICIES)}")
     for name, t in value.items():
-        if not 0.0 <= t <= 1.0:  # also false for NaN
+        if not isinstance(t, PolicyThresholds) and not 0.0 <= t <= 1.0:  # also false for NaN
             raise ValueError(f"threshold for {name!r} must be within [0, 1], got {t}")
     return value
+
+
+def split_overrides(value: dict[str, float | PolicyThresholds] | None
+                    ) -> tuple[Thresholds, dict[str, dict[str, float | None]]]:
+    """A request's `thresholds` -> (flag overrides, tier overrides) for `Predictor.thresholds` / `.tiers`.
+    A tier given as null is turned off; a tier left out keeps the policy card's."""
+    flags: Thresholds = {}
+    tiers: dict[str, dict[str, float | None]] = {}
+    for name, t in (value or {}).items():
+        if not isinstance(t, PolicyThresholds):
+            flags[name] = t
+            continue
+        if t.flag is not None:
+            flags[name] = t.flag
+        given = {k: getattr(t, k) for k in ("review", "remove") if k in t.model_fields_set}
+        if given:
+            tiers[name] = given
+    return flags, tiers
 
 
 class ClassifyRequest(BaseModel):
@@ -91,10 +130,11 @@ class ClassifyRequest(BaseModel):
         None, description="tweets to score, in order", examples=[["have a nice day", "i will find you"]]
     )
     text: str | None = Field(None, description="one tweet to score (instead of texts)")
-    thresholds: Thresholds | None = Field(
+    thresholds: dict[str, float | PolicyThresholds] | None = Field(
         None,
-        description="per-policy decision thresholds overriding the policy card's for this request",
-        examples=[{"violence": 0.3}],
+        description="per-policy overrides of the policy card for this request: a number (the flag threshold) "
+        "or an object with any of flag / review / remove (null turns that tier off)",
+        examples=[{"violence": 0.3, "abusive": {"review": 0.5, "remove": 0.95}}],
     )
 
     _thresholds = field_validator("thresholds")(_check_thresholds)
@@ -154,6 +194,9 @@ class ModerationRequest(BaseModel):
 class TextResult(BaseModel):
     scores: dict[str, float] = Field(description="calibrated probability per policy")
     flags: dict[str, bool] = Field(description="probability >= threshold, per policy")
+    actions: dict[str, Action] = Field(
+        description="per policy, the most severe decision tier the probability reaches: none, review or remove"
+    )
     truncated: bool = Field(description="the text was longer than the model window; its tail was not scored")
 
 
@@ -161,6 +204,9 @@ class ModelInfo(BaseModel):
     name: str
     version: str = Field(description="BentoML model store version of the served artifact")
     thresholds: Thresholds = Field(description="the thresholds the flags in this response used")
+    tiers: dict[str, dict[str, float | None]] = Field(
+        description="per policy, the review / remove thresholds the actions used (null: tier off)"
+    )
     thresholds_source: Literal["policy_card", "request"]
     max_length: int = Field(description="model window in tokens; longer texts are truncated")
 

@@ -1,7 +1,7 @@
 """The tweetguard BentoML service: `bentoml serve serving.service:TweetGuard` (or a bento built by
 `tweetguard package`).
 
-- ``POST /classify``        one text or a list -> calibrated probability and flag per policy
+- ``POST /classify``        one text or a list -> calibrated probability, flag and action per policy
 - ``POST /v1/moderations``  the OpenAI moderation shape (mapping in `serving.moderation`)
 - ``/livez`` ``/readyz`` ``/metrics`` from BentoML; readiness is true once the model is loaded and warm.
 
@@ -20,6 +20,7 @@ import bentoml
 from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
+from serving.artifact import decide
 from serving.guard import IN_PROCESS, Refusal, RequestGuard
 from serving.moderation import moderation_response
 from serving.policies import POLICIES
@@ -31,6 +32,7 @@ from serving.schemas import (
     ScoredText,
     ServiceSettings,
     TextResult,
+    split_overrides,
 )
 
 logger = logging.getLogger("tweetguard.service")
@@ -71,8 +73,9 @@ class TweetGuard:
         self.version = str(self.model.tag.version)
         self.predictor.predict(["warm up the model before readiness"])
         self.ready = True
-        logger.info("serving %s:%s (policies %s, thresholds %s, path %s)", self.card.model_name, self.version,
-                    list(POLICIES), self.card.thresholds, self.predictor.path)
+        logger.info("serving %s:%s (policies %s, thresholds %s, tiers %s, path %s)", self.card.model_name,
+                    self.version, list(POLICIES), self.card.thresholds, self.card.tier_thresholds,
+                    self.predictor.path)
 
     def __is_ready__(self) -> bool:
         return self.ready
@@ -88,7 +91,8 @@ class TweetGuard:
         rows = self.predictor.predict(texts)
         return [ScoredText(scores=[r["scores"][p] for p in POLICIES], truncated=r["truncated"]) for r in rows]
 
-    async def _score(self, texts: list[str], thresholds: dict[str, float]) -> list[TextResult] | JSONResponse:
+    async def _score(self, texts: list[str], thresholds: dict[str, float],
+                     tiers: dict[str, dict[str, float | None]]) -> list[TextResult] | JSONResponse:
         if SETTINGS.log_texts:
             logger.info("texts: %r", texts)
         token = IN_PROCESS.set(True)
@@ -105,31 +109,32 @@ class TweetGuard:
         for row in rows:
             row = row if isinstance(row, ScoredText) else ScoredText.model_validate(row)
             scores = dict(zip(POLICIES, row.scores))
-            # The card's rule: flag when calibrated probability >= threshold.
-            flags = {p: scores[p] >= thresholds[p] for p in POLICIES}
-            results.append(TextResult(scores=scores, flags=flags, truncated=row.truncated))
+            flags, actions = decide(scores, thresholds, tiers)  # the card's rule, as the Predictor applies it
+            results.append(TextResult(scores=scores, flags=flags, actions=actions, truncated=row.truncated))
         return results
 
-    def _model_info(self, thresholds: dict[str, float], source: str) -> ModelInfo:
-        return ModelInfo(name=self.card.model_name, version=self.version, thresholds=thresholds,
+    def _model_info(self, thresholds: dict[str, float], tiers: dict, source: str) -> ModelInfo:
+        return ModelInfo(name=self.card.model_name, version=self.version, thresholds=thresholds, tiers=tiers,
                          thresholds_source=source, max_length=self.card.max_length)
 
     @bentoml.api(route="/classify", input_spec=ClassifyRequest)
     async def classify(self, texts=None, text=None, thresholds=None) -> ClassifyResponse:
-        """Per text: calibrated probability and flag of every policy; model name, version, thresholds once."""
+        """Per text: calibrated probability, flag and action of every policy; model name, version, thresholds
+        and tiers once."""
         req = ClassifyRequest(texts=texts, text=text, thresholds=thresholds)
-        used = self.predictor.thresholds(req.thresholds)
-        results = await self._score(req.items(), used)
+        flag_overrides, tier_overrides = split_overrides(req.thresholds)
+        used, tiers = self.predictor.thresholds(flag_overrides), self.predictor.tiers(tier_overrides)
+        results = await self._score(req.items(), used, tiers)
         if isinstance(results, JSONResponse):
             return results  # type: ignore[return-value]
-        return ClassifyResponse(model=self._model_info(used, "request" if req.thresholds else "policy_card"),
-                                results=results)
+        source = "request" if req.thresholds else "policy_card"
+        return ClassifyResponse(model=self._model_info(used, tiers, source), results=results)
 
     @bentoml.api(route="/v1/moderations", input_spec=ModerationRequest)
     async def moderations(self, input, model=None) -> dict:  # noqa: A002 - OpenAI's field name
         """OpenAI-compatible moderation: `harassment`, `harassment/threatening`, `violence` mapped from ours."""
         req = ModerationRequest(input=input, model=model)
-        results = await self._score(req.items(), self.card.thresholds)
+        results = await self._score(req.items(), self.card.thresholds, self.card.tier_thresholds)
         if isinstance(results, JSONResponse):
             return results  # type: ignore[return-value]
         return moderation_response(results, model=str(self.model.tag))  # the exact model store tag

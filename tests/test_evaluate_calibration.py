@@ -12,7 +12,7 @@ from serving.artifact import write_card
 from serving.policies import POLICIES
 from serving.predictor import Predictor
 from training.config import load_config
-from training.evaluation.metrics import choose_thresholds
+from training.evaluation.metrics import choose_thresholds, choose_tier
 from training.fit.calibration import finalize_card
 
 TRUE_T = 3.0  # labels are drawn from sigmoid(logit / 3): the raw model is over-confident
@@ -59,3 +59,21 @@ def test_target_precision_and_deployment_prevalence(tiny_artifact, validation):
         assert "precision >= 0.6 at prevalence 0.05" in spec.threshold_method or "NOT reached" in spec.threshold_method
         # At 5% prevalence a 0.6 precision needs a stricter threshold than max F1 on a ~50% positive split.
         assert spec.threshold >= base.threshold
+
+
+def test_finalize_card_chooses_tiers_for_their_targets(tiny_artifact, validation, tmp_path):
+    cfg = load_config(None, ["calibration.method=temperature", "calibration.tiers.violence.remove=null",
+                             "calibration.tiers.harassment.remove=1.0", "calibration.tier_min_positives=5"])
+    card = finalize_card(Predictor.load(tiny_artifact), validation, cfg)
+    assert card.schema_version == 2
+    model_dir = shutil.copytree(tiny_artifact, tmp_path / "model")
+    write_card(model_dir, card)
+    labels, probs = np.asarray(validation["labels"]), Predictor.load(model_dir).predict_proba(validation["text"])
+    for j, spec in enumerate(card.policies):
+        assert spec.review.target_precision == 0.6 and spec.review.prevalence is None
+        want = choose_tier(labels[:, j], probs[:, j], 0.6, min_positives=5)
+        assert spec.review.threshold == pytest.approx(want.threshold) and spec.review.precision >= 0.6
+    assert card.policy("violence").remove is None  # no target: no tier
+    off = card.policy("harassment").remove  # precision 1.0 with >= 5 positives: not on these noisy labels
+    assert off.threshold is None and "not reached" in off.note
+    assert card.policy("abusive").remove.threshold >= card.policy("abusive").review.threshold

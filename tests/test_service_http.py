@@ -14,6 +14,7 @@ import pytest
 from openai.types import ModerationCreateResponse
 
 from serving.moderation import map_scores
+from serving.policies import POLICIES
 from serving.predictor import Predictor
 
 pytestmark = pytest.mark.integration
@@ -59,10 +60,38 @@ def test_classify_equals_offline_predictor(served, offline):
     expected = offline.predict(texts)
     _assert_same_scores(body["results"], expected)
     assert [x["flags"] for x in body["results"]] == [x["flags"] for x in expected]
+    assert [x["actions"] for x in body["results"]] == [x["actions"] for x in expected]
     assert body["results"][-1]["truncated"] and not body["results"][0]["truncated"]
     card = offline.card
     assert body["model"]["name"] == card.model_name and body["model"]["thresholds"] == card.thresholds
     assert body["model"]["thresholds_source"] == "policy_card" and body["model"]["max_length"] == card.max_length
+    assert body["model"]["tiers"] == card.tier_thresholds
+
+
+def test_tier_overrides_per_request(served, offline):
+    override = {"violence": {"review": 0.0, "remove": None}, "abusive": {"flag": 0.0, "remove": 0.99}}
+    r = httpx.post(served.url + "/classify", json={"texts": TEXTS, "thresholds": override})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    tiers = {"violence": {"review": 0.0, "remove": None}, "abusive": {"remove": 0.99}}
+    expected = offline.predict(TEXTS, thresholds={"abusive": 0.0}, tiers=tiers)
+    assert [x["actions"] for x in body["results"]] == [x["actions"] for x in expected]
+    assert all(x["actions"]["violence"] == "review" and x["flags"]["abusive"] for x in body["results"])
+    assert body["model"]["tiers"]["violence"] == {"review": 0.0, "remove": None}
+    assert body["model"]["tiers"]["abusive"] == {**offline.card.tier_thresholds["abusive"], "remove": 0.99}
+    assert body["model"]["thresholds"]["abusive"] == 0.0 and body["model"]["thresholds_source"] == "request"
+
+
+def test_v1_card_serves_as_before(serve_tiny, v1_artifact, offline):
+    """A version registered before tiers (card schema 1) serves its flags unchanged, every action "none"."""
+    v1 = serve_tiny(LIMITS, model_dir=v1_artifact)
+    body = httpx.post(v1.url + "/classify", json={"texts": TEXTS}).json()
+    _assert_same_scores(body["results"], offline.predict(TEXTS))
+    assert [x["flags"] for x in body["results"]] == [x["flags"] for x in offline.predict(TEXTS)]
+    assert all(set(x["actions"].values()) == {"none"} for x in body["results"])
+    assert body["model"]["tiers"] == {p: {"review": None, "remove": None} for p in POLICIES}
+    mod = httpx.post(v1.url + "/v1/moderations", json={"input": TEXTS[0]}).json()
+    assert set(mod["results"][0]["tweetguard"]["actions"].values()) == {"none"}
 
 
 def test_single_text_and_threshold_override_echoed(served, offline):
@@ -95,7 +124,7 @@ def test_moderations_with_openai_client(served, offline):
         assert result.flagged == any(want["flags"].values())
         ours = result.model_extra["tweetguard"]  # our own three scores ride along
         assert set(ours["unmodeled"]) >= {"hate", "sexual", "self-harm", "illicit"}
-        assert ours["flags"] == want["flags"]
+        assert ours["flags"] == want["flags"] and ours["actions"] == want["actions"]
     single = client.moderations.create(input=TEXTS[0], model="omni-moderation-latest")
     assert len(single.results) == 1 and single.model.startswith("tweetguard:")
     with pytest.raises(openai.BadRequestError, match="input"):
@@ -144,6 +173,8 @@ BAD = [  # (path, json payload or raw bytes, expected status, the field the reas
     ("/classify", {"texts": ["a"], "thresholds": {"violence": 1.5}}, 400, "thresholds"),
     ("/classify", {"texts": ["a"], "thresholds": {"spam": 0.5}}, 400, "thresholds"),
     ("/classify", b'{"texts": ["a"], "thresholds": {"violence": NaN}}', 400, "thresholds"),
+    ("/classify", {"texts": ["a"], "thresholds": {"violence": {"review": 0.9, "remove": 0.5}}}, 400, "thresholds"),
+    ("/classify", {"texts": ["a"], "thresholds": {"violence": {"block": 0.5}}}, 400, "thresholds"),
     ("/v1/moderations", {}, 400, "input"),
     ("/v1/moderations", {"input": []}, 400, "input"),
     ("/v1/moderations", {"input": 7}, 400, "input"),

@@ -8,7 +8,7 @@ from openai.types.moderation import Categories, CategoryAppliedInputTypes, Categ
 from pydantic import ValidationError
 
 from serving.moderation import MODELED, OPENAI_CATEGORIES, UNMODELED, map_scores, moderation_response
-from serving.schemas import ClassifyRequest, ModerationRequest, ServiceSettings, TextResult
+from serving.schemas import ClassifyRequest, ModerationRequest, ServiceSettings, TextResult, split_overrides
 
 
 def _wire_names(model) -> set[str]:
@@ -54,7 +54,8 @@ def test_mapping(scores, flags, want_scores, want_flags):
 
 def test_moderation_response_validates_with_openai_types():
     result = TextResult(scores={"abusive": 0.1, "harassment": 0.6, "violence": 0.7},
-                        flags={"abusive": False, "harassment": True, "violence": True}, truncated=False)
+                        flags={"abusive": False, "harassment": True, "violence": True},
+                        actions={"abusive": "none", "harassment": "review", "violence": "remove"}, truncated=False)
     body = moderation_response([result, result], model="tweetguard:abc")
     parsed = ModerationCreateResponse.model_validate(body)
     assert parsed.id.startswith("modr-") and parsed.model == "tweetguard:abc" and len(parsed.results) == 2
@@ -63,15 +64,28 @@ def test_moderation_response_validates_with_openai_types():
     applied = first.category_applied_input_types
     assert applied.violence == ["text"] and applied.hate == []
     assert first.model_extra["tweetguard"]["scores"] == result.scores
+    assert first.model_extra["tweetguard"]["actions"] == result.actions
 
 
 def test_classify_request_shapes():
     assert ClassifyRequest(text="a").items() == ["a"]
     assert ClassifyRequest(texts=["a", "b"]).items() == ["a", "b"]
     for bad in ({}, {"text": "a", "texts": ["b"]}, {"texts": [1]}, {"texts": ["a"], "thresholds": {"x": 0.5}},
-                {"texts": ["a"], "thresholds": {"violence": float("nan")}}, {"texts": ["a"], "extra": 1}):
+                {"texts": ["a"], "thresholds": {"violence": float("nan")}}, {"texts": ["a"], "extra": 1},
+                {"text": "a", "thresholds": {"violence": {"review": 0.9, "remove": 0.5}}},  # review above remove
+                {"text": "a", "thresholds": {"violence": {"remove": 1.5}}},
+                {"text": "a", "thresholds": {"violence": {"block": 0.5}}}):  # not a tier
         with pytest.raises(ValidationError):
             ClassifyRequest.model_validate(bad)
+
+
+def test_threshold_overrides_split_into_flags_and_tiers():
+    req = ClassifyRequest.model_validate({"text": "a", "thresholds": {
+        "abusive": 0.3, "harassment": {"flag": 0.4, "review": None}, "violence": {"remove": 0.8}}})
+    flags, tiers = split_overrides(req.thresholds)
+    assert flags == {"abusive": 0.3, "harassment": 0.4}
+    assert tiers == {"harassment": {"review": None}, "violence": {"remove": 0.8}}  # null = off; absent = card's
+    assert split_overrides(None) == ({}, {})
 
 
 def test_moderation_request_shapes():

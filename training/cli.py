@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=3000)
     p.add_argument("--host", default="127.0.0.1", help="bind address; 0.0.0.0 exposes the service")
 
-    p = sub.add_parser("predict", help="score a .csv/.tsv/.jsonl file: adds <policy>_probability/_flagged columns")
+    p = sub.add_parser("predict", help="score a .csv/.tsv/.jsonl file: adds <policy>_probability, _flagged and "
+                       "_action columns")
     _add_model_arg(p)
     p.add_argument("--input", required=True, help="input file (.csv, .tsv or .jsonl)")
     p.add_argument("--output", required=True, help="output file (.csv, .tsv or .jsonl)")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from serving.backbone import BUNDLED_BACKBONE
 from serving.policies import POLICIES
@@ -215,6 +215,25 @@ class BaselineConfig(Section):
         return v
 
 
+class TierTargets(Section):
+    """Validation precision each decision tier of one policy is chosen for (null: no such tier)."""
+
+    review: float | None = Field(0.6, gt=0, le=1, description="precision target of the review tier")
+    remove: float | None = Field(0.9, gt=0, le=1, description="precision target of the remove tier")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.review is not None and self.remove is not None and self.review > self.remove:
+            raise ValueError(f"review target {self.review} is above remove target {self.remove}")
+        return self
+
+
+# One TierTargets per policy, fields named from POLICIES (so `calibration.tiers.violence.remove=0.8` works).
+TiersConfig = create_model(
+    "TiersConfig", __base__=Section, **{p: (TierTargets, Field(default_factory=TierTargets)) for p in POLICIES}
+)
+
+
 class CalibrationConfig(Section):
     """Last stage of training (`training.fit.calibration.finalize_card`): fit on validation, stored in the card."""
 
@@ -230,7 +249,16 @@ class CalibrationConfig(Section):
     )
     deployment_prevalence: float | None = Field(
         None, gt=0, lt=1, description="Positive rate expected in real traffic (e.g. 0.03): thresholds are chosen "
-        "as if validation had that rate; null = validation's own mix (max F1 on validation)."
+        "as if validation had that rate; null = validation's own mix (max F1 on validation). Tiers use it too."
+    )
+    tiers: TiersConfig = Field(  # type: ignore[valid-type]
+        default_factory=TiersConfig, description="Per policy, the precision targets of the review and remove "
+        "decision tiers (policy card v2): the lowest threshold reaching each target on calibrated validation "
+        "scores; an unreachable target leaves its tier off, recorded in the card."
+    )
+    tier_min_positives: int = Field(
+        20, ge=1, description="A tier needs this many validation positives at or above its threshold: a "
+        "precision measured on fewer is too noisy to promise, so the tier stays off."
     )
 
     @model_validator(mode="after")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.artifact import PolicyCard
+from serving.artifact import TIERS, PolicyCard
 from serving.policies import POLICIES, UNKNOWN
 from training.config import Config, EvalConfig
 from training.data.prepare import prepare
@@ -71,6 +71,37 @@ def precision_at_prevalence(labels: np.ndarray, probs: np.ndarray, thresholds: d
     return out
 
 
+def card_tiers(card: PolicyCard) -> dict[str, dict[str, dict]]:
+    """{policy: {tier: {"card": Tier as a dict}}} for the tiers a card has (v1 cards: none)."""
+    return {spec.name: {name: {"card": spec.tier(name).model_dump(mode="json")} for name in TIERS if spec.tier(name)}
+            for spec in card.policies if any(spec.tier(name) for name in TIERS)}
+
+
+def tier_report(labels: np.ndarray, probs: np.ndarray, card: PolicyCard, n_boot: int, seed: int) -> dict:
+    """{policy: {tier: {"card": the card's Tier (target, prevalence, threshold, validation precision / recall,
+    note), and where the tier is on: this split's precision / recall at its threshold (at the tier's prevalence,
+    if it assumed one) with 95% bootstrap CIs, and the rows it acts on}}} for every tier of the card (v1: {})."""
+    out = card_tiers(card)
+    groups: dict[tuple[str, float | None], dict[str, float]] = {}  # (tier, prevalence) -> enabled thresholds
+    for policy, tiers in out.items():
+        for name, entry in tiers.items():
+            if entry["card"]["threshold"] is not None:
+                groups.setdefault((name, entry["card"]["prevalence"]), {})[policy] = entry["card"]["threshold"]
+    for (name, prevalence), thresholds in groups.items():
+        metrics = masked_metrics(labels, probs, thresholds, prevalence)
+        ci = bootstrap_ci(labels, probs, n=n_boot, seed=seed, thresholds=thresholds, prevalence=prevalence)
+        key = "precision" if prevalence is None else "precision_at_prevalence"
+        for policy in thresholds:
+            entry = out[policy][name]
+            for metric, src in (("precision", f"{policy}/{key}"), ("recall", f"{policy}/recall")):
+                if src in metrics:
+                    entry[metric] = metrics[src]
+                    entry[f"{metric}_ci"] = [round(v, 6) for v in ci[src]] if src in ci else None
+            entry["flagged"] = int((probs[labels[:, POLICIES.index(policy)] != UNKNOWN, POLICIES.index(policy)]
+                                    >= thresholds[policy]).sum())
+    return out
+
+
 def top_errors(scored: Scored, k: int) -> dict[str, dict[str, list[dict]]]:
     """Per policy: the k most confident false positives (negatives scored highest) and false negatives."""
     out = {}
@@ -116,6 +147,7 @@ def compute_report(scored: Scored, card: PolicyCard, ecfg: EvalConfig, data_root
         "per_source": per_source,
         "per_source_ci": per_source_ci,
         "at_prevalence": precision_at_prevalence(labels, probs, thr, ecfg.report_prevalence),
+        "tiers": tier_report(labels, probs, card, ecfg.bootstrap_samples, ecfg.seed),
         "ece": {p: {"uncalibrated": before[p], "calibrated": after[p]} for p in POLICIES},
         "benchmarks": run_benchmarks(scored, thr, data_root=data_root, n_boot=ecfg.bootstrap_samples,
                                      seed=ecfg.seed),
@@ -135,6 +167,9 @@ def flat_metrics(report: dict, split: str) -> dict[str, float]:
         out.update({f"{split}/{policy}/ece_uncalibrated": ece["uncalibrated"]})
     for policy, m in report["at_prevalence"].items():
         out[f"{split}/{policy}/precision_at_{m['prevalence']:g}"] = m["precision"]
+    for policy, tiers in report.get("tiers", {}).items():
+        for name, t in tiers.items():
+            out.update({f"{split}/{policy}/{name}/{k}": t[k] for k in ("precision", "recall") if k in t})
     for b in report["benchmarks"]:
         metric, value = benchmark_value(b)
         out[f"benchmark/{re.sub(r'[^a-z0-9]+', '_', b['benchmark'].lower()).strip('_')}/{metric}"] = value

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from serving.artifact import Tier
 from serving.policies import POLICIES, UNKNOWN
 
 Thresholds = Mapping[str, "float | tuple[float, str]"]
@@ -282,6 +283,33 @@ def choose_thresholds(labels: np.ndarray, probs: np.ndarray, method: str = "max_
         out[policy] = (float(scores[k]), f"{how} on {on} ({n_pos} pos / {n_neg} neg): precision "
                        f"{precision[k]:.3f}, recall {recall[k]:.3f}, F1 {f1[k]:.3f}{at}")
     return out
+
+
+def choose_tier(labels: np.ndarray, probs: np.ndarray, target: float, *, prevalence: float | None = None,
+                min_positives: int = 1, on: str = "validation") -> Tier:
+    """One policy's decision tier: the lowest threshold whose precision (at `prevalence`, else the split's mix)
+    reaches `target` with >= `min_positives` true positives at or above it (most recall at that precision).
+    Unreachable: a disabled tier (threshold None) whose note gives the best precision there was."""
+    known = labels != UNKNOWN
+    y, p = labels[known] == 1, probs[known]
+    at = "" if prevalence is None else f" at prevalence {prevalence:g}"
+    tier = Tier(target_precision=target, prevalence=prevalence)
+    if not y.any() or y.all():
+        tier.note = f"off: {on} has {int(y.sum())} pos / {int((~y).sum())} neg labels"
+        return tier
+    scores, precision, recall, _ = _operating_points(y, p, prevalence)
+    supported = recall * y.sum() >= min_positives - 1e-9
+    ok = np.flatnonzero((precision >= target) & supported)
+    if not len(ok):
+        best = float(precision[supported].max()) if supported.any() else float("nan")
+        tier.note = (f"off: precision {target:g}{at} not reached on {on} with >= {min_positives} positives "
+                     f"(best {best:.3f})")
+        return tier
+    k = int(ok[-1])
+    tier.threshold, tier.precision, tier.recall = float(scores[k]), float(precision[k]), float(recall[k])
+    tier.note = (f"lowest threshold with precision >= {target:g}{at} on {on} ({int(y.sum())} pos / "
+                 f"{int((~y).sum())} neg)")
+    return tier
 
 
 def ece_per_policy(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:

@@ -71,6 +71,29 @@ def _behaviour_section(behaviour: dict | None) -> list[str]:
             behaviour_table(behaviour), ""]
 
 
+def tier_table(tiers: dict, split: str | None = None) -> str:
+    """Decision tiers (`evaluate.card_tiers` / `tier_report`): the card's target and validation numbers, and with
+    `split` the precision / recall (95% CI) reached there."""
+    def with_ci(entry: dict, key: str) -> str:
+        if key not in entry:
+            return "-"
+        ci = entry.get(f"{key}_ci")
+        return fmt(entry[key]) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
+
+    head = ["policy", "tier", "target precision", "at prevalence", "threshold", "validation precision",
+            "validation recall"] + ([f"{split} precision (95% CI)", f"{split} recall (95% CI)"] if split else [])
+    rows = []
+    for policy, by_tier in tiers.items():
+        for name, entry in by_tier.items():
+            c = entry["card"]
+            on = c["threshold"] is not None
+            rows.append([policy, name, f"{c['target_precision']:g}",
+                         "validation mix" if c["prevalence"] is None else f"{c['prevalence']:g}",
+                         fmt(c["threshold"]) if on else f"off ({c['note']})", fmt(c["precision"]), fmt(c["recall"]),
+                         *([with_ci(entry, "precision"), with_ci(entry, "recall")] if split else [])])
+    return table(head, rows)
+
+
 def _clip(text: str, n: int = 140) -> str:
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= n else text[: n - 1] + "…"
@@ -90,6 +113,9 @@ def render_markdown(report: dict) -> str:
            table(["policy", "prevalence", "recall", "FPR", "precision at prevalence", "precision on this split"],
                  [[p, f"{v['prevalence']:g}", fmt(v["recall"]), fmt(v["false_positive_rate"], 4), fmt(v["precision"]),
                    fmt(v["precision_on_split"])] for p, v in report["at_prevalence"].items()]), "",
+           *(["## Decision tiers (chosen on validation; action when probability >= threshold)", "",
+              tier_table(report["tiers"], report.get("model", {}).get("split", "this split")), ""]
+             if report.get("tiers") else []),
            "## Calibration (ECE, 15 bins)", "",
            table(["policy", "calibration", "ECE uncalibrated", "ECE calibrated"],
                  [[p, report["calibration_methods"][p], fmt(e["uncalibrated"], 4), fmt(e["calibrated"], 4)]

@@ -5,6 +5,7 @@
 2. per-policy calibration (`cfg.calibration.method`, default platt = temperature + bias) fit on the known labels only;
 3. thresholds chosen on the *calibrated* probabilities (they are what the card's threshold is compared with):
    max F1 by default, or a target precision / recall, optionally as if positives had the deployment prevalence;
+   and the `review` / `remove` decision tiers (card v2) for their precision targets, at the same prevalence;
 4. validation metrics at those thresholds, plus ECE before / after calibration, recorded in the card.
 The fitting of each calibration method (temperature, Platt, isotonic) lives here too; applying it is
 `serving.artifact.calibrate`.
@@ -19,10 +20,16 @@ import warnings
 import numpy as np
 from scipy.optimize import minimize
 
-from serving.artifact import Calibration, PolicyCard, calibrate, sigmoid
+from serving.artifact import CARD_SCHEMA_VERSION, TIERS, Calibration, PolicyCard, calibrate, sigmoid
 from serving.policies import POLICIES, UNKNOWN
 from training.config import CalibrationConfig, Config
-from training.evaluation.metrics import check_inputs, choose_thresholds, ece_per_policy, masked_metrics
+from training.evaluation.metrics import (
+    check_inputs,
+    choose_thresholds,
+    choose_tier,
+    ece_per_policy,
+    masked_metrics,
+)
 from training.evaluation.scorer import Scorer, score_split
 
 
@@ -43,9 +50,16 @@ def finalize_card(scorer: Scorer, validation, cfg: Config | CalibrationConfig) -
     probs = calibrate(scored.logits, card)
     chosen = choose_thresholds(scored.labels, probs, method=ccfg.threshold_method, target=ccfg.threshold_target,
                                prevalence=ccfg.deployment_prevalence, on=f"validation ({len(validation)} rows)")
-    for spec in card.policies:
+    for j, spec in enumerate(card.policies):
         spec.threshold, how = chosen[spec.name]
         spec.threshold_method = f"{how}; calibration {ccfg.method} fit on the same validation split"
+        targets = getattr(ccfg.tiers, spec.name)
+        for tier in TIERS:
+            target = getattr(targets, tier)
+            setattr(spec, tier, None if target is None else choose_tier(
+                scored.labels[:, j], probs[:, j], target, prevalence=ccfg.deployment_prevalence,
+                min_positives=ccfg.tier_min_positives, on=f"validation ({len(validation)} rows)"))
+    card.schema_version = CARD_SCHEMA_VERSION  # tiers are v2, whatever card the scorer came with
     metrics = masked_metrics(scored.labels, probs, card.thresholds)
     # masked_metrics' `<policy>/ece` is after calibration; the raw model's ECE shows what calibration bought.
     before = ece_per_policy(scored.labels, scored.raw_probs)

@@ -215,7 +215,7 @@ def _log_inputs(run, cfg: Config, prepared, pos_weight: list[float], n_train: in
 def finish(cfg: Config, run, run_dir: Path, prepared, tokenizer, loop, uri: str) -> TrainResult:
     """Best weights -> artifact -> calibration + thresholds fit on validation (training.fit.calibration, through
     the serving scorer) -> card written -> only then logged and registered; the files never change after."""
-    from serving.artifact import PolicyCard, SourceRef, save_artifact, write_card
+    from serving.artifact import TIERS, PolicyCard, SourceRef, save_artifact, write_card
     from serving.modeling import load_model
     from serving.predictor import Predictor
 
@@ -231,9 +231,16 @@ def finish(cfg: Config, run, run_dir: Path, prepared, tokenizer, loop, uri: str)
     for spec in card.policies:
         spec.threshold_method += f" (weights of step {p.best_step})"
     write_card(artifact, card)
+    tiers = {f"threshold_{n}_{t}": v for n, by_tier in card.tier_thresholds.items() for t, v in by_tier.items()
+             if v is not None}
+    for spec in card.policies:  # an unreachable precision target leaves its tier off: say so, never hide it
+        for name in TIERS:
+            tier = spec.tier(name)
+            if tier and not tier.enabled:
+                print(f"{spec.name} {name} tier {tier.note}", file=sys.stderr)
     train_s = _log_history(run, run_dir, p, {
         **{f"final_val_{k}": v for k, v in card.validation_metrics.items() if not k.startswith("train_best/")},
-        **{f"threshold_{n}": t for n, t in card.thresholds.items()}})
+        **{f"threshold_{n}": t for n, t in card.thresholds.items()}, **tiers})
     version = log_and_register(run, artifact, cfg, uri, champion=True)
     return TrainResult(artifact, run.run_id, version, p.best_metrics, p.step, p.stop_reason,
                        p.examples / train_s, p.elapsed / 60)

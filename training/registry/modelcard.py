@@ -13,7 +13,7 @@ from pathlib import Path
 from serving.artifact import PolicyCard, read_card
 from serving.policies import DESCRIPTIONS, POLICIES
 from training.data.sources import is_non_commercial
-from training.evaluation.render import fmt
+from training.evaluation.render import fmt, tier_table
 from training.registry.tracking import Run, client
 from training.registry.versions import set_description
 
@@ -45,6 +45,7 @@ def model_card_markdown(card: PolicyCard, *, name: str | None = None, version: s
         *[f"| {p.name} | {p.threshold:.3f} | {fmt(val.get(f'{p.name}/roc_auc'))} | {fmt(val.get(f'{p.name}/pr_auc'))} "
           f"| {fmt(val.get(f'{p.name}/f1'))} | {fmt(val.get(f'{p.name}/ece'))} | {p.threshold_method} |"
           for p in card.policies], "",
+        *_tier_lines(card),
     ]
     if test_metrics:
         lines += ["Test (see the evaluation run for CIs, per-source numbers and bias slices): " + ", ".join(
@@ -65,6 +66,18 @@ def model_card_markdown(card: PolicyCard, *, name: str | None = None, version: s
         "such data.", "",
     ]
     return "\n".join(lines)
+
+
+def _tier_lines(card: PolicyCard) -> list[str]:
+    from training.evaluation.evaluate import card_tiers  # evaluate imports the data stack: only when needed
+
+    tiers = card_tiers(card)
+    if not tiers:
+        return ["Decision tiers: none (policy card schema v1): every action is `none`; use the flags.", ""]
+    return ["## Decision tiers (validation; `tweetguard evaluate` reports test precision and recall)",
+            ("Action per policy: `remove` at or above the remove threshold, else `review` at or above the review "
+             "threshold, else `none`. A tier whose precision target was not reached on validation is off."), "",
+            tier_table(tiers), ""]
 
 
 def _non_commercial_lines(card: PolicyCard) -> list[str]:

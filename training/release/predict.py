@@ -1,5 +1,6 @@
 """Batch prediction of a file (`tweetguard predict`): read a table, score its text column through the Predictor,
-write the input columns plus `<policy>_probability` and `<policy>_flagged` for every policy, in POLICIES order.
+write the input columns plus `<policy>_probability`, `<policy>_flagged` and `<policy>_action` (none / review /
+remove, the policy card's decision tiers) for every policy, in POLICIES order.
 
 Formats by extension: .csv, .tsv, .jsonl (input and output). A row whose text is missing, empty, or not a
 string is a bad row, reported with its file and line. Strict by default: any bad row fails the command before
@@ -55,7 +56,7 @@ class PredictSummary:
 
 
 def output_columns(policies: tuple[str, ...]) -> list[str]:
-    return [c for p in policies for c in (f"{p}_probability", f"{p}_flagged")]
+    return [c for p in policies for c in (f"{p}_probability", f"{p}_flagged", f"{p}_action")]
 
 
 def _format(path: Path) -> str | None:
@@ -227,6 +228,7 @@ def _output_rows(
         for p in policies:
             out[f"{p}_probability"] = None if result is None else result["scores"][p]
             out[f"{p}_flagged"] = None if result is None else result["flags"][p]
+            out[f"{p}_action"] = None if result is None else result["actions"][p]
         yield out
 
 
