@@ -307,3 +307,54 @@ def test_cli_evaluate_on_tiny_data_config(tmp_path, tiny_artifact, mlflow_uri, c
     out = capsys.readouterr().out
     assert "on validation" in out and "MLflow evaluation run" in out
     assert (tmp_path / "r" / REPORT_MD).is_file()
+
+
+def test_compare_pairs_two_models_on_the_same_rows(tmp_path, tiny_artifact, make_tiny_artifact):
+    from serving.artifact import SourceRef
+    from training.evaluation.compare import compare, render_comparison
+
+    def ref(name):
+        return SourceRef(name=name, license="test", content_hash="0" * 64)
+
+    other = make_tiny_artifact(tmp_path / "other", seed=1, sources=[ref("olid"), ref("gab_hate_corpus"), ref("edos")])
+    base = make_tiny_artifact(tmp_path / "base", seed=0, sources=[ref("olid"), ref("gab_hate_corpus")])
+    cfg, data = load_config(None, FAST), synthetic_split()
+    a = evaluate(str(base), cfg, data=data, out_dir=tmp_path / "a", log_to_mlflow=False)
+    b = evaluate(str(other), cfg, data=data, out_dir=tmp_path / "b", log_to_mlflow=False)
+    result = compare(a, b, n=200, seed=0)
+    rows = {(r["scope"], r["metric"]): r for r in result["rows"]}
+    for p in POLICIES:  # the point values are the two reports' own numbers
+        for k in ("pr_auc", "roc_auc"):
+            row = rows[("all", f"{p}/{k}")]
+            assert row["a"] == pytest.approx(a.report["overall"][f"{p}/{k}"])
+            assert row["b"] == pytest.approx(b.report["overall"][f"{p}/{k}"])
+            assert row["ci_low"] <= row["diff"] <= row["ci_high"]
+    assert result["shared_sources"] == ["gab_hate_corpus", "olid"]
+    shared = rows[("shared sources", "violence/pr_auc")]  # violence is labelled on gab rows only here
+    assert shared["b"] == pytest.approx(b.report["per_source"]["gab_hate_corpus"]["violence/pr_auc"])
+    bench = rows[("benchmark OffensEval-2019 A (OLID test)", "macro_f1")]
+    published = {x["benchmark"]: x["value"] for x in b.report["benchmarks"]}
+    assert bench["b"] == pytest.approx(published["OffensEval-2019 A (OLID test)"])
+    assert rows[("behaviour all", "pass_rate")]["b"] == pytest.approx(b.report["behaviour"]["pass_rate"])
+    assert ("behaviour threat_direct", "pass_rate") in rows
+    same = compare(a, a, n=100, seed=0)  # a model against itself: every difference exactly 0, none significant
+    assert all(r["diff"] == 0 and r["ci_low"] == r["ci_high"] == 0 and not r["significant"] for r in same["rows"])
+    assert same["shared_sources"] == []
+    assert "| all | abusive/pr_auc |" in render_comparison(result)
+    with pytest.raises(ValueError, match="different rows"):
+        compare(a, evaluate(str(other), cfg, data=synthetic_split(seed=1).select(range(50)),
+                            out_dir=tmp_path / "c", log_to_mlflow=False))
+
+
+def test_cli_evaluate_compare_to(tmp_path, tiny_artifact, make_tiny_artifact, capsys, write_tiny_train_config):
+    from training.cli import main
+
+    config = write_tiny_train_config(tmp_path)
+    other = make_tiny_artifact(tmp_path / "other", seed=1)
+    code = main(["evaluate", "--model", str(other), "--compare-to", str(tiny_artifact), "--config", str(config),
+                 "--out", str(tmp_path / "r"), "--split", "validation", "--no-mlflow", *FAST])
+    assert code == 0
+    assert "B - A [95% CI]" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "r" / "comparison.json").read_text())
+    assert saved["split"] == "validation" and saved["rows"]
+    assert (tmp_path / "r" / "comparison.md").is_file() and (tmp_path / "r" / "compared-to" / REPORT_MD).is_file()

@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="split to score (default: evaluation.split, i.e. test)")
     p.add_argument("--out", default=None, help="report directory (default: <evaluation.output_dir>/<model>-<split>)")
     p.add_argument("--no-mlflow", action="store_true", help="write the report only, log no evaluation run")
+    p.add_argument("--compare-to", default=None, metavar="REF",
+                   help="also score REF on the same rows and write comparison.md/.json: --model minus REF with "
+                   "paired-bootstrap 95%% CIs per policy, source, shared-source pool, benchmark and behaviour "
+                   "capability")
     _add_config_args(p, "YAML config (data, tracking, evaluation sections)", "evaluation.bootstrap_samples=200")
     _add_tracking_arg(p, "config, then env")
 
@@ -162,17 +166,25 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.evaluation.evaluate import evaluate
+    from training.evaluation.compare import write_comparison
+    from training.evaluation.evaluate import evaluate, load_split
     from training.evaluation.render import benchmark_table
 
     cfg = load_config(args.config, args.overrides)
+    data = load_split(cfg, args.split or cfg.evaluation.split)  # scored by both models with --compare-to
     result = evaluate(args.model, cfg, split=args.split, out_dir=args.out, tracking_uri=args.tracking_uri,
-                      log_to_mlflow=not args.no_mlflow)
+                      data=data, log_to_mlflow=not args.no_mlflow)
     r = result.report
     print(f"evaluated {result.identity.label} ({result.kind}) on {r['model']['split']}: {r['rows']} rows")
     print("mean PR-AUC {:.4f}, mean ROC-AUC {:.4f}".format(r["overall"]["mean_pr_auc"], r["overall"]["mean_roc_auc"]))
     print(benchmark_table(r["benchmarks"]))
     print(f"report: {result.out_dir}/report.md" + (f" | MLflow evaluation run {result.run_id}" if result.run_id else ""))
+    if args.compare_to:
+        other = evaluate(args.compare_to, cfg, split=args.split, tracking_uri=args.tracking_uri, data=data,
+                         out_dir=result.out_dir / "compared-to", log_to_mlflow=False)
+        path = write_comparison(other, result, cfg, args.tracking_uri)
+        print(path.read_text(encoding="utf-8"))
+        print(f"comparison: {path}")
     return 0
 
 

@@ -100,7 +100,9 @@ def suite_report(suite: Suite, probs: np.ndarray, thresholds: dict[str, float]) 
         }
     return {"n": len(cases), "pass_rate": float(passed.mean()),
             "policies": {p: {"accuracy": float((flags[:, j] == expected[:, j]).mean())} for j, p in enumerate(POLICIES)},
-            "capabilities": capabilities}
+            "capabilities": capabilities,
+            # Per case, file order: what a paired comparison of two models resamples (evaluation.compare).
+            "cases": [{"id": case.id, "capability": name, "passed": bool(ok)} for (name, case), ok in zip(cases, passed)]}
 
 
 def run_suite(scorer: Scorer, path: str | Path) -> dict:

@@ -204,6 +204,7 @@ class EvalResult:
     identity: ModelIdentity
     kind: str
     scored: Scored  # per-row scores, for notebooks that plot or compare beyond the report
+    train_sources: tuple[str, ...] = ()  # the sources the model was trained on (its card), for comparisons
 
 
 def load_split(cfg: Config, split: str):
@@ -235,7 +236,8 @@ def evaluate(ref: str, cfg: Config, *, split: str | None = None, out_dir: str | 
     (out / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
     files = [out / REPORT_JSON, out / REPORT_MD, *write_figures(report, scored, scorer.card, out)]
     run_id = log_evaluation(report, files, identity, cfg, uri, split) if log_to_mlflow else None
-    return EvalResult(report, out, run_id, identity, report["model"]["kind"], scored)
+    return EvalResult(report, out, run_id, identity, report["model"]["kind"], scored,
+                      tuple(src.name for src in scorer.card.sources))
 
 
 def log_evaluation(report: dict, files: list[Path], identity, cfg: Config, uri: str, split: str) -> str:

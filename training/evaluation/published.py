@@ -209,34 +209,46 @@ def _native_id(row_id: str) -> str:
     return row_id.split(":", 1)[-1].rsplit("/", 1)[-1]
 
 
+def benchmark_rows(bench: Benchmark, scored, data_root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(row indices into `scored`, gold positive [bool]) of one benchmark; empty when the split lacks it."""
+    rows = scored.sources == bench.source
+    if bench.subset is not None:
+        rows &= scored.subsets == bench.subset
+    if bench.ids_file:
+        ids = _ids_from(Path(data_root or "") / bench.source / bench.ids_file)
+        if ids is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+        rows &= np.array([_native_id(i) in ids for i in scored.ids])
+    gold = np.array([parse_raw_label(scored.raw_labels[i]).get(bench.field, "") for i in np.flatnonzero(rows)])
+    known = np.isin(gold, list(bench.positive | bench.negative))
+    return np.flatnonzero(rows)[known], np.isin(gold[known], list(bench.positive))
+
+
+def benchmark_stat(bench: Benchmark, y: np.ndarray, flags: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The benchmark's metric under B row weightings w [B, n] -> [B]: macro-F1, or the share of rows flagged (a
+    false-positive rate when its rows are negatives, a recall when they are positives)."""
+    if bench.metric == "macro_f1":
+        return _macro_f1(y, flags, w)
+    return w @ flags.astype(np.float64) / w.sum(1)
+
+
 def run_benchmarks(scored, thresholds: dict[str, float], data_root: str | Path | None = None,
                    n_boot: int = 1000, seed: int = 0, published: str | Path = PUBLISHED) -> list[dict]:
     """One row per benchmark present in the scored split: value, CI, n, published best and its status."""
     table = published_results(published)
     out = []
     for bench in BENCHMARKS:
-        rows = scored.sources == bench.source
-        if bench.subset is not None:
-            rows &= scored.subsets == bench.subset
-        if bench.ids_file:
-            ids = _ids_from(Path(data_root or "") / bench.source / bench.ids_file)
-            if ids is None:
-                continue
-            rows &= np.array([_native_id(i) in ids for i in scored.ids])
-        gold = np.array([parse_raw_label(scored.raw_labels[i]).get(bench.field, "") for i in np.flatnonzero(rows)])
-        idx = np.flatnonzero(rows)[np.isin(gold, list(bench.positive | bench.negative))]
-        gold = gold[np.isin(gold, list(bench.positive | bench.negative))]
+        idx, y = benchmark_rows(bench, scored, data_root)
         if not len(idx):
             continue
-        j = POLICIES.index(bench.policy)
-        flags = scored.probs[idx, j] >= thresholds[bench.policy]
+        flags = scored.probs[idx, POLICIES.index(bench.policy)] >= thresholds[bench.policy]
         if bench.metric == "macro_f1":
-            value, lo, hi = macro_f1_ci(np.isin(gold, list(bench.positive)), flags, n=n_boot, seed=seed)
+            value, lo, hi = macro_f1_ci(y, flags, n=n_boot, seed=seed)
         else:
             value, lo, hi = rate_ci(flags, n=n_boot, seed=seed)
         best, status = published_best(bench, table)
         row = {"benchmark": bench.name, "metric": bench.metric, "value": value, "ci_low": lo, "ci_high": hi,
-               "n": int(len(idx)), "n_positive": int(np.isin(gold, list(bench.positive)).sum()),
+               "n": int(len(idx)), "n_positive": int(y.sum()),
                "policy": bench.policy, "published_best": best, "published_status": status, "note": bench.note}
         if bench.metric == "macro_f1":
             row["macro_f1"] = value  # the key reports written before `metric` existed carry
