@@ -75,8 +75,10 @@ def compare(a, b, *, n: int = 1000, seed: int = 0, data_root: str | None = None)
             continue
         j = POLICIES.index(bench.policy)
         fa, fb = sa.probs[idx, j] >= thr_a[bench.policy], sb.probs[idx, j] >= thr_b[bench.policy]
-        diff, ci = _paired(lambda w: benchmark_stat(bench, y, fb, w) - benchmark_stat(bench, y, fa, w),
-                           len(idx), n, seed)
+        def delta(w, bench=bench, y=y, fa=fa, fb=fb):
+            return benchmark_stat(bench, y, fb, w) - benchmark_stat(bench, y, fa, w)
+
+        diff, ci = _paired(delta, len(idx), n, seed)
         va = float(benchmark_stat(bench, y, fa, np.ones((1, len(idx))))[0])
         rows.append(_row(f"benchmark {bench.name}", bench.metric, va, va + diff, ci, len(idx)))
     ba, bb = a.report.get("behaviour"), b.report.get("behaviour")
@@ -98,8 +100,9 @@ def render_comparison(result: dict) -> str:
     """Markdown: one table, B - A with its paired 95% CI; '*' where the interval excludes 0."""
     a, b = result["a"], result["b"]
     lines = [f"# {b} vs {a} on {result['split']}", "",
-             f"B = {b}, A = {a}. Paired bootstrap ({result['bootstrap_samples']} resamples of the same tweets for "
-             "both models); `*`: the 95% interval excludes 0. ECE and false-positive rates are better when lower.", ""]
+             (f"B = {b}, A = {a}. Paired bootstrap ({result['bootstrap_samples']} resamples of the same tweets for "
+              "both models); `*`: the 95% interval excludes 0. ECE and false-positive rates are better when lower."),
+             ""]
     if result["shared_sources"]:
         lines += ["Shared sources (both models trained on them): " + ", ".join(result["shared_sources"]), ""]
     rows = [[r["scope"], r["metric"], fmt(r["a"]), fmt(r["b"]),

@@ -248,7 +248,7 @@ def run_benchmarks(scored, thresholds: dict[str, float], data_root: str | Path |
             value, lo, hi = rate_ci(flags, n=n_boot, seed=seed)
         best, status = published_best(bench, table)
         row = {"benchmark": bench.name, "metric": bench.metric, "value": value, "ci_low": lo, "ci_high": hi,
-               "n": int(len(idx)), "n_positive": int(y.sum()),
+               "n": len(idx), "n_positive": int(y.sum()),
                "policy": bench.policy, "published_best": best, "published_status": status, "note": bench.note}
         if bench.metric == "macro_f1":
             row["macro_f1"] = value  # the key reports written before `metric` existed carry
