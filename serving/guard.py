@@ -196,9 +196,15 @@ class RequestGuard:
         except json.JSONDecodeError as e:
             raise Refusal(400, f"body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
                           param="body", code="invalid_json") from None
+        except RecursionError:  # arrays / objects nested ~1,000 deep: no request of ours nests beyond 4
+            raise Refusal(400, "body is nested too deeply", param="body", code="invalid_json") from None
+        except ValueError as e:  # e.g. an integer past Python's int-string limit (4,300 digits)
+            raise Refusal(400, f"body is not usable JSON: {e}", param="body", code="invalid_json") from None
         try:
             req = model.model_validate(data)
         except ValidationError as e:
             raise validation_refusal(e) from None
+        except RecursionError:
+            raise Refusal(400, "body is nested too deeply", param="body", code="invalid_json") from None
         check_texts(req, self.settings)
         return body

@@ -84,13 +84,16 @@ def test_jsonl_bad_rows_strict_fails_naming_lines(tiny_artifact, tmp_path, capsy
     src = tmp_path / "in.jsonl"
     lines = [{"text": TEXTS[0], "id": 1}, {"text": None, "id": 2}, {"text": 42, "id": 3}, {"id": 4},
              {"text": TEXTS[1], "id": 5, "meta": {"lang": "en"}}]
-    src.write_text("\n".join(json.dumps(x) for x in lines) + "\n[1, 2]\n{broken\n\n", encoding="utf-8")
+    hostile = ["[" * 5000 + "]" * 5000, '{"text": "a", "n": ' + "1" * 10_000 + "}"]  # past the parser's limits
+    src.write_text("\n".join(json.dumps(x) for x in lines) + "\n[1, 2]\n{broken\n\n" + "\n".join(hostile) + "\n",
+                   encoding="utf-8")
     out = tmp_path / "out.jsonl"
     assert _run("--model", tiny_artifact, "--input", src, "--output", out) == 2
     err = capsys.readouterr().err
-    assert "5 of 7 rows" in err
+    assert "7 of 9 rows" in err
     for line, reason in [(2, "'text' is null"), (3, "'text' is int 42, not a string"), (4, "no 'text' field"),
-                         (6, "a JSON list, not an object"), (7, "not valid JSON")]:
+                         (6, "a JSON list, not an object"), (7, "not valid JSON"),
+                         (9, "not usable JSON (nested too deeply)"), (10, "not usable JSON (Exceeds the limit")]:
         assert f"{src}:{line}: {reason}" in err
     assert not out.exists()
 

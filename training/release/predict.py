@@ -107,6 +107,10 @@ def _read_jsonl(f, path: Path) -> Table:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             row, table.problems[len(table.rows)] = None, f"not valid JSON ({e.msg})"
+        except RecursionError:
+            row, table.problems[len(table.rows)] = None, "not usable JSON (nested too deeply)"
+        except ValueError as e:  # e.g. an integer past Python's int-string limit
+            row, table.problems[len(table.rows)] = None, f"not usable JSON ({e})"
         if row is not None and not isinstance(row, dict):
             row, table.problems[len(table.rows)] = None, f"a JSON {type(row).__name__}, not an object"
         for key in row or {}:
