@@ -118,7 +118,7 @@ def onnx_file(model_dir: Path, input_names: list[str], cache_dir: str | Path | N
 def _export(model_dir: Path, input_names: list[str], out: Path) -> None:
     import torch
     from onnxruntime.transformers import optimizer
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, BertConfig
 
     from serving.modeling import load_model
 
@@ -144,7 +144,7 @@ def _export(model_dir: Path, input_names: list[str], out: Path) -> None:
                               input_names=input_names, output_names=["logits"], dynamic_axes=dynamic,
                               opset_version=17)
         config = model.config
-        if config.model_type == "bert":
+        if isinstance(config, BertConfig):  # the encoder decides the fusion: bert, and our tweetguard_bert head
             fused = optimizer.optimize_model(str(raw), model_type="bert", num_heads=config.num_attention_heads,
                                              hidden_size=config.hidden_size)
             fused.save_model_to_file(str(out))

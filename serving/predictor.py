@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 from serving import fastpath
 from serving.artifact import TIERS, ArtifactError, PolicyCard, TierThresholds, calibrate, decide, read_card
@@ -90,7 +90,8 @@ class Predictor:
         path = fastpath.resolve_path(path)
         if num_threads is not None:
             torch.set_num_threads(num_threads)
-        _check_model(AutoConfig.from_pretrained(model_dir), card, model_dir)
+        # The generic config class reads any model type (ours needs no registration or remote code here).
+        _check_model(PretrainedConfig.from_pretrained(model_dir), card, model_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         if path == "onnxruntime":
             names = list(tokenizer.model_input_names)
