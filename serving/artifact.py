@@ -151,6 +151,19 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def verify_files(model_dir: str | Path, expected: Mapping[str, str]) -> None:
+    """Every file listed (relative path -> sha256) must be in `model_dir` with exactly those bytes; raises
+    ArtifactError naming the first that is missing, truncated or changed. Files not listed are not judged."""
+    for rel, digest in sorted(expected.items()):
+        path = Path(model_dir) / rel
+        if not path.is_file():
+            raise ArtifactError(f"{path}: missing; the model's metadata lists it (sha256 {digest[:12]}...)")
+        actual = file_sha256(path)
+        if actual != digest:
+            raise ArtifactError(f"{path}: sha256 {actual[:12]}... is not the recorded {digest[:12]}... "
+                                "(truncated or changed since it was packaged); re-import the model")
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     # exp(-log(1 + e^-x)): no overflow warnings for large |x|.
     return np.exp(-np.logaddexp(0.0, -x))

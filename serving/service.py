@@ -20,7 +20,7 @@ import bentoml
 from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
-from serving.artifact import decide
+from serving.artifact import decide, verify_files
 from serving.guard import IN_PROCESS, Refusal, RequestGuard
 from serving.moderation import moderation_response
 from serving.policies import POLICIES
@@ -66,6 +66,9 @@ class TweetGuard:
             logger.warning("%s is not set: the scoring endpoints are open to anyone who can reach this port",
                            TOKEN_ENV)
         self.ready = False
+        # The store's copy must be the bytes `tweetguard package` imported (their sha256 is in the model's
+        # metadata): a truncated or tampered file stops start-up here, naming it; the service never gets ready.
+        verify_files(self.model.path, (self.model.info.metadata.get("lineage") or {}).get("files_sha256") or {})
         self.predictor = Predictor.load(self.model.path, batch_size=SETTINGS.predict_batch_size,
                                         num_threads=SETTINGS.torch_threads, path=SETTINGS.predict_path,
                                         cache_dir=SETTINGS.cache_dir)

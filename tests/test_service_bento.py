@@ -80,3 +80,33 @@ def test_package_build_and_serve_the_bento(tiny_artifact: Path, tmp_path: Path, 
         assert r.status_code == 200 and r.json()["model"] == model_tag
     finally:
         server.stop()
+
+
+def test_tampered_model_file_is_refused_at_start(tiny_artifact: Path, tmp_path: Path, import_to_store):
+    """A store file whose bytes differ from the sha256 recorded at import: start-up fails naming the file (BentoML
+    retries the worker, which fails the same way), and /readyz never answers 200."""
+    import os
+    import time
+
+    from training.release.package import SOURCE_TARGET, free_port, start_server, stop_server
+
+    home = tmp_path / "bentoml"
+    tag = import_to_store(tiny_artifact, home)
+    weights = home / "models" / "tweetguard" / tag.split(":")[1] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated
+    port, log = free_port(), tmp_path / "serve.log"
+    proc = start_server(SOURCE_TARGET, port=port, log_path=log,
+                        env={**os.environ, "BENTOML_HOME": str(home), "TWEETGUARD_MODEL_TAG": tag})
+    try:
+        deadline = time.monotonic() + 90
+        while "is not the recorded" not in log.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        text = log.read_text(errors="replace")
+        assert f"{weights}: sha256" in text and "is not the recorded" in text, text[-3000:]
+        try:
+            status = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code
+        except httpx.HTTPError:
+            status = None  # not answering at all is also "not ready"
+        assert status != 200
+    finally:
+        stop_server(proc)

@@ -26,6 +26,7 @@ from training.config import repo_root
 BENTOFILE = repo_root() / "serving" / "bentofile.yaml"
 STORE_MODEL_NAME = "tweetguard"  # BentoML model store name (the bento is named after the service, also tweetguard)
 DEFAULT_BENTO = "tweetguard:latest"
+SOURCE_TARGET = "serving.service:TweetGuard"  # the service from the source tree (bentofile.yaml's `service`)
 
 
 class PackageError(RuntimeError):
