@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 
+from serving.metrics import record_refusal
 from serving.schemas import ServiceSettings
 
 logger = logging.getLogger("tweetguard.guard")
@@ -38,6 +39,7 @@ class Refusal(Exception):
         self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
 
     def response(self) -> JSONResponse:
+        record_refusal(self.status, self.code)  # every refusal goes out through here
         kind = {401: "authentication_error", 403: "permission_error", 503: "overloaded_error"}
         body = {
             "error": {

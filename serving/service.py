@@ -3,7 +3,8 @@
 
 - ``POST /classify``        one text or a list -> calibrated probability, flag and action per policy
 - ``POST /v1/moderations``  the OpenAI moderation shape (mapping in `serving.moderation`)
-- ``/livez`` ``/readyz`` ``/metrics`` from BentoML; readiness is true once the model is loaded and warm.
+- ``/livez`` ``/readyz`` ``/metrics`` from BentoML; readiness is true once the model is loaded and warm;
+  ``/metrics`` also carries what was scored (`serving.metrics`).
 
 Both scoring APIs call one inner batchable API (`score_batch`, one list argument) through the service's own
 in-process client, so BentoML's adaptive batching merges texts of concurrent requests into one model call
@@ -22,6 +23,7 @@ from starlette.responses import JSONResponse
 
 from serving.artifact import decide, verify_files
 from serving.guard import IN_PROCESS, Refusal, RequestGuard
+from serving.metrics import record_model, record_results
 from serving.moderation import moderation_response
 from serving.policies import POLICIES
 from serving.schemas import (
@@ -75,6 +77,7 @@ class TweetGuard:
         self.card = self.predictor.card
         self.version = str(self.model.tag.version)
         self.predictor.predict(["warm up the model before readiness"])
+        record_model(self.card.model_name, self.version, self.card.schema_version, self.predictor.path)
         self.ready = True
         logger.info("serving %s:%s (policies %s, thresholds %s, tiers %s, path %s)", self.card.model_name,
                     self.version, list(POLICIES), self.card.thresholds, self.card.tier_thresholds,
@@ -94,8 +97,8 @@ class TweetGuard:
         rows = self.predictor.predict(texts)
         return [ScoredText(scores=[r["scores"][p] for p in POLICIES], truncated=r["truncated"]) for r in rows]
 
-    async def _score(self, texts: list[str], thresholds: dict[str, float],
-                     tiers: dict[str, dict[str, float | None]]) -> list[TextResult] | JSONResponse:
+    async def _score(self, texts: list[str], thresholds: dict[str, float], tiers: dict[str, dict[str, float | None]],
+                     endpoint: str) -> list[TextResult] | JSONResponse:
         if SETTINGS.log_texts:
             logger.info("texts: %r", texts)
         token = IN_PROCESS.set(True)
@@ -114,6 +117,7 @@ class TweetGuard:
             scores = dict(zip(POLICIES, row.scores))
             flags, actions = decide(scores, thresholds, tiers)  # the card's rule, as the Predictor applies it
             results.append(TextResult(scores=scores, flags=flags, actions=actions, truncated=row.truncated))
+        record_results(results, endpoint)
         return results
 
     def _model_info(self, thresholds: dict[str, float], tiers: dict, source: str) -> ModelInfo:
@@ -127,7 +131,7 @@ class TweetGuard:
         req = ClassifyRequest(texts=texts, text=text, thresholds=thresholds)
         flag_overrides, tier_overrides = split_overrides(req.thresholds)
         used, tiers = self.predictor.thresholds(flag_overrides), self.predictor.tiers(tier_overrides)
-        results = await self._score(req.items(), used, tiers)
+        results = await self._score(req.items(), used, tiers, "classify")
         if isinstance(results, JSONResponse):
             return results  # type: ignore[return-value]
         source = "request" if req.thresholds else "policy_card"
@@ -137,7 +141,7 @@ class TweetGuard:
     async def moderations(self, input, model=None) -> dict:  # noqa: A002 - OpenAI's field name
         """OpenAI-compatible moderation: `harassment`, `harassment/threatening`, `violence` mapped from ours."""
         req = ModerationRequest(input=input, model=model)
-        results = await self._score(req.items(), self.card.thresholds, self.card.tier_thresholds)
+        results = await self._score(req.items(), self.card.thresholds, self.card.tier_thresholds, "moderations")
         if isinstance(results, JSONResponse):
             return results  # type: ignore[return-value]
         return moderation_response(results, model=str(self.model.tag))  # the exact model store tag

@@ -256,3 +256,40 @@ def test_health_readiness_and_logs(served):
     assert "TWEETGUARD_API_TOKEN is not set" in log  # the open-service warning
     assert "/classify" in log  # requests are logged ...
     assert MARKER not in log  # ... without their texts
+
+
+def _metrics(url: str) -> dict[str, float]:
+    """Our metric samples from /metrics: {'name{labels}': value} (tweetguard_* only)."""
+    out = {}
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("tweetguard_"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def test_metrics_count_what_was_scored_and_refused(served, offline):
+    before = _metrics(served.url)
+    texts = [*TEXTS, "you are a stupid idiot " * 10]  # the last one is truncated
+    assert httpx.post(served.url + "/classify", json={"texts": texts}).status_code == 200
+    assert httpx.post(served.url + "/v1/moderations", json={"input": TEXTS[0]}).status_code == 200
+    assert _post(served.url, "/classify", {"texts": []}).status_code == 400
+    after = _metrics(served.url)
+
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    want = offline.predict(texts)
+    assert delta('tweetguard_texts_scored_total{endpoint="classify"}') == len(texts)
+    assert delta('tweetguard_texts_scored_total{endpoint="moderations"}') == 1
+    assert delta('tweetguard_truncated_texts_total{endpoint="classify"}') == 1
+    first = offline.predict(TEXTS[:1])[0]
+    for p in POLICIES:
+        assert delta(f'tweetguard_flags_total{{policy="{p}"}}') == sum(r["flags"][p] for r in want) + first["flags"][p]
+        assert delta(f'tweetguard_score_count{{policy="{p}"}}') == len(texts) + 1
+        for action in ("review", "remove"):
+            n = sum(r["actions"][p] == action for r in [*want, first])
+            assert delta(f'tweetguard_actions_total{{action="{action}",policy="{p}"}}') == n
+    assert delta('tweetguard_refusals_total{code="empty",status="400"}') == 1
+    info = [k for k, v in after.items() if k.startswith("tweetguard_model_info{") and v == 1]
+    assert len(info) == 1 and 'model_name="tiny"' in info[0] and 'card_schema="2"' in info[0]

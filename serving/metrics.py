@@ -1,0 +1,65 @@
+"""What the service scores, as Prometheus metrics on `/metrics` beside BentoML's own (request counts, latency,
+batch sizes). `bentoml.metrics` mirrors prometheus_client and handles BentoML's multiprocess mode.
+
+- ``tweetguard_texts_scored_total{endpoint}``          texts scored
+- ``tweetguard_truncated_texts_total{endpoint}``       texts longer than the model window (tail not scored)
+- ``tweetguard_flags_total{policy}``                   flags raised (at the thresholds each request used)
+- ``tweetguard_actions_total{policy,action}``          decision-tier actions (review / remove; none is not counted)
+- ``tweetguard_score{policy}``                         histogram of calibrated probabilities, 0.05-wide buckets
+- ``tweetguard_refusals_total{status,code}``           requests refused (4xx / 503), by status and error code
+- ``tweetguard_model_info{model_name,version,...}``    1 for the served model (an info metric as a gauge: the
+                                                        multiprocess mode has no Info type)
+Label values are fixed sets (policies, actions, status codes, our error codes), never request content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import bentoml
+
+from serving.artifact import TIERS
+
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+
+TEXTS = bentoml.metrics.Counter(name="tweetguard_texts_scored", documentation="Texts scored",
+                                labelnames=["endpoint"])
+TRUNCATED = bentoml.metrics.Counter(name="tweetguard_truncated_texts",
+                                    documentation="Texts longer than the model window (tail not scored)",
+                                    labelnames=["endpoint"])
+FLAGS = bentoml.metrics.Counter(name="tweetguard_flags", documentation="Flags raised per policy",
+                                labelnames=["policy"])
+ACTIONS = bentoml.metrics.Counter(name="tweetguard_actions", documentation="Decision-tier actions per policy",
+                                  labelnames=["policy", "action"])
+SCORES = bentoml.metrics.Histogram(name="tweetguard_score", documentation="Calibrated probability per policy",
+                                   labelnames=["policy"], buckets=SCORE_BUCKETS)
+REFUSALS = bentoml.metrics.Counter(name="tweetguard_refusals", documentation="Requests refused, by status and code",
+                                   labelnames=["status", "code"])
+MODEL_INFO = bentoml.metrics.Gauge(name="tweetguard_model_info", documentation="The served model (value 1)",
+                                   labelnames=["model_name", "version", "card_schema", "predict_path"])
+
+
+def record_results(results: Iterable, endpoint: str) -> None:
+    """Count one request's `TextResult`s."""
+    n = truncated = 0
+    for r in results:
+        n += 1
+        truncated += r.truncated
+        for policy, score in r.scores.items():
+            SCORES.labels(policy=policy).observe(score)
+            if r.flags[policy]:
+                FLAGS.labels(policy=policy).inc()
+            if r.actions[policy] in TIERS:
+                ACTIONS.labels(policy=policy, action=r.actions[policy]).inc()
+    TEXTS.labels(endpoint=endpoint).inc(n)
+    if truncated:
+        TRUNCATED.labels(endpoint=endpoint).inc(truncated)
+
+
+def record_refusal(status: int, code: str) -> None:
+    REFUSALS.labels(status=str(status), code=code).inc()
+
+
+def record_model(model_name: str, version: str, card_schema: int, predict_path: str) -> None:
+    MODEL_INFO.labels(model_name=model_name, version=version, card_schema=str(card_schema),
+                      predict_path=predict_path).set(1)
