@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
 from pathlib import Path
 
@@ -81,11 +82,22 @@ def test_package_build_and_serve_the_bento(tiny_artifact: Path, tmp_path: Path, 
     finally:
         server.stop()
 
+    # The model the bento pins gone from the store, or no such bento: a clear CLI error (exit 2), no traceback.
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.rmtree(model_dir)
+    for tag, message in ((bento_tag, f"serves model {model_tag}, which is not in this machine's model store"),
+                         ("tweetguard:nosuchbento", "no bento 'tweetguard:nosuchbento' in this machine's")):
+        proc = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--bento", tag], capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "BENTOML_HOME": str(home)})
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
 
 def test_tampered_model_file_is_refused_at_start(tiny_artifact: Path, tmp_path: Path, import_to_store):
     """A store file whose bytes differ from the sha256 recorded at import: start-up fails naming the file (BentoML
     retries the worker, which fails the same way), and /readyz never answers 200."""
-    import os
     import time
 
     from training.release.package import SOURCE_TARGET, free_port, start_server, stop_server

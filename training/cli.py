@@ -226,8 +226,13 @@ def _cmd_package(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from training.release.package import serve_command
+    from training.release.package import PackageError, check_bento, serve_command
 
+    try:
+        check_bento(args.bento)
+    except PackageError as e:
+        print(f"tweetguard serve: {e}", file=sys.stderr)
+        return 2
     cmd = serve_command(args.bento, host=args.host, port=args.port)
     print("+ " + " ".join(cmd[2:]), file=sys.stderr, flush=True)
     # Become the server (exec, not a child): a stop signal then reaches bentoml itself, not just a wrapper.

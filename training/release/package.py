@@ -94,6 +94,27 @@ def package(model_dir: str | Path, *, bentoml_home: str | Path | None = None, re
     return json.loads(proc.stdout.strip().splitlines()[-1])["bento"]
 
 
+def check_bento(tag: str) -> None:
+    """Before serving: the bento and the model it pins exist in this machine's stores, or PackageError says what
+    is missing and how to get it (BentoML's own message lists import guesses instead)."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        bento = bentoml.bentos.get(tag)
+    except NotFound:
+        known = sorted(str(b.tag) for b in bentoml.bentos.list())[-5:]
+        here = f"bentos here: {', '.join(known)}" if known else "the store has none"
+        raise PackageError(f"no bento {tag!r} in this machine's BentoML store ({here}); build one with "
+                           "`tweetguard package --model REF`") from None
+    for model in bento.info.all_models:
+        try:
+            bentoml.models.get(model.tag)
+        except NotFound:
+            raise PackageError(f"bento {bento.tag} serves model {model.tag}, which is not in this machine's model "
+                               "store; re-run `tweetguard package --model REF` (it imports the model)") from None
+
+
 def serve_command(bento: str = DEFAULT_BENTO, *, host: str = "127.0.0.1", port: int = 3000) -> list[str]:
     """The `bentoml serve` command line for a bento (loopback unless a host is given)."""
     return [sys.executable, "-m", "bentoml", "serve", bento, "--host", host, "--port", str(port)]
