@@ -134,15 +134,14 @@ def run(args: argparse.Namespace) -> dict:
     import tempfile
 
     import torch
-    from transformers import AutoConfig
 
     from serving.fastpath import AUTO, PATHS, native_bf16, resolve_path
-    from serving.predictor import Predictor, length_batches
+    from serving.predictor import Predictor, length_batches, read_model_config
     from training.registry.refs import resolve_model_ref
 
     started = time.time()
     model_dir = resolve_model_ref(args.model)
-    config = AutoConfig.from_pretrained(model_dir)
+    config = read_model_config(model_dir)
     cache_dir = Path(tempfile.mkdtemp(prefix="tgbench-cache-"))
     texts, by_source = measure.shared_test_tweets(args.n + WARMUP, root=args.data_root,
                                                   sources_file=args.sources_file, seed=args.seed)

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.measure import PeakRSS, quantiles
-from training.release.package import free_port, import_into_store, start_server, stop_server, wait_ready
+from training.release.package import SOURCE_TARGET, free_port, import_into_store, start_server, stop_server, wait_ready
 
 
 def adaptive_batch_sizes(url: str, method: str = "score_batch") -> tuple[float, float]:
@@ -96,8 +96,9 @@ def bench_served(model_dir: Path, texts: list[str], warmup: list[str], *, thread
     home, cache = work / "bentoml", work / "cache"
     tag = import_into_store(model_dir, home)
     env = {"TWEETGUARD_MODEL_TAG": tag, "TWEETGUARD_TORCH_THREADS": str(threads), "TWEETGUARD_PREDICT_PATH": path,
-           "TWEETGUARD_CACHE_DIR": str(cache), "TWEETGUARD_MAX_INFLIGHT": str(max(64, 2 * clients))}
-    target = "serving.service:TweetGuard"
+           "TWEETGUARD_CACHE_DIR": str(cache), "TWEETGUARD_MAX_INFLIGHT": str(max(64, 2 * clients)),
+           "TWEETGUARD_CACHE_SIZE": "0"}  # headline numbers: distinct texts, exact-repeat cache off
+    target = SOURCE_TARGET
     first = _Server.start(target, bentoml_home=home, log_path=work / "serve-cold.log", env=env)
     first.stop()
     server = _Server.start(target, bentoml_home=home, log_path=work / "serve.log", env=env)

@@ -7,6 +7,7 @@ batch sizes). `bentoml.metrics` mirrors prometheus_client and handles BentoML's 
 - ``tweetguard_actions_total{policy,action}``          decision-tier actions (review / remove; none is not counted)
 - ``tweetguard_score{policy}``                         histogram of calibrated probabilities, 0.05-wide buckets
 - ``tweetguard_refusals_total{status,code}``           requests refused (4xx / 503), by status and error code
+- ``tweetguard_cache_lookups_total{result}``           exact-repeat cache hits / misses (hit rate = hit / all)
 - ``tweetguard_model_info{model_name,version,...}``    1 for the served model (an info metric as a gauge: the
                                                         multiprocess mode has no Info type)
 Label values are fixed sets (policies, actions, status codes, our error codes), never request content.
@@ -35,6 +36,8 @@ SCORES = bentoml.metrics.Histogram(name="tweetguard_score", documentation="Calib
                                    labelnames=["policy"], buckets=SCORE_BUCKETS)
 REFUSALS = bentoml.metrics.Counter(name="tweetguard_refusals", documentation="Requests refused, by status and code",
                                    labelnames=["status", "code"])
+CACHE = bentoml.metrics.Counter(name="tweetguard_cache_lookups", documentation="Exact-repeat cache lookups",
+                                labelnames=["result"])
 MODEL_INFO = bentoml.metrics.Gauge(name="tweetguard_model_info", documentation="The served model (value 1)",
                                    labelnames=["model_name", "version", "card_schema", "predict_path"])
 
@@ -54,6 +57,13 @@ def record_results(results: Iterable, endpoint: str) -> None:
     TEXTS.labels(endpoint=endpoint).inc(n)
     if truncated:
         TRUNCATED.labels(endpoint=endpoint).inc(truncated)
+
+
+def record_cache(hits: int, misses: int) -> None:
+    if hits:
+        CACHE.labels(result="hit").inc(hits)
+    if misses:
+        CACHE.labels(result="miss").inc(misses)
 
 
 def record_refusal(status: int, code: str) -> None:

@@ -90,9 +90,10 @@ class Predictor:
         path = fastpath.resolve_path(path)
         if num_threads is not None:
             torch.set_num_threads(num_threads)
-        # The generic config class reads any model type (ours needs no registration or remote code here).
-        _check_model(PretrainedConfig.from_pretrained(model_dir), card, model_dir)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        config = read_model_config(model_dir)
+        _check_model(config, card, model_dir)
+        # With the config given, the auto tokenizer does not look up the model type (ours is remote code to it).
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, config=config)
         if path == "onnxruntime":
             names = list(tokenizer.model_input_names)
             graph = fastpath.onnx_file(model_dir, names, cache_dir)
@@ -214,6 +215,13 @@ def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
             batches.append([])
         batches[-1].append(i)
     return batches
+
+
+def read_model_config(model_dir: str | Path) -> PretrainedConfig:
+    """The artifact's config.json as a generic config: any model type, ours (`tweetguard_bert`) included, without
+    importing the modeling code (slow) or asking about remote code."""
+    config_dict, _ = PretrainedConfig.get_config_dict(str(model_dir))
+    return PretrainedConfig.from_dict(config_dict)
 
 
 def _check_model(config: PretrainedConfig, card: PolicyCard, model_dir: Path) -> None:

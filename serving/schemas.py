@@ -45,6 +45,10 @@ class ServiceSettings(BaseModel):
         None, description="where the onnxruntime path caches its exported graph (default ~/.cache/tweetguard)"
     )
     log_texts: bool = Field(False, description="log request texts (off: logs carry counts and sizes only)")
+    cache_size: int = Field(
+        10_000, ge=0, description="exact-repeat cache: texts whose scores are kept (LRU keyed by model version and "
+        "normalized text, serving.cache); 0 = off"
+    )
 
     @field_validator("predict_path")
     @classmethod

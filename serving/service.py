@@ -22,10 +22,12 @@ from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
 from serving.artifact import decide, verify_files
+from serving.cache import ScoreCache
 from serving.guard import IN_PROCESS, Refusal, RequestGuard
-from serving.metrics import record_model, record_results
+from serving.metrics import record_cache, record_model, record_results
 from serving.moderation import moderation_response
 from serving.policies import POLICIES
+from serving.preprocess import normalize_tweet
 from serving.schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -76,6 +78,7 @@ class TweetGuard:
                                         cache_dir=SETTINGS.cache_dir)
         self.card = self.predictor.card
         self.version = str(self.model.tag.version)
+        self.score_cache = ScoreCache(SETTINGS.cache_size) if SETTINGS.cache_size else None
         self.predictor.predict(["warm up the model before readiness"])
         record_model(self.card.model_name, self.version, self.card.schema_version, self.predictor.path)
         self.ready = True
@@ -101,19 +104,29 @@ class TweetGuard:
                      endpoint: str) -> list[TextResult] | JSONResponse:
         if SETTINGS.log_texts:
             logger.info("texts: %r", texts)
-        token = IN_PROCESS.set(True)
-        try:
-            rows = await self.to_async.score_batch(texts)
-        except BentoMLException as e:
-            if getattr(e, "error_code", None) == 503:  # the batch queue dropped it: waited past max latency
-                return Refusal(503, "overloaded: the batch queue is full; retry later", code="overloaded",
-                               headers={"Retry-After": "1"}).response()
-            raise
-        finally:
-            IN_PROCESS.reset(token)
+        cache = self.score_cache
+        keys = [(self.version, normalize_tweet(t)) for t in texts] if cache is not None else []
+        rows: list[ScoredText | None] = [cache.get(k) for k in keys] if cache is not None else [None] * len(texts)
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if cache is not None:
+            record_cache(len(texts) - len(missing), len(missing))
+        if missing:
+            token = IN_PROCESS.set(True)
+            try:
+                fetched = await self.to_async.score_batch([texts[i] for i in missing])
+            except BentoMLException as e:
+                if getattr(e, "error_code", None) == 503:  # the batch queue dropped it: waited past max latency
+                    return Refusal(503, "overloaded: the batch queue is full; retry later", code="overloaded",
+                                   headers={"Retry-After": "1"}).response()
+                raise
+            finally:
+                IN_PROCESS.reset(token)
+            for i, row in zip(missing, fetched):
+                rows[i] = row if isinstance(row, ScoredText) else ScoredText.model_validate(row)
+                if cache is not None:
+                    cache.put(keys[i], rows[i])
         results = []
         for row in rows:
-            row = row if isinstance(row, ScoredText) else ScoredText.model_validate(row)
             scores = dict(zip(POLICIES, row.scores))
             flags, actions = decide(scores, thresholds, tiers)  # the card's rule, as the Predictor applies it
             results.append(TextResult(scores=scores, flags=flags, actions=actions, truncated=row.truncated))

@@ -226,7 +226,7 @@ def test_wrong_content_type_method_size_and_internal_route(served):
 def test_concurrent_requests_are_batched(served, offline):
     before = served.metric_batch_sizes()
     # > 2 x 100 in-process calls under concurrency: see runner_connection in serving/service.py.
-    texts = [f"{TEXTS[i % len(TEXTS)]} {'!' * (i % 7)}" for i in range(224)]
+    texts = [f"{TEXTS[i % len(TEXTS)]} {'!' * (i % 7)} n{i}" for i in range(224)]  # distinct: no cache hits
     with httpx.Client(base_url=served.url) as client, ThreadPoolExecutor(16) as pool:
         responses = list(pool.map(lambda t: client.post("/classify", json={"text": t}), texts))
     assert all(r.status_code == 200 for r in responses), {r.status_code for r in responses}
@@ -293,3 +293,21 @@ def test_metrics_count_what_was_scored_and_refused(served, offline):
     assert delta('tweetguard_refusals_total{code="empty",status="400"}') == 1
     info = [k for k, v in after.items() if k.startswith("tweetguard_model_info{") and v == 1]
     assert len(info) == 1 and 'model_name="tiny"' in info[0] and 'card_schema="2"' in info[0]
+
+
+def test_exact_repeats_are_served_from_the_cache(served, offline):
+    before = _metrics(served.url)
+    text = "@alice you are a stupid idiot zqxcache"
+    same_after_normalization = "@bob you are a stupid idiot zqxcache"  # handles normalize to @user
+    first = httpx.post(served.url + "/classify", json={"text": text}).json()
+    again = httpx.post(served.url + "/classify", json={"texts": [same_after_normalization, text],
+                                                      "thresholds": {"abusive": 0.0}}).json()
+    after = _metrics(served.url)
+    hits = after.get('tweetguard_cache_lookups_total{result="hit"}', 0) - before.get(
+        'tweetguard_cache_lookups_total{result="hit"}', 0)
+    misses = after.get('tweetguard_cache_lookups_total{result="miss"}', 0) - before.get(
+        'tweetguard_cache_lookups_total{result="miss"}', 0)
+    assert (hits, misses) == (2, 1), [k for k in after if "cache" in k]
+    _assert_same_scores(again["results"], offline.predict([same_after_normalization, text]))
+    assert again["results"][1]["scores"] == first["results"][0]["scores"]
+    assert all(r["flags"]["abusive"] for r in again["results"])  # per-request thresholds apply to cached scores

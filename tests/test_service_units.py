@@ -8,6 +8,7 @@ from openai.types.moderation import Categories, CategoryAppliedInputTypes, Categ
 from pydantic import ValidationError
 
 from serving.moderation import MODELED, OPENAI_CATEGORIES, UNMODELED, map_scores, moderation_response
+from serving.cache import ScoreCache
 from serving.schemas import ClassifyRequest, ModerationRequest, ServiceSettings, TextResult, split_overrides
 
 
@@ -104,3 +105,16 @@ def test_settings_from_env_name_the_variable():
     assert ServiceSettings.from_env({"TWEETGUARD_TORCH_THREADS": ""}).torch_threads is None  # empty = unset
     with pytest.raises(ValueError, match="TWEETGUARD_BATCH_MAX_SIZE"):
         ServiceSettings.from_env({"TWEETGUARD_BATCH_MAX_SIZE": "1"})  # BentoML needs batches of >= 2
+
+
+def test_score_cache_is_a_bounded_lru():
+    cache = ScoreCache(2)
+    cache.put(("v1", "a"), 1)
+    cache.put(("v1", "b"), 2)
+    assert cache.get(("v1", "a")) == 1  # a is now the most recently used
+    cache.put(("v1", "c"), 3)  # evicts b, the least recently used
+    assert cache.get(("v1", "b")) is None and cache.get(("v1", "a")) == 1 and len(cache) == 2
+    assert cache.get(("v2", "a")) is None  # another model version never shares an entry
+    with pytest.raises(ValueError, match="0 means no cache"):
+        ScoreCache(0)
+    assert ServiceSettings.from_env({"TWEETGUARD_CACHE_SIZE": "0"}).cache_size == 0
