@@ -7,8 +7,8 @@ from openai.types import ModerationCreateResponse
 from openai.types.moderation import Categories, CategoryAppliedInputTypes, CategoryScores
 from pydantic import ValidationError
 
-from serving.moderation import MODELED, OPENAI_CATEGORIES, UNMODELED, map_scores, moderation_response
 from serving.cache import ScoreCache
+from serving.moderation import MODELED, OPENAI_CATEGORIES, UNMODELED, map_scores, moderation_response
 from serving.schemas import ClassifyRequest, ModerationRequest, ServiceSettings, TextResult, split_overrides
 
 
