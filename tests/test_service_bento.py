@@ -122,3 +122,37 @@ def test_tampered_model_file_is_refused_at_start(tiny_artifact: Path, tmp_path: 
         assert status != 200
     finally:
         stop_server(proc)
+
+
+def test_sigterm_drains_in_flight_requests(tiny_artifact: Path, tmp_path: Path, import_to_store, start_served):
+    """SIGTERM to the server's main process (what a supervisor sends) while requests are being scored: every
+    accepted request is answered in full, then the server exits 0."""
+    import signal
+    import threading
+    import time
+
+    from training.release.package import SOURCE_TARGET
+
+    home = tmp_path / "bentoml"
+    tag = import_to_store(tiny_artifact, home)
+    served = start_served(SOURCE_TARGET, bentoml_home=home, log_path=tmp_path / "serve.log",
+                          env={"TWEETGUARD_MODEL_TAG": tag})
+    answers: dict[int, object] = {}
+
+    def send(k: int) -> None:  # ~1 s of tokenizing and scoring each on 2 cores: in flight when the signal lands
+        texts = [f"you are a stupid idiot {k} {j} " * 125 for j in range(200)]
+        try:
+            r = httpx.post(served.url + "/classify", json={"texts": texts}, timeout=60)
+            answers[k] = (r.status_code, len(r.json()["results"]))
+        except httpx.HTTPError as e:
+            answers[k] = type(e).__name__
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    os.kill(served.proc.pid, signal.SIGTERM)
+    for t in threads:
+        t.join()
+    assert served.proc.wait(timeout=60) == 0
+    assert answers == {k: (200, 200) for k in range(4)}, answers
