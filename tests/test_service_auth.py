@@ -82,3 +82,17 @@ def test_overload_is_503_with_reason_not_a_hang(served):
     assert any("requests in flight" in m for m in messages) and any("batch queue" in m for m in messages), messages
     # Overload passes: a request on its own is served again.
     assert httpx.post(served.url + "/classify", json={"text": "hi"}, headers=AUTH).status_code == 200
+
+
+def test_tokens_never_appear_in_logs_or_error_bodies(served):
+    """Neither the configured token nor a wrong one a client sent is echoed in a response or written to the log
+    (the 401/403 bodies name the header, not its value)."""
+    wrong = "wr0ng-t0ken-zqx"
+    bodies = [httpx.post(served.url + "/classify", json={"text": "hi"}, headers={"Authorization": f"Bearer {wrong}"}),
+              httpx.post(served.url + "/classify", json={"texts": []}, headers=AUTH),
+              httpx.post(served.url + "/v1/moderations", json={"input": 3}, headers=AUTH)]
+    assert [r.status_code for r in bodies] == [403, 400, 400]
+    for r in bodies:
+        assert TOKEN not in r.text and wrong not in r.text and TOKEN not in str(r.headers)
+    log = served.log()
+    assert TOKEN not in log and wrong not in log
