@@ -54,6 +54,16 @@ def test_package_build_and_serve_the_bento(tiny_artifact: Path, tmp_path: Path, 
     assert not [p for p in shipped if p.split("/")[0] in {".venv", "tests", "data", "training", "mlruns"}
                 or "__pycache__" in p or p.endswith(("mlflow.db", ".pyc"))], shipped
 
+    # The bento installs the CPU torch build: PyTorch's CPU index beside PyPI, where ==2.13.0 resolves to the
+    # highest matching version, 2.13.0+cpu (PyPI's 2.13.0 is the CUDA build).
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    requirements = (bento_dir / "env" / "python" / "requirements.txt").read_text().splitlines()
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in requirements
+    torch_pin = next(r for r in requirements if r.startswith("torch=="))
+    assert max(SpecifierSet(torch_pin[5:]).filter([Version("2.13.0"), Version("2.13.0+cpu")])) == Version("2.13.0+cpu")
+
     # The store holds the same bytes, with the policy card and lineage as metadata.
     model_dir = home / "models" / "tweetguard" / model_tag.split(":")[1]
     meta = yaml.safe_load((model_dir / "model.yaml").read_text())["metadata"]
