@@ -1,6 +1,7 @@
-"""The one definition of the policies tweetguard scores: names, order, meaning.
+"""The one definition of the policies tweetguard scores: names, order, meaning, table columns.
 
-Everything else (data mapping, training head, policy card, API schemas) imports from here.
+Everything else (data mapping, training head, policy card, API schemas, `tweetguard predict`'s output columns)
+imports from here.
 """
 
 from __future__ import annotations
@@ -16,3 +17,9 @@ DESCRIPTIONS: dict[str, str] = {
 
 # Label values in the unified data and in training tensors.
 POSITIVE, NEGATIVE, UNKNOWN = 1, 0, -1
+
+
+def output_columns(policies: tuple[str, ...]) -> list[str]:
+    """The score columns of a scored table (`tweetguard predict`), in this order: per policy
+    `<policy>_probability`, `<policy>_flagged`, `<policy>_action`."""
+    return [c for p in policies for c in (f"{p}_probability", f"{p}_flagged", f"{p}_action")]
