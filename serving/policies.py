@@ -1,6 +1,7 @@
-"""The one definition of the policies tweetguard scores: names, order, meaning.
+"""The one definition of the policies tweetguard scores: names, order, meaning, table columns.
 
-Everything else (data mapping, training head, policy card, API schemas) imports from here.
+Everything else (data mapping, training head, policy card, API schemas, `tweetguard predict`'s output columns, the
+MLflow Model's signature) imports from here.
 """
 
 from __future__ import annotations
@@ -16,3 +17,16 @@ DESCRIPTIONS: dict[str, str] = {
 
 # Label values in the unified data and in training tensors.
 POSITIVE, NEGATIVE, UNKNOWN = 1, 0, -1
+
+TEXT_COLUMN = "text"  # the MLflow Model's input column (the texts to score)
+
+
+def output_columns(policies: tuple[str, ...]) -> list[str]:
+    """The score columns of a scored table (`tweetguard predict`, the MLflow Model), in this order: per policy
+    `<policy>_probability`, `<policy>_flagged`, `<policy>_action`."""
+    return [c for p in policies for c in (f"{p}_probability", f"{p}_flagged", f"{p}_action")]
+
+
+def threshold_param(policy: str) -> str:
+    """The MLflow Model's inference param that overrides `policy`'s flag threshold for one call."""
+    return f"{policy}_threshold"

@@ -38,11 +38,16 @@ def check_run_contents(client: MlflowClient, run_id: str, uri: str, tmp_path: Pa
     assert {"tweetguard-train", "tweetguard-validation", "source-tiny_full", "source-tiny_violence"} <= names.keys()
     src = {t.key: t.value for t in names["source-tiny_full"].tags}
     assert len(src["content_hash"]) == 64 and names["source-tiny_full"].dataset.digest == src["content_hash"][:32]
-    artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "model")}
-    assert {"data", "model", "model/config.json", "model/model.safetensors", f"model/{CARD_FILE}"} <= artifacts
+    assert "data" in {a.path for a in client.list_artifacts(run_id)}
+    # The model is the run's logged MLflow Model `model` (not a copy in the run's artifacts); runs:/<run_id>/model
+    # names it, and resolves to the artifact directory inside it.
+    (logged,) = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    local = resolve_model_ref(f"runs:/{run_id}/model", tracking_uri=uri, dst_path=tmp_path / "run-dl")
+    assert logged.name == "model" and (local.parents[1] / "MLmodel").is_file()
+    assert {"config.json", "model.safetensors", CARD_FILE} <= {p.name for p in local.iterdir()}
     # Registered, first version is @champion, and the registry reference downloads a valid artifact.
     version = client.get_model_version_by_alias("tweetguard", "champion")
-    assert version.run_id == run_id and str(version.version) == "1"
+    assert version.run_id == run_id and str(version.version) == "1" and version.source == f"models:/{logged.model_id}"
     local = resolve_model_ref("models:/tweetguard@champion", tracking_uri=uri, dst_path=tmp_path / "dl")
     card = read_card(local)
     assert card.mlflow_run_id == run_id and set(card.validation_metrics) >= {"mean_pr_auc"}

@@ -26,6 +26,7 @@ from training.fit.distributed import init_world
 from training.fit.loop import BEST_DIR, StopFn, TrainingLoop
 from training.fit.source_terms import SOURCE_TERMS_FILE
 from training.registry.modelcard import attach_model_card
+from training.registry.pyfunc import RUN_MODEL_PATH, register_pyfunc
 from training.registry.tracking import Run, check_reachable, git_commit, resolve_uri
 from training.registry.versions import CHALLENGER, CHAMPION, register_model, set_alias, set_alias_if_missing
 
@@ -268,10 +269,20 @@ def _log_history(run, run_dir: Path, p, metrics: dict[str, float]) -> float:
 
 
 def log_and_register(run, artifact: Path, cfg: Config, uri: str, champion: bool) -> str:
+    """Log the complete artifact (only now: the directory is complete) and register it as a new version.
+
+    A transformer becomes an MLflow Model (pyfunc) wrapping the serving Predictor (`training.registry.pyfunc`). The
+    TF-IDF baseline is not a Predictor (`training.evaluation.evaluate.load_scorer`) and its scorer lives in
+    `training`, which the MLflow Model never imports: it stays a plain artifact directory, logged and registered
+    as every version was before. Both answer to `runs:/<run_id>/model` and `models:/...` references.
+    """
     name = cfg.tracking.registered_model
-    model_uri = run.log_model_dir(artifact, ARTIFACT_DIR)  # only now: the directory is complete
-    version = register_model(model_uri, name, run_id=run.run_id, tracking_uri=uri,
-                             tags={"backbone": cfg.model.backbone, "kind": cfg.model.kind})
+    tags = {"backbone": cfg.model.backbone, "kind": cfg.model.kind}
+    if cfg.model.kind == "tfidf":
+        version = register_model(run.log_model_dir(artifact, RUN_MODEL_PATH), name, run_id=run.run_id,
+                                 tracking_uri=uri, tags=tags)
+    else:
+        version = register_pyfunc(artifact, name, run_id=run.run_id, tracking_uri=uri, tags=tags)
     attach_model_card(name, version, artifact, tracking_uri=uri)
     # Every new version is @challenger until `promote` decides; the first transformer version is @champion.
     set_alias(name, CHALLENGER, version, uri)

@@ -2,10 +2,13 @@
 
 Read-only: registering and aliases are `training.registry.versions`. A model reference (`--model REF`) is one of:
 - a local artifact directory (what training writes);
-- `runs:/<run_id>/model`: the artifact directory a training run logged under artifact path `model`;
+- `runs:/<run_id>/model`: a training run's model (its logged MLflow Model `model`, or the directory logged there);
 - `models:/<name>@<alias>` (e.g. `models:/tweetguard@champion`) or `models:/<name>/<version>`: a registered
-  version, whose source is such a run artifact directory;
+  version;
 - any other URI MLflow can download (`mlflow-artifacts:/...`, `s3://...`, `file://...`).
+What a reference names is either the artifact directory itself (versions registered before issue 15, the TF-IDF
+baseline) or an MLflow Model holding it as its pyfunc artifact `model` (`training.registry.pyfunc`: every transformer
+version registered since; `runs:/<run_id>/model` names it too); either way the artifact directory comes back.
 MLflow is imported lazily: resolving a local directory must not pay for it.
 """
 
@@ -17,6 +20,7 @@ from pathlib import Path
 from serving.artifact import CARD_FILE, ArtifactError
 from training.registry.tracking import client
 
+MLMODEL_FILE = "MLmodel"  # an MLflow Model's description (flavors, signature, artifacts)
 REF_FORMS = "an artifact directory, runs:/<run_id>/model, models:/<name>@<alias> or models:/<name>/<version>"
 # models:/<name>@<alias>[/sub/path] or models:/<name>/<version>[/sub/path]
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))(?P<sub>/.*)?$")
@@ -45,10 +49,26 @@ def resolve_model_ref(
             raise FileNotFoundError(f"model {text!r}: no such directory; expected {REF_FORMS}")
         if not path.is_dir():
             raise ArtifactError(f"model {text!r} is a file; expected {REF_FORMS}")
+    path = _artifact_dir(path, text)
     if not (path / CARD_FILE).is_file():
         hint = " (a run's model lives under runs:/<run_id>/model)" if text.startswith("runs:/") else ""
         raise ArtifactError(f"model {text!r} -> {path}: not a tweetguard model artifact (no {CARD_FILE}){hint}")
     return path
+
+
+def _artifact_dir(path: Path, ref: str) -> Path:
+    """`path` itself, or the artifact directory inside it when it is an MLflow Model (where its MLmodel file says)."""
+    mlmodel = path / MLMODEL_FILE
+    if not mlmodel.is_file():
+        return path
+    import yaml
+
+    flavors = (yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}).get("flavors") or {}
+    sub = ((flavors.get("python_function") or {}).get("artifacts") or {}).get("model", {}).get("path")
+    if not sub:
+        raise ArtifactError(f"model {ref!r} -> {path}: an MLflow Model without tweetguard's artifact (its "
+                            f"{MLMODEL_FILE} names no python_function artifact 'model')")
+    return path / sub
 
 
 def _download(uri: str, tracking_uri: str | None, dst_path: str | Path | None) -> Path:
@@ -60,7 +80,8 @@ def _download(uri: str, tracking_uri: str | None, dst_path: str | Path | None) -
 
     where = tracking_uri or mlflow.get_tracking_uri()
     try:
-        source = _registry_source(uri, tracking_uri) if uri.startswith("models:/") else uri
+        source = (_registry_source(uri, tracking_uri) if uri.startswith("models:/")
+                  else _run_source(uri, tracking_uri) if uri.startswith("runs:/") else uri)
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=source,
             dst_path=None if dst_path is None else str(dst_path),
@@ -85,3 +106,18 @@ def _registry_source(uri: str, tracking_uri: str | None) -> str:
     name, alias = match["name"], match["alias"]
     version = c.get_model_version_by_alias(name, alias).version if alias else match["version"]
     return c.get_model_version_download_uri(name, version) + (match["sub"] or "")
+
+
+def _run_source(uri: str, tracking_uri: str | None) -> str:
+    """runs:/<run_id>/<name>[/sub/path] -> the run's logged model `<name>` (an MLflow Model: how training logs a
+    transformer since issue 15), else the URI itself (a plain artifact directory of the run).
+
+    Resolved with an explicit client: MLflow's own runs:/ fallback to a run's logged model asks the global tracking
+    URI, whatever tracking_uri it was given (MLflow 3.17).
+    """
+    run_id, _, path = uri.removeprefix("runs:/").partition("/")
+    name, _, sub = path.partition("/")
+    c = client(tracking_uri)
+    models = c.search_logged_models([c.get_run(run_id).info.experiment_id],
+                                    filter_string=f"name = '{name}' AND source_run_id = '{run_id}'")
+    return models[0].artifact_location + (f"/{sub}" if sub else "") if models else uri

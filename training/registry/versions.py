@@ -90,20 +90,26 @@ def set_description(name: str, version: str, text: str, tracking_uri: str) -> No
 
 
 def register_model(model_uri: str, name: str, *, run_id: str, tracking_uri: str,
-                   tags: dict[str, str] | None = None) -> str:
-    """Register the artifact directory at `model_uri` (runs:/<run_id>/model) as a new version of `name`.
+                   tags: dict[str, str] | None = None, model_id: str | None = None) -> str:
+    """Register `model_uri` as a new version of `name`; returns the new version number.
 
-    Returns the new version number. The version's source is the run's artifact directory, whose files are
-    never rewritten afterwards (the artifact is complete before it is logged).
+    `model_uri` is an MLflow Model logged under the run (`models:/<model_id>`, with `model_id`: what training
+    registers, `training.registry.pyfunc`) or a run's plain artifact directory (`runs:/<run_id>/model`: the TF-IDF
+    baseline, and every transformer version registered before issue 15). Either way the files are complete before
+    they are logged and never rewritten afterwards.
     """
     from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
     c = client(tracking_uri)
     try:
         c.get_registered_model(name)
     except MlflowException:
         c.create_registered_model(name, description="tweetguard policy classifier (see policy_card.json)")
-    version = c.create_model_version(name, source=model_uri, run_id=run_id, tags=tags)
+    version = c.create_model_version(name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id)
+    if model_id:  # the logged model's link to its version (what mlflow.register_model records; the UI shows it)
+        c.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([{"name": name,
+                                                                               "version": version.version}])})
     return str(version.version)
 
 

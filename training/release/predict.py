@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from serving.policies import POLICIES
+from serving.policies import POLICIES, output_columns
 
 if TYPE_CHECKING:  # torch is imported only when scoring starts: input errors fail fast
     from serving.predictor import Predictor
@@ -53,10 +53,6 @@ class PredictSummary:
     scored: int
     truncated: int
     bad_rows: list[BadInputRow]
-
-
-def output_columns(policies: tuple[str, ...]) -> list[str]:
-    return [c for p in policies for c in (f"{p}_probability", f"{p}_flagged", f"{p}_action")]
 
 
 def _format(path: Path) -> str | None:
