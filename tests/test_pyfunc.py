@@ -144,3 +144,22 @@ def test_references_resolve_to_the_artifact_for_new_and_old_versions(tmp_path, t
     (foreign / "MLmodel").write_text("flavors:\n  python_function:\n    loader_module: x\n", encoding="utf-8")
     with pytest.raises(ArtifactError, match="names no python_function artifact 'model'"):
         resolve_model_ref(foreign)
+
+
+def test_an_old_plain_version_is_registered_again_as_pyfunc(tiny_artifact, mlflow_uri, register_dir, dir_digest,
+                                                           mixed_texts):
+    from training.registry.pyfunc import _main
+
+    old = register_dir(tiny_artifact, mlflow_uri)  # a version as registered before issue 15: plain files
+    with pytest.raises(MlflowException):
+        mlflow.pyfunc.load_model(f"models:/tweetguard/{old}")
+    old_dir = resolve_model_ref(f"models:/tweetguard/{old}", tracking_uri=mlflow_uri)
+    before = dir_digest(old_dir)
+    assert _main(["reregister", f"models:/tweetguard/{old}", "--tracking-uri", mlflow_uri]) == 0
+    assert dir_digest(old_dir) == before  # the old version's files are only read
+    new = str(int(old) + 1)
+    version = MlflowClient(mlflow_uri).get_model_version("tweetguard", new)
+    assert version.tags["reregistered_from"] == f"models:/tweetguard/{old}" and "Model card" in version.description
+    predictor = Predictor.load(tiny_artifact)
+    out = mlflow.pyfunc.load_model(f"models:/tweetguard/{new}").predict(pd.DataFrame({"text": mixed_texts}))
+    assert_same(out, frame(predictor.predict(mixed_texts), predictor.policies))

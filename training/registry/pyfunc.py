@@ -13,13 +13,19 @@ Storage: the artifact is stored once, in the MLflow Model (MLflow 3 keeps a logg
 model of that name. Versions registered before (plain directories) and the TF-IDF baseline (not a Predictor;
 `training.fit.command.log_and_register`) stay plain directories and resolve as before.
 
+Versions registered before this are plain directories; `python -m training.registry.pyfunc reregister REF`
+registers such a version's files again as a new, pyfunc version (a run of its own, tagged with where it came from;
+the old version and its files are only read).
+
 Logging costs one model load and one scoring of the input example: MLflow checks at logging time that the
 example's serving payload scores (a failure there is a warning in the log, not an error).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -112,3 +118,46 @@ def _fluent_run(run_id: str, tracking_uri: str) -> Iterator[None]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = env_before
+
+
+def reregister(ref: str, *, tracking_uri: str, name: str | None = None) -> str:
+    """Register the artifact of `ref` (e.g. an old plain-directory version, `models:/tweetguard/3`) as a new pyfunc
+    version of `name` (default: the reference's model name, else tweetguard) in a run of its own; returns the new
+    version. The source is only read; the new version gets the model card and the tag `reregistered_from`."""
+    from serving.artifact import read_card
+    from training.registry.modelcard import attach_model_card
+    from training.registry.refs import MODELS_URI, resolve_model_ref
+    from training.registry.tracking import Run
+
+    artifact = resolve_model_ref(ref, tracking_uri=tracking_uri)
+    card = read_card(artifact)  # refuses anything that is not a servable artifact for this code
+    match = MODELS_URI.match(ref)
+    name = name or (match["name"] if match else card.model_name)
+    tags = {"tweetguard.run_type": "reregister", "reregistered_from": ref,
+            "source_training_run": card.mlflow_run_id or "none"}
+    with Run.start(tracking_uri, "tweetguard", f"reregister {ref}", tags, system_metrics=False) as run:
+        version = register_pyfunc(artifact, name, run_id=run.run_id, tracking_uri=tracking_uri,
+                                  tags={"reregistered_from": ref, "backbone": card.backbone})
+    attach_model_card(name, version, artifact, tracking_uri=tracking_uri)
+    return version
+
+
+def _main(argv: list[str] | None = None) -> int:
+    from training.registry.tracking import resolve_uri
+
+    p = argparse.ArgumentParser(prog="python -m training.registry.pyfunc",
+                                description="register an older version's files again as an MLflow Model (pyfunc)")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("reregister", help="REF (e.g. models:/tweetguard/3) -> a new pyfunc version; REF is only read")
+    r.add_argument("ref")
+    r.add_argument("--name", default=None, help="registered model name (default: the reference's)")
+    r.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
+    args = p.parse_args(argv)
+    uri = resolve_uri(args.tracking_uri)
+    version = reregister(args.ref, tracking_uri=uri, name=args.name)
+    print(f"registered {args.ref} again as {args.name or 'the same model'} version {version} (an MLflow Model)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
