@@ -174,7 +174,15 @@ class TrainConfig(Section):
     )
     metric: str = Field("mean_pr_auc", description="Validation metric to maximize (key of training.evaluation.metrics output).")
     checkpoint_every_steps: int = Field(200, ge=1, description="Write a resumable checkpoint every N steps.")
-    bf16: bool = Field(False, description="bfloat16 autocast for forward/backward (fast on CPUs with AMX).")
+    bf16: bool = Field(False, description="CPU: bfloat16 autocast for forward/backward (fast on CPUs with AMX).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where training runs: auto = cuda when torch sees a GPU, else cpu. Under torchrun each "
+        "rank uses cuda:<LOCAL_RANK> and the NCCL backend (gloo on CPU). Evaluation and serving stay on CPU."
+    )
+    amp: bool = Field(
+        True, description="CUDA only: mixed precision (bf16 autocast where the GPU supports it, else fp16 with a "
+        "gradient scaler). CPU precision is train.bf16."
+    )
     num_threads: int | None = Field(None, ge=1, description="torch.set_num_threads; null = torch's default.")
     output_dir: str = Field("runs", description="Run dirs (checkpoints, artifact) go to <output_dir>/<run_name>.")
     log_every_steps: int = Field(1, ge=1, description="Log train loss to MLflow every N steps.")

@@ -22,7 +22,8 @@ from training.fit.baseline import describe_baseline, train_baseline
 from training.fit.batches import encode, pos_weights, sample_rows
 from training.fit.calibration import finalize_card
 from training.fit.checkpoint import seed_everything
-from training.fit.distributed import init_world
+from training.fit.device import CPU, Accel, resolve_accel
+from training.fit.distributed import init_world, local_rank
 from training.fit.loop import BEST_DIR, StopFn, TrainingLoop
 from training.fit.source_terms import SOURCE_TERMS_FILE
 from training.registry.modelcard import attach_model_card
@@ -125,16 +126,17 @@ def train(cfg: Config, *, config_file: str | None = None, resume: bool = False, 
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError("model.kind=tfidf fits in one process: run it without torchrun")
         return train_tfidf(cfg, config_file=config_file)
-    world = init_world()
+    accel = resolve_accel(cfg.train, local_rank())  # before the process group: NCCL needs the device set
+    world = init_world(accel.backend)
     try:
-        return _train_transformer(cfg, world, config_file, resume, progress_bar and world.main,
+        return _train_transformer(cfg, world, config_file, resume, progress_bar and world.main, accel=accel,
                                   register=register, parent_run_id=parent_run_id, should_stop=should_stop)
     finally:
         world.shutdown()
 
 
 def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool, progress_bar: bool, *,
-                       register: bool = True, parent_run_id: str | None = None,
+                       accel: Accel = CPU, register: bool = True, parent_run_id: str | None = None,
                        should_stop: StopFn | None = None) -> TrainResult:
     uri = resolve_uri(cfg.tracking.uri)
     check_reachable(uri)  # before any data or model is loaded
@@ -162,14 +164,14 @@ def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool
     # Metrics go nowhere until rank 0's run exists (below); the other ranks never track.
     loop = TrainingLoop(model, train_data, val_data, tc, run_dir, pad_id=tokenizer.pad_token_id or 0,
                         pos_weight=pos_weight, log=lambda m, s: None, progress_bar=progress_bar, world=world,
-                        should_stop=should_stop)
+                        should_stop=should_stop, accel=accel)
     state = loop.resume() if resume else None
     if not world.main:  # rank 0 tracks, builds and registers; the others train and then wait for its result
         loop.fit()
         return world.on_main(lambda: None)
     tags = {"git_commit": git_commit(repo_root()), "backbone": cfg.model.backbone, "head": cfg.model.head,
             "config_file": config_file or "(defaults)", "run_dir": str(run_dir.resolve()),
-            "world_size": str(world.size)}
+            "world_size": str(world.size), "device": str(accel.device), "precision": accel.precision}
     with Run.start(uri, cfg.tracking.experiment, cfg.run_name or run_dir.name, tags,
                    resume_run_id=state["mlflow_run_id"] if state else None, system_metrics=tc.system_metrics,
                    parent_run_id=parent_run_id) as run:

@@ -9,7 +9,7 @@ gradients are averaged over ranks: one step of W ranks equals one step of a sing
 `grad_accum * W` (same batches, same update). Rank 0 alone validates, checkpoints, logs to MLflow and builds and
 registers the artifact; the others follow its decisions (stop, resume state) through broadcasts.
 
-Training runs on CPU (backend gloo). Multi-node: run the same torchrun command on every node with
+Backend gloo on CPU, NCCL on CUDA (training.fit.device: each rank on cuda:<LOCAL_RANK>). Multi-node: run the same torchrun command on every node with
 `--nnodes N --node-rank i --rdzv-endpoint host:port`; `train.output_dir` must be a shared filesystem only for
 `--resume` on another machine than rank 0's (rank 0 reads the checkpoint and broadcasts it).
 """
@@ -86,7 +86,9 @@ class World:
         for p in params:
             if p.grad is None:  # a parameter unused in this batch still takes part in the reduction
                 p.grad = torch.zeros_like(p)
-        flat = torch.cat([p.grad.reshape(-1) for p in params] + [torch.tensor([loss], dtype=params[0].grad.dtype)])
+        grad = params[0].grad
+        flat = torch.cat([p.grad.reshape(-1) for p in params]
+                         + [torch.tensor([loss], dtype=grad.dtype, device=grad.device)])
         torch.distributed.all_reduce(flat)
         flat /= self.size
         offset = 0
@@ -112,11 +114,16 @@ def _modules(model: torch.nn.Module | Sequence[torch.nn.Module]) -> list[torch.n
     return [model] if isinstance(model, torch.nn.Module) else list(model)
 
 
-def init_world() -> World:
+def local_rank() -> int:
+    """This process's index on its machine (torchrun's LOCAL_RANK; 0 without torchrun): its GPU."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_world(backend: str = "gloo") -> World:
     """World of this process: from torchrun's env (joins the process group), else a single process."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="gloo", timeout=TIMEOUT)
+        torch.distributed.init_process_group(backend=backend, timeout=TIMEOUT)
     return World(rank=torch.distributed.get_rank(), size=torch.distributed.get_world_size())

@@ -29,6 +29,7 @@ from serving.policies import POLICIES
 from training.config import TrainConfig
 from training.fit.batches import Encoded, collate, epoch_batches, masked_bce
 from training.fit.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from training.fit.device import CPU, Accel
 from training.fit.distributed import World
 from training.fit.monitor import predict_probs, validation_metrics
 from training.fit.source_terms import SourceTerms, make_source_terms
@@ -111,21 +112,26 @@ class TrainingLoop:
     def __init__(self, model, train: Encoded, val: Encoded, cfg: TrainConfig, run_dir: Path, *,
                  pad_id: int, pos_weight: list[float], log: LogFn, progress_bar: bool = True,
                  world: World | None = None, flush: Callable[[], None] = lambda: None,
-                 should_stop: StopFn | None = None):
+                 should_stop: StopFn | None = None, accel: Accel = CPU):
         self.model, self.train_data, self.val, self.cfg = model, train, val, cfg
+        self.accel = accel  # device and precision (training.fit.device); CPU fp32 unless configured
+        model.to(accel.device)
         self.run_dir, self.pad_id, self.log, self.flush = Path(run_dir), pad_id, log, flush
         self.should_stop, self._stop_request = should_stop, ""
         self.world = world or World()
         self.progress_bar = progress_bar and self.world.main
         # Loss-only source terms (None for train.source_terms=none); each train row's source index, once.
         self.terms = make_source_terms(cfg, train.sources, train.labels, list(POLICIES))
+        if self.terms is not None:
+            self.terms.to(accel.device)
         self.source_ids = None if self.terms is None else self.terms.index_of(train.sources)
         self.modules = [model] if self.terms is None else [model, self.terms]  # what is trained and all-reduced
         self.world.sync_parameters(self.modules)
-        self.pos_weight = torch.tensor(pos_weight, dtype=torch.float32)
+        self.pos_weight = torch.tensor(pos_weight, dtype=torch.float32, device=accel.device)
         self.lengths = np.array([len(x) for x in train.input_ids])
         self.plan = make_plan(len(train), cfg, self.world.size)
         self.optimizer, self.scheduler = make_optimizer(model, cfg, self.plan.total_steps, self.terms)
+        self.scaler = accel.scaler()  # fp16 on CUDA only
         self.p = Progress()
 
     # -- checkpoints ---------------------------------------------------------------------------------------
@@ -138,6 +144,7 @@ class TrainingLoop:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "progress": asdict(self.p), "rng": rngs, **extra,
                 **({} if self.terms is None else {"source_terms": self.terms.checkpoint_state()}),
+                **({} if self.scaler is None else {"grad_scaler": self.scaler.state_dict()}),
             })
 
     def resume(self) -> dict[str, Any] | None:
@@ -155,6 +162,8 @@ class TrainingLoop:
             self.terms.load_checkpoint_state(state.get("source_terms"))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.p = Progress(**state["progress"])
         set_rng_state(state["rng"][self.world.rank])
         return state
@@ -162,7 +171,7 @@ class TrainingLoop:
     # -- validation ----------------------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
         t0 = time.monotonic()
-        probs = predict_probs(self.model, self.val, self.cfg.eval_batch_size, self.pad_id, self.cfg.bf16)
+        probs = predict_probs(self.model, self.val, self.cfg.eval_batch_size, self.pad_id, self.accel)
         metrics = validation_metrics(self.val.labels, probs)
         if self.cfg.metric not in metrics:
             raise KeyError(f"train.metric={self.cfg.metric!r} is not a validation metric; have {sorted(metrics)}")
@@ -181,17 +190,17 @@ class TrainingLoop:
 
     # -- training ------------------------------------------------------------------------------------------
     def _micro_step(self, idx: np.ndarray, n_micro: int) -> float:
-        batch = collate(self.train_data, idx, self.pad_id, self.source_ids)
+        batch = self.accel.to(collate(self.train_data, idx, self.pad_id, self.source_ids))
         labels = batch.pop("labels")
         source_ids = batch.pop("source_ids", None)  # [B]; only with source terms, never given to the model
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+        with self.accel.autocast():
             logits = self.model(**batch).logits  # [B, P]
             if self.terms is not None:
                 logits = self.terms(logits, source_ids)  # the loss's view of this row's source
         loss = masked_bce(logits, labels, self.pos_weight)
         # The terms' L2 once per step (1/n_micro of it per micro-batch); the logged train loss is the BCE alone.
-        objective = loss if self.terms is None else loss + self.terms.penalty()
-        (objective / n_micro).backward()
+        objective = (loss if self.terms is None else loss + self.terms.penalty()) / n_micro
+        (objective if self.scaler is None else self.scaler.scale(objective)).backward()
         return loss.item() / n_micro
 
     def _parameters(self) -> list[torch.nn.Parameter]:
@@ -226,9 +235,15 @@ class TrainingLoop:
                 chunk = batches[p.batch:min(p.batch + cfg.grad_accum * w.size, n_batches)]
                 mine = chunk[w.rank::w.size]
                 loss = w.average_gradients(self.modules, sum(self._micro_step(idx, len(mine)) for idx in mine))
+                if self.scaler is not None:
+                    self.scaler.unscale_(self.optimizer)  # clip the true gradients
                 if cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(self._parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
+                if self.scaler is None:
+                    self.optimizer.step()
+                else:  # skips the step when fp16 gradients overflowed, and adapts the scale
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 p.batch += len(chunk)

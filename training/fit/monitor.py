@@ -16,11 +16,13 @@ import torch
 from serving.policies import POLICIES
 from training.evaluation.metrics import masked_metrics
 from training.fit.batches import Encoded, collate
+from training.fit.device import CPU, Accel
 
 
 @torch.no_grad()
-def predict_probs(model, data: Encoded, batch_size: int, pad_id: int, bf16: bool = False) -> np.ndarray:
-    """Sigmoid probabilities [N, P] in the input order; batches are length-sorted so padding stays small."""
+def predict_probs(model, data: Encoded, batch_size: int, pad_id: int, accel: Accel = CPU) -> np.ndarray:
+    """Sigmoid probabilities [N, P] in the input order; batches are length-sorted so padding stays small. The
+    model is on `accel`'s device and precision (training.fit.device)."""
     was_training = model.training
     model.eval()
     order = np.argsort([len(x) for x in data.input_ids], kind="stable")
@@ -29,9 +31,9 @@ def predict_probs(model, data: Encoded, batch_size: int, pad_id: int, bf16: bool
         idx = order[start:start + batch_size]
         batch = collate(data, idx, pad_id)
         batch.pop("labels")
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(**batch).logits  # [B, P]
-        probs[idx] = torch.sigmoid(logits.float()).numpy()
+        with accel.autocast():
+            logits = model(**accel.to(batch)).logits  # [B, P]
+        probs[idx] = torch.sigmoid(logits.float()).cpu().numpy()
     model.train(was_training)
     return probs
 
