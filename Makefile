@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -c constraints.txt "torch==2.13.0" -e ".[dev]"
+	$(BIN)/pip install -c constraints.txt "torch==2.13.0" -e ".[dev,spark]"
 	touch $@
 
 install: $(BIN)/.installed

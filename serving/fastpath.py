@@ -136,7 +136,7 @@ def _export(model_dir: Path, input_names: list[str], out: Path) -> None:
 
     sample = AutoTokenizer.from_pretrained(model_dir)(["a sample tweet", "hi"], padding=True, return_tensors="pt")
     dynamic = {name: {0: "batch", 1: "sequence"} for name in input_names} | {"logits": {0: "batch"}}
-    raw = out.with_suffix(".raw")
+    raw = out.with_name(f"{out.name}.raw")  # out is per process (.model.onnx.<pid>): so is its raw export
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer notes about Python-side shape checks, legacy-export notice
