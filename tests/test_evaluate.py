@@ -282,6 +282,9 @@ def test_evaluate_registered_transformer_logs_linked_run(tmp_path, tiny_artifact
     assert {a.path for a in client.list_artifacts(result.run_id, "report")} >= {"report/report.md",
                                                                                "report/reliability.png"}
     assert client.get_model_version("tweetguard", "1").tags["evaluation.test.run_id"] == result.run_id
+    # The version's model card now carries the test numbers, tiers included (the tiny card has both tiers).
+    card_md = client.get_model_version("tweetguard", "1").description
+    assert "test precision (95% CI)" in card_md and "Test (see the evaluation run" in card_md
     assert "| OffensEval-2019 A (OLID test) |" in (tmp_path / "rep" / REPORT_MD).read_text()
     assert "## Behaviour suite" in (tmp_path / "rep" / REPORT_MD).read_text()
 

@@ -236,6 +236,10 @@ def evaluate(ref: str, cfg: Config, *, split: str | None = None, out_dir: str | 
     (out / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
     files = [out / REPORT_JSON, out / REPORT_MD, *write_figures(report, scored, scorer.card, out)]
     run_id = log_evaluation(report, files, identity, cfg, uri, split) if log_to_mlflow else None
+    if run_id and identity.version and split == "test":  # the version's model card gains the test numbers
+        from training.registry.modelcard import attach_model_card
+
+        attach_model_card(identity.name, identity.version, model_dir, tracking_uri=uri, evaluation=report)
     return EvalResult(report, out, run_id, identity, report["model"]["kind"], scored,
                       tuple(src.name for src in scorer.card.sources))
 

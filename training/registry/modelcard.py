@@ -21,7 +21,9 @@ CARD_MD = "model_card.md"
 
 
 def model_card_markdown(card: PolicyCard, *, name: str | None = None, version: str | None = None,
-                        test_metrics: dict | None = None) -> str:
+                        evaluation: dict | None = None) -> str:
+    """The card's markdown; `evaluation` (a `tweetguard evaluate` report of the test split) adds the test
+    PR-AUCs and each decision tier's test precision and recall (95% CIs) beside its validation target."""
     title = f"{name or card.model_name}" + (f" v{version}" if version else "")
     val = card.validation_metrics
     lines = [
@@ -45,11 +47,11 @@ def model_card_markdown(card: PolicyCard, *, name: str | None = None, version: s
         *[f"| {p.name} | {p.threshold:.3f} | {fmt(val.get(f'{p.name}/roc_auc'))} | {fmt(val.get(f'{p.name}/pr_auc'))} "
           f"| {fmt(val.get(f'{p.name}/f1'))} | {fmt(val.get(f'{p.name}/ece'))} | {p.threshold_method} |"
           for p in card.policies], "",
-        *_tier_lines(card),
+        *_tier_lines(card, evaluation),
     ]
-    if test_metrics:
+    if evaluation:
         lines += ["Test (see the evaluation run for CIs, per-source numbers and bias slices): " + ", ".join(
-            f"{p} PR-AUC {fmt(test_metrics.get(f'{p}/pr_auc'))}" for p in POLICIES), ""]
+            f"{p} PR-AUC {fmt(evaluation['overall'].get(f'{p}/pr_auc'))}" for p in POLICIES), ""]
     lines += [
         "## Known limits",
         "- English only; trained on tweets and a few forum/comment sources. Other languages, code-switching and "
@@ -68,16 +70,18 @@ def model_card_markdown(card: PolicyCard, *, name: str | None = None, version: s
     return "\n".join(lines)
 
 
-def _tier_lines(card: PolicyCard) -> list[str]:
+def _tier_lines(card: PolicyCard, evaluation: dict | None = None) -> list[str]:
     from training.evaluation.evaluate import card_tiers  # evaluate imports the data stack: only when needed
 
     tiers = card_tiers(card)
     if not tiers:
         return ["Decision tiers: none (policy card schema v1): every action is `none`; use the flags.", ""]
-    return ["## Decision tiers (validation; `tweetguard evaluate` reports test precision and recall)",
+    tested = bool(evaluation and evaluation.get("tiers"))
+    return ["## Decision tiers (chosen on validation" + ("; test numbers from the latest test evaluation)" if tested
+                                                         else "; `tweetguard evaluate` adds the test numbers)"),
             ("Action per policy: `remove` at or above the remove threshold, else `review` at or above the review "
              "threshold, else `none`. A tier whose precision target was not reached on validation is off."), "",
-            tier_table(tiers), ""]
+            tier_table(evaluation["tiers"], "test") if tested else tier_table(tiers), ""]
 
 
 def _non_commercial_lines(card: PolicyCard) -> list[str]:
@@ -92,10 +96,12 @@ def _non_commercial_lines(card: PolicyCard) -> list[str]:
 
 
 def attach_model_card(name: str, version: str, model_dir: str | Path, *, tracking_uri: str,
-                      test_metrics: dict | None = None) -> str:
-    """Write the card to the registered version (description) and its training run (artifact); returns it."""
+                      evaluation: dict | None = None) -> str:
+    """Write the card to the registered version (description) and its training run (artifact); returns it.
+    Training attaches it at registration; `tweetguard evaluate` of the version on test attaches it again with
+    the test numbers (`evaluation`)."""
     card = read_card(model_dir)
-    text = model_card_markdown(card, name=name, version=version, test_metrics=test_metrics)
+    text = model_card_markdown(card, name=name, version=version, evaluation=evaluation)
     set_description(name, version, text, tracking_uri)
     run_id = client(tracking_uri).get_model_version(name, version).run_id
     if run_id:
