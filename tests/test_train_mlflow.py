@@ -27,6 +27,9 @@ def check_run_contents(client: MlflowClient, run_id: str, uri: str, tmp_path: Pa
     assert all(len(v) <= 500 for v in params.values())
     tags = run.data.tags
     assert {"git_commit", "backbone", "config_file", "stop_reason"} <= tags.keys()
+    # MLflow's own source tags too, so its UI and search see where the run came from.
+    assert tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.source.git.commit"] == tags["git_commit"].removesuffix("-dirty")
     assert tags["config_file"].endswith("tiny.yaml")
     losses = client.get_metric_history(run_id, "train_loss")
     assert [m.step for m in losses] == list(range(1, STEPS + 1))

@@ -65,6 +65,21 @@ def artifact_location(uri: str) -> str | None:
     return None
 
 
+def source_tags() -> dict[str, str]:
+    """MLflow's own source tags (what its UI and search show for a run's origin): user, entry point, commit."""
+    import getpass
+    import sys
+
+    from training.config import repo_root
+
+    tags = {"mlflow.user": getpass.getuser(), "mlflow.source.type": "LOCAL",
+            "mlflow.source.name": sys.argv[0] if sys.argv and sys.argv[0] else "tweetguard"}  # MLflow's convention
+    commit = git_commit(repo_root()).removesuffix("-dirty")
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
 def git_commit(repo: Path) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
@@ -109,7 +124,7 @@ class Run:
             exp_id = exp.experiment_id if exp else c.create_experiment(experiment, artifact_location(uri))
             if parent_run_id:
                 tags = {**tags, PARENT_TAG: parent_run_id}
-            info = c.create_run(exp_id, run_name=run_name, tags=tags).info
+            info = c.create_run(exp_id, run_name=run_name, tags={**source_tags(), **tags}).info
             run = cls(c, info.run_id, uri)
         if system_metrics:
             run._start_system_metrics(resumed=bool(resume_run_id))
