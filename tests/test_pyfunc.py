@@ -163,3 +163,43 @@ def test_an_old_plain_version_is_registered_again_as_pyfunc(tiny_artifact, mlflo
     predictor = Predictor.load(tiny_artifact)
     out = mlflow.pyfunc.load_model(f"models:/tweetguard/{new}").predict(pd.DataFrame({"text": mixed_texts}))
     assert_same(out, frame(predictor.predict(mixed_texts), predictor.policies))
+
+
+def test_mlflow_models_serve_answers_invocations(tmp_path, tiny_artifact, mlflow_server, register_pyfunc_dir,
+                                                  mixed_texts):
+    """On a real `mlflow server`: the registered version served by `mlflow models serve --env-manager local`
+    answers /invocations with the Predictor's numbers, and its threshold params move the flags."""
+    import sys
+    import time
+
+    import httpx
+
+    from training.release.package import free_port, start_server, stop_server
+
+    version = register_pyfunc_dir(tiny_artifact, mlflow_server)
+    port, log, bin_dir = free_port(), tmp_path / "models-serve.log", os.path.dirname(sys.executable)
+    cmd = [os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", f"models:/tweetguard/{version}",
+           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    # As from an activated venv: MLflow execs `uvicorn` from PATH.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    proc = start_server("", port=port, log_path=log, env=env, command=cmd)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        body = {"dataframe_split": {"columns": ["text"], "data": [[t] for t in mixed_texts]}}
+        r = httpx.post(url + "/invocations", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        predictor = Predictor.load(tiny_artifact)
+        assert_same(pd.DataFrame(r.json()["predictions"]), frame(predictor.predict(mixed_texts), predictor.policies))
+        r = httpx.post(url + "/invocations", json={**body, "params": {threshold_param("violence"): 0.0}}, timeout=60)
+        assert all(row["violence_flagged"] for row in r.json()["predictions"])  # every probability is >= 0
+    finally:
+        stop_server(proc)
