@@ -146,11 +146,11 @@ def test_references_resolve_to_the_artifact_for_new_and_old_versions(tmp_path, t
         resolve_model_ref(foreign)
 
 
-def test_an_old_plain_version_is_registered_again_as_pyfunc(tiny_artifact, mlflow_uri, register_dir, dir_digest,
+def test_an_old_plain_version_is_registered_again_as_pyfunc(v1_artifact, mlflow_uri, register_dir, dir_digest,
                                                            mixed_texts):
     from training.registry.pyfunc import _main
 
-    old = register_dir(tiny_artifact, mlflow_uri)  # a version as registered before issue 15: plain files
+    old = register_dir(v1_artifact, mlflow_uri)  # a version as registered before issue 15: plain files, bert type
     with pytest.raises(MlflowException):
         mlflow.pyfunc.load_model(f"models:/tweetguard/{old}")
     old_dir = resolve_model_ref(f"models:/tweetguard/{old}", tracking_uri=mlflow_uri)
@@ -160,9 +160,14 @@ def test_an_old_plain_version_is_registered_again_as_pyfunc(tiny_artifact, mlflo
     new = str(int(old) + 1)
     version = MlflowClient(mlflow_uri).get_model_version("tweetguard", new)
     assert version.tags["reregistered_from"] == f"models:/tweetguard/{old}" and "Model card" in version.description
-    predictor = Predictor.load(tiny_artifact)
+    predictor = Predictor.load(v1_artifact)
     out = mlflow.pyfunc.load_model(f"models:/tweetguard/{new}").predict(pd.DataFrame({"text": mixed_texts}))
     assert_same(out, frame(predictor.predict(mixed_texts), predictor.policies))
+    # Saved again by this code: the head is now HF remote code; the card is the old one, unchanged.
+    new_dir = resolve_model_ref(f"models:/tweetguard/{new}", tracking_uri=mlflow_uri)
+    assert json.loads((new_dir / "config.json").read_text())["model_type"] == "tweetguard_bert"
+    assert (new_dir / "tweetguard_bert.py").is_file()
+    assert json.loads((new_dir / CARD_FILE).read_text()) == json.loads((v1_artifact / CARD_FILE).read_text())
 
 
 def test_mlflow_models_serve_answers_invocations(tmp_path, tiny_artifact, mlflow_server, register_pyfunc_dir,

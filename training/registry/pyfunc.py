@@ -14,8 +14,9 @@ model of that name. Versions registered before (plain directories) and the TF-ID
 `training.fit.command.log_and_register`) stay plain directories and resolve as before.
 
 Versions registered before this are plain directories; `python -m training.registry.pyfunc reregister REF`
-registers such a version's files again as a new, pyfunc version (a run of its own, tagged with where it came from;
-the old version and its files are only read).
+registers such a version again as a new, pyfunc version (a run of its own, tagged with where it came from; the
+old version and its files are only read): the same weights and card, saved by this code, so an old mean head
+also becomes loadable by the stock Hugging Face auto classes.
 
 Logging costs one model load and one scoring of the input example: MLflow checks at logging time that the
 example's serving payload scores (a failure there is a warning in the log, not an error).
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -124,22 +126,44 @@ def reregister(ref: str, *, tracking_uri: str, name: str | None = None) -> str:
     """Register the artifact of `ref` (e.g. an old plain-directory version, `models:/tweetguard/3`) as a new pyfunc
     version of `name` (default: the reference's model name, else tweetguard) in a run of its own; returns the new
     version. The source is only read; the new version gets the model card and the tag `reregistered_from`."""
-    from serving.artifact import read_card
+    from serving.artifact import ArtifactError, read_card
     from training.registry.modelcard import attach_model_card
     from training.registry.refs import MODELS_URI, resolve_model_ref
     from training.registry.tracking import Run
 
-    artifact = resolve_model_ref(ref, tracking_uri=tracking_uri)
-    card = read_card(artifact)  # refuses anything that is not a servable artifact for this code
+    source = resolve_model_ref(ref, tracking_uri=tracking_uri)
+    card = read_card(source)  # refuses anything that is not a servable artifact for this code
+    if not (source / "config.json").is_file():
+        raise ArtifactError(f"{ref}: not a transformer artifact (the TF-IDF baseline is not an MLflow Model)")
     match = MODELS_URI.match(ref)
     name = name or (match["name"] if match else card.model_name)
     tags = {"tweetguard.run_type": "reregister", "reregistered_from": ref,
             "source_training_run": card.mlflow_run_id or "none"}
-    with Run.start(tracking_uri, "tweetguard", f"reregister {ref}", tags, system_metrics=False) as run:
+    with tempfile.TemporaryDirectory() as tmp, \
+            Run.start(tracking_uri, "tweetguard", f"reregister {ref}", tags, system_metrics=False) as run:
+        artifact = _resave(source, Path(tmp) / "model")
         version = register_pyfunc(artifact, name, run_id=run.run_id, tracking_uri=tracking_uri,
                                   tags={"reregistered_from": ref, "backbone": card.backbone})
-    attach_model_card(name, version, artifact, tracking_uri=tracking_uri)
+        attach_model_card(name, version, artifact, tracking_uri=tracking_uri)
     return version
+
+
+def _resave(source: Path, target: Path) -> Path:
+    """The artifact's weights, tokenizer and card saved again by this code: the same tensors, and a mean head
+    saved before the head became remote code (model_type bert) gains `tweetguard_bert.py` and an `auto_map`, so
+    the stock Hugging Face auto classes load it (README). The card is copied byte for byte (a v1 card stays v1)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from serving.artifact import CARD_FILE
+    from serving.modeling import load_model
+    from serving.predictor import read_model_config
+
+    load_model(source).save_pretrained(target)
+    AutoTokenizer.from_pretrained(source, config=read_model_config(source)).save_pretrained(target)
+    shutil.copy2(source / CARD_FILE, target / CARD_FILE)  # byte for byte: the card is not this code's to rewrite
+    return target
 
 
 def _main(argv: list[str] | None = None) -> int:
