@@ -91,14 +91,13 @@ def tier_report(labels: np.ndarray, probs: np.ndarray, card: PolicyCard, n_boot:
         metrics = masked_metrics(labels, probs, thresholds, prevalence)
         ci = bootstrap_ci(labels, probs, n=n_boot, seed=seed, thresholds=thresholds, prevalence=prevalence)
         key = "precision" if prevalence is None else "precision_at_prevalence"
-        for policy in thresholds:
-            entry = out[policy][name]
+        for policy, threshold in thresholds.items():
+            entry, j = out[policy][name], POLICIES.index(policy)
             for metric, src in (("precision", f"{policy}/{key}"), ("recall", f"{policy}/recall")):
                 if src in metrics:
                     entry[metric] = metrics[src]
                     entry[f"{metric}_ci"] = [round(v, 6) for v in ci[src]] if src in ci else None
-            entry["flagged"] = int((probs[labels[:, POLICIES.index(policy)] != UNKNOWN, POLICIES.index(policy)]
-                                    >= thresholds[policy]).sum())
+            entry["flagged"] = int((probs[labels[:, j] != UNKNOWN, j] >= threshold).sum())  # known-label rows
     return out
 
 
