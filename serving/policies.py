@@ -21,10 +21,19 @@ POSITIVE, NEGATIVE, UNKNOWN = 1, 0, -1
 TEXT_COLUMN = "text"  # the MLflow Model's input column (the texts to score)
 
 
+# A scored table's cells per policy: column suffix <- key of a `Predictor.predict` result, in column order.
+_CELLS = (("probability", "scores"), ("flagged", "flags"), ("action", "actions"))
+
+
 def output_columns(policies: tuple[str, ...]) -> list[str]:
     """The score columns of a scored table (`tweetguard predict`, the MLflow Model), in this order: per policy
     `<policy>_probability`, `<policy>_flagged`, `<policy>_action`."""
-    return [c for p in policies for c in (f"{p}_probability", f"{p}_flagged", f"{p}_action")]
+    return [f"{p}_{suffix}" for p in policies for suffix, _ in _CELLS]
+
+
+def output_row(result: dict | None, policies: tuple[str, ...]) -> dict:
+    """One `Predictor.predict` result as those columns' cells, in their order (None: every cell empty)."""
+    return {f"{p}_{suffix}": None if result is None else result[key][p] for p in policies for suffix, key in _CELLS}
 
 
 def threshold_param(policy: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from serving.policies import TEXT_COLUMN, output_columns, threshold_param
+from serving.policies import TEXT_COLUMN, output_columns, output_row, threshold_param
 
 
 class TweetGuardModel(mlflow.pyfunc.PythonModel):
@@ -42,8 +42,7 @@ class TweetGuardModel(mlflow.pyfunc.PythonModel):
         policies = self.predictor.policies
         thresholds = {p: float(v) for p in policies if (v := (params or {}).get(threshold_param(p))) is not None}
         results = self.predictor.predict(texts(model_input), thresholds=thresholds)
-        rows = [[r[key][p] for p in policies for key in ("scores", "flags", "actions")] for r in results]
-        return pd.DataFrame(rows, columns=output_columns(policies))
+        return pd.DataFrame([output_row(r, policies) for r in results], columns=output_columns(policies))
 
 
 def texts(model_input: Any) -> list[str]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from serving.policies import POLICIES, output_columns
+from serving.policies import POLICIES, output_columns, output_row
 
 if TYPE_CHECKING:  # torch is imported only when scoring starts: input errors fail fast
     from serving.predictor import Predictor
@@ -224,11 +224,7 @@ def _output_rows(
 ) -> Iterator[dict[str, Any]]:
     for i, row in enumerate(table.rows):
         out = dict(row or {})
-        result = scores.get(i)
-        for p in policies:
-            out[f"{p}_probability"] = None if result is None else result["scores"][p]
-            out[f"{p}_flagged"] = None if result is None else result["flags"][p]
-            out[f"{p}_action"] = None if result is None else result["actions"][p]
+        out.update(output_row(scores.get(i), policies))
         yield out
 
 
