@@ -20,15 +20,14 @@ from benchmarks.measure import PeakRSS, quantiles
 from training.release.package import SOURCE_TARGET, free_port, import_into_store, start_server, stop_server, wait_ready
 
 
-def adaptive_batch_sizes(url: str, method: str = "score_batch") -> tuple[float, float]:
-    """(sum, count) of BentoML's adaptive batch size histogram at ``url``/metrics: calls merged per model call."""
+def batch_sizes(url: str, what: str = "requests") -> tuple[float, float]:
+    """(sum, count) of the service's ``tweetguard_batch_<what>`` histogram at ``url``/metrics: requests (or
+    texts) merged per model call, and model calls."""
     total = count = 0.0
     for line in httpx.get(url + "/metrics").text.splitlines():
-        if f'method_name="{method}"' not in line:
-            continue
-        if line.startswith("bentoml_service_adaptive_batch_size_sum"):
+        if line.startswith(f"tweetguard_batch_{what}_sum"):
             total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("bentoml_service_adaptive_batch_size_count"):
+        elif line.startswith(f"tweetguard_batch_{what}_count"):
             count += float(line.rsplit(" ", 1)[1])
     return total, count
 
@@ -112,13 +111,13 @@ def bench_served(model_dir: Path, texts: list[str], warmup: list[str], *, thread
             ([rest[i:i + size] for i in range(0, len(rest) - size + 1, size)], 1)]
     try:
         with PeakRSS(server.proc.pid) as rss:
-            load_run(server.url, [[t] for t in warmup], 1)  # also trains BentoML's batching optimizer
+            load_run(server.url, [[t] for t in warmup], 1)
             for requests, c in plan:
                 if not requests:
                     continue
-                before = adaptive_batch_sizes(server.url)
+                before = batch_sizes(server.url)
                 run = load_run(server.url, requests, c)
-                after = adaptive_batch_sizes(server.url)
+                after = batch_sizes(server.url)
                 calls = after[1] - before[1]
                 run["requests_per_model_call"] = (after[0] - before[0]) / calls if calls else float("nan")
                 out["runs"].append(run)

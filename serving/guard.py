@@ -12,7 +12,6 @@ model, which cannot fail then.
 
 from __future__ import annotations
 
-import contextvars
 import hmac
 import json
 import logging
@@ -27,9 +26,6 @@ from serving.schemas import ServiceSettings
 
 logger = logging.getLogger("tweetguard.guard")
 
-# Set by the service around its own in-process call to the inner batch API; a request from the network
-# runs in uvicorn's context, where it is never set, so it cannot reach that API.
-IN_PROCESS = contextvars.ContextVar("tweetguard_in_process", default=False)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -100,22 +96,17 @@ def check_texts(req: Any, settings: ServiceSettings) -> None:
 
 
 class RequestGuard:
-    """``routes`` maps a public scoring path to its request model; ``internal`` paths serve only in-process."""
+    """``routes`` maps a public scoring path to its request model; other paths pass through untouched."""
 
-    def __init__(self, app, *, settings: ServiceSettings, routes: dict[str, type[BaseModel]], internal: list[str],
-                 token: str | None):
-        self.app, self.settings, self.routes, self.internal = app, settings, routes, frozenset(internal)
+    def __init__(self, app, *, settings: ServiceSettings, routes: dict[str, type[BaseModel]], token: str | None):
+        self.app, self.settings, self.routes = app, settings, routes
         self.token = token.encode() if token else None
         self.inflight = 0
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or (path not in self.routes and path not in self.internal):
+        if scope["type"] != "http" or path not in self.routes:
             return await self.app(scope, receive, send)
-        if path in self.internal:
-            if IN_PROCESS.get():
-                return await self.app(scope, receive, send)
-            return await Refusal(404, f"{path} is internal", code="not_found").response()(scope, receive, send)
         try:
             self._check_method(scope)
             self._check_auth(scope)

@@ -8,6 +8,7 @@ batch sizes). `bentoml.metrics` mirrors prometheus_client and handles BentoML's 
 - ``tweetguard_score{policy}``                         histogram of calibrated probabilities, 0.05-wide buckets
 - ``tweetguard_refusals_total{status,code}``           requests refused (4xx / 503), by status and error code
 - ``tweetguard_cache_lookups_total{result}``           exact-repeat cache hits / misses (hit rate = hit / all)
+- ``tweetguard_batch_requests`` / ``tweetguard_batch_texts``  histograms per model call: requests merged, texts
 - ``tweetguard_model_info{model_name,version,...}``    1 for the served model (an info metric as a gauge: the
                                                         multiprocess mode has no Info type)
 Label values are fixed sets (policies, actions, status codes, our error codes), never request content.
@@ -38,6 +39,11 @@ REFUSALS = bentoml.metrics.Counter(name="tweetguard_refusals", documentation="Re
                                    labelnames=["status", "code"])
 CACHE = bentoml.metrics.Counter(name="tweetguard_cache_lookups", documentation="Exact-repeat cache lookups",
                                 labelnames=["result"])
+_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+BATCH_REQUESTS = bentoml.metrics.Histogram(name="tweetguard_batch_requests",
+                                           documentation="Requests merged into one model call", buckets=_SIZES)
+BATCH_TEXTS = bentoml.metrics.Histogram(name="tweetguard_batch_texts", documentation="Texts in one model call",
+                                        buckets=_SIZES)
 MODEL_INFO = bentoml.metrics.Gauge(name="tweetguard_model_info", documentation="The served model (value 1)",
                                    labelnames=["model_name", "version", "card_schema", "predict_path"])
 
@@ -68,6 +74,11 @@ def record_cache(hits: int, misses: int) -> None:
 
 def record_refusal(status: int, code: str) -> None:
     REFUSALS.labels(status=str(status), code=code).inc()
+
+
+def record_model_call(requests: int, texts: int) -> None:
+    BATCH_REQUESTS.observe(requests)
+    BATCH_TEXTS.observe(texts)
 
 
 def record_model(model_name: str, version: str, card_schema: int, predict_path: str) -> None:

@@ -26,10 +26,13 @@ class ServiceSettings(BaseModel):
     max_body_bytes: int = Field(1_048_576, gt=0, description="request body limit (bytes), checked before parsing")
     max_texts: int = Field(256, gt=0, description="texts per request")
     max_chars: int = Field(4_000, gt=0, description="characters per text (a tweet is <= 280; long posts more)")
-    batch_max_size: int = Field(64, gt=1, description="adaptive batching: most texts in one model call")
+    batch_max_size: int = Field(
+        64, gt=0, description="micro-batching: most texts merged from concurrent requests into one model call (a "
+        "larger single request is scored alone)"
+    )
     batch_max_latency_ms: int = Field(
-        5_000, gt=0, description="adaptive batching: a text queued longer than this is refused with 503 (on 2 "
-        "cores, 16 concurrent clients queue ~1.3 s at p99: 1 s refused some of them)"
+        5_000, gt=0, description="micro-batching: a request expected to wait longer than this for its model call "
+        "is refused at once with 503 + Retry-After (and one that did wait longer, when its turn comes)"
     )
     max_inflight: int = Field(64, gt=0, description="scoring requests in flight per worker; more get 503")
     timeout_s: float = Field(30.0, gt=0, description="BentoML traffic timeout per request (504 after)")

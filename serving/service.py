@@ -6,9 +6,9 @@
 - ``/livez`` ``/readyz`` ``/metrics`` from BentoML; readiness is true once the model is loaded and warm;
   ``/metrics`` also carries what was scored (`serving.metrics`).
 
-Both scoring APIs call one inner batchable API (`score_batch`, one list argument) through the service's own
-in-process client, so BentoML's adaptive batching merges texts of concurrent requests into one model call
-while everything stays in one process with one model copy. Scores come only from `serving.predictor`.
+Both scoring APIs hand their texts (the exact-repeat cache's misses) to one in-process micro-batcher
+(`serving.batcher`), which merges the texts of concurrent requests into one Predictor call in a worker thread:
+one process, one model copy, no internal HTTP hop. Scores come only from `serving.predictor`.
 Auth, limits and input errors are handled before any of this by `serving.guard.RequestGuard`.
 """
 
@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import bentoml
-from bentoml.exceptions import BentoMLException
 from starlette.responses import JSONResponse
 
 from serving.artifact import decide, verify_files
+from serving.batcher import MicroBatcher, Overloaded
 from serving.cache import ScoreCache
-from serving.guard import IN_PROCESS, Refusal, RequestGuard
-from serving.metrics import record_cache, record_model, record_results
+from serving.guard import Refusal, RequestGuard
+from serving.metrics import record_cache, record_model, record_model_call, record_results
 from serving.moderation import moderation_response
 from serving.policies import POLICIES
 from serving.preprocess import normalize_tweet
@@ -49,16 +50,12 @@ TOKEN_ENV = "TWEETGUARD_API_TOKEN"
 # `tweetguard package` pins the exact model version as a bento argument (stored in the bento), so a built
 # bento serves that model even when the store holds newer ones; otherwise the env/default tag.
 MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or SETTINGS.model_tag
-INNER_ROUTE = "/internal/score_batch"
 
 
 @bentoml.service(
     name="tweetguard",
     workers=1,  # one model copy; torch uses the cores inside a batch
     traffic={"timeout": SETTINGS.timeout_s},
-    # BentoML's in-process client recycles its HTTP session every 100 requests by default and drops the
-    # requests still in flight on it (seen as "Server disconnected" 500s at 16 concurrent clients).
-    runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9},
 )
 class TweetGuard:
     model = bentoml.models.BentoModel(MODEL_TAG)
@@ -79,7 +76,12 @@ class TweetGuard:
         self.card = self.predictor.card
         self.version = str(self.model.tag.version)
         self.score_cache = ScoreCache(SETTINGS.cache_size) if SETTINGS.cache_size else None
-        self.predictor.predict(["warm up the model before readiness"])
+        self.batcher = MicroBatcher(self._score_rows, max_size=SETTINGS.batch_max_size,
+                                    max_latency_s=SETTINGS.batch_max_latency_ms / 1e3, on_call=record_model_call)
+        warmup = [f"warm up the model before readiness {i}" for i in range(8)]
+        t0 = time.perf_counter()
+        self.predictor.predict(warmup)
+        self.batcher.observe(len(warmup), time.perf_counter() - t0)  # the first wait estimate
         record_model(self.card.model_name, self.version, self.card.schema_version, self.predictor.path)
         self.ready = True
         logger.info("serving %s:%s (policies %s, thresholds %s, tiers %s, path %s)", self.card.model_name,
@@ -89,14 +91,8 @@ class TweetGuard:
     def __is_ready__(self) -> bool:
         return self.ready
 
-    @bentoml.api(
-        route=INNER_ROUTE,
-        batchable=True,
-        max_batch_size=SETTINGS.batch_max_size,
-        max_latency_ms=SETTINGS.batch_max_latency_ms,
-    )
-    def score_batch(self, texts: list[str]) -> list[ScoredText]:
-        """Internal (in-process only): texts merged from concurrent requests, scored in one Predictor call."""
+    def _score_rows(self, texts: list[str]) -> list[ScoredText]:
+        """One model call over the texts the batcher merged (runs in its worker thread)."""
         rows = self.predictor.predict(texts)
         return [ScoredText(scores=[r["scores"][p] for p in POLICIES], truncated=r["truncated"]) for r in rows]
 
@@ -111,18 +107,12 @@ class TweetGuard:
         if cache is not None:
             record_cache(len(texts) - len(missing), len(missing))
         if missing:
-            token = IN_PROCESS.set(True)
             try:
-                fetched = await self.to_async.score_batch([texts[i] for i in missing])
-            except BentoMLException as e:
-                if getattr(e, "error_code", None) == 503:  # the batch queue dropped it: waited past max latency
-                    return Refusal(503, "overloaded: the batch queue is full; retry later", code="overloaded",
-                                   headers={"Retry-After": "1"}).response()
-                raise
-            finally:
-                IN_PROCESS.reset(token)
+                fetched = await self.batcher.score([texts[i] for i in missing])
+            except Overloaded as e:
+                return Refusal(503, str(e), code="overloaded", headers={"Retry-After": "1"}).response()
             for i, row in zip(missing, fetched):
-                rows[i] = row if isinstance(row, ScoredText) else ScoredText.model_validate(row)
+                rows[i] = row
                 if cache is not None:
                     cache.put(keys[i], rows[i])
         results = []
@@ -164,6 +154,5 @@ TweetGuard.add_asgi_middleware(
     RequestGuard,
     settings=SETTINGS,
     routes={"/classify": ClassifyRequest, "/v1/moderations": ModerationRequest},
-    internal=[INNER_ROUTE],
     token=os.environ.get(TOKEN_ENV) or None,
 )

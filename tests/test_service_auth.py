@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import bentoml
@@ -17,7 +19,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture(scope="module")
 def served(serve_tiny):
-    # Two scoring requests in flight and a 1 ms batch queue deadline, so both overload answers (the guard's and
+    # Two scoring requests in flight and a 1 ms batch queue limit, so both overload answers (the guard's and
     # the batch queue's) are reachable with a few clients; texts logged on request (the default, off, is
     # checked in test_service_http).
     return serve_tiny({"TWEETGUARD_API_TOKEN": TOKEN, "TWEETGUARD_MAX_INFLIGHT": "2",
@@ -71,15 +73,37 @@ def test_overload_is_503_with_reason_not_a_hang(served):
     def payload(k: int) -> dict:  # distinct texts: the exact-repeat cache must not absorb the load
         return {"texts": [f"you are a stupid idiot and i will find you {k} {j} " * 6 for j in range(64)]}
 
+    def refused(responses) -> list[str]:
+        codes = [r.status_code for r in responses]
+        assert set(codes) <= {200, 503} and 503 in codes, codes
+        out = [r for r in responses if r.status_code == 503]
+        assert all(r.json()["error"]["code"] == "overloaded" and r.headers["Retry-After"] == "1" for r in out)
+        return [r.json()["error"]["message"] for r in out]
+
+    # The batch queue's limit: work queued ahead of a request past TWEETGUARD_BATCH_MAX_LATENCY_MS (1 ms here).
     with httpx.Client(base_url=served.url, headers=AUTH, timeout=30) as client, ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda k: client.post("/classify", json=payload(k)), range(16)))
-    codes = [r.status_code for r in responses]
-    assert set(codes) <= {200, 503} and 503 in codes, codes
-    refused = [r for r in responses if r.status_code == 503]
-    assert all(r.json()["error"]["code"] == "overloaded" and r.headers["Retry-After"] == "1" for r in refused)
-    messages = [r.json()["error"]["message"] for r in refused]
-    # Both refusals: the guard's in-flight limit and the batch queue's deadline.
-    assert any("requests in flight" in m for m in messages) and any("batch queue" in m for m in messages), messages
+    assert all("batch queue" in m for m in refused(responses))
+
+    # The guard's in-flight limit (2 here): two requests whose bodies arrive slowly hold both slots.
+    body = json.dumps({"text": "hi"}).encode()
+
+    def slow_body():
+        yield body[:4]
+        time.sleep(1.5)
+        yield body[4:]
+
+    def send(k: int):
+        content = slow_body() if k < 2 else body
+        if k >= 2:
+            time.sleep(0.5)  # after both slow ones are in
+        return httpx.post(served.url + "/classify", content=content,
+                          headers={**AUTH, "content-type": "application/json"}, timeout=30)
+
+    with ThreadPoolExecutor(3) as pool:
+        responses = list(pool.map(send, range(3)))
+    assert [r.status_code for r in responses] == [200, 200, 503]
+    assert "2 requests in flight, the limit is 2" in refused(responses)[0]
     # Overload passes: a request on its own is served again.
     assert httpx.post(served.url + "/classify", json={"text": "hi"}, headers=AUTH).status_code == 200
 

@@ -218,14 +218,13 @@ def test_wrong_content_type_method_size_and_internal_route(served):
 
     r = httpx.post(served.url + "/classify", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413
-    # The inner batch API is reachable only from inside the service process.
+    # No route beyond the documented ones scores anything.
     r = _post(served.url, "/internal/score_batch", {"texts": ["a"]})
     assert r.status_code == 404
 
 
 def test_concurrent_requests_are_batched(served, offline):
     before = served.metric_batch_sizes()
-    # > 2 x 100 in-process calls under concurrency: see runner_connection in serving/service.py.
     texts = [f"{TEXTS[i % len(TEXTS)]} {'!' * (i % 7)} n{i}" for i in range(224)]  # distinct: no cache hits
     with httpx.Client(base_url=served.url) as client, ThreadPoolExecutor(16) as pool:
         responses = list(pool.map(lambda t: client.post("/classify", json={"text": t}), texts))

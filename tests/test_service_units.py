@@ -104,7 +104,7 @@ def test_settings_from_env_name_the_variable():
     assert s.max_texts == 5 and s.log_texts and s.max_chars == ServiceSettings().max_chars
     assert ServiceSettings.from_env({"TWEETGUARD_TORCH_THREADS": ""}).torch_threads is None  # empty = unset
     with pytest.raises(ValueError, match="TWEETGUARD_BATCH_MAX_SIZE"):
-        ServiceSettings.from_env({"TWEETGUARD_BATCH_MAX_SIZE": "1"})  # BentoML needs batches of >= 2
+        ServiceSettings.from_env({"TWEETGUARD_BATCH_MAX_SIZE": "0"})
 
 
 def test_score_cache_is_a_bounded_lru():

@@ -1,0 +1,128 @@
+"""In-process micro-batching for the service: the texts of concurrent requests merged into one model call.
+
+One asyncio task in the service's event loop takes the waiting requests, in arrival order, up to `max_size`
+texts (a larger single request goes alone: the Predictor splits it into its own batches), and runs the model
+on them in one worker thread, so the event loop keeps parsing and answering HTTP meanwhile. There is no linger
+timer: while one call runs, the requests that arrive form the next batch, so a lone request is scored at once
+and a loaded server batches by itself.
+
+Overload is refused, never queued without bound: a request whose expected wait before its model call starts
+(the texts ahead of it times the measured seconds per text) is over `max_latency_s` is refused at once with
+`Overloaded`; one that nevertheless waited longer when its turn comes (an estimate that was too low) is refused
+then, so an accepted request's wait stays within about `max_latency_s` plus one model call. The service's
+in-flight limit bounds the number of waiting requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+Row = TypeVar("Row")
+
+_SMOOTHING = 0.2  # weight of the newest model call in the seconds-per-text estimate
+
+
+class Overloaded(Exception):
+    """The batch queue holds more work than the latency limit allows; the caller answers 503 + Retry-After."""
+
+
+@dataclass
+class _Waiting:
+    texts: Sequence[str]
+    future: asyncio.Future
+    since: float = field(default_factory=time.monotonic)
+
+
+class MicroBatcher(Generic[Row]):
+    """`await batcher.score(texts)` -> one row per text, from `score_fn(texts) -> rows` called in a worker thread
+    with the texts of every request waiting at that moment (at most `max_size` texts, unless one request alone
+    has more). `on_call(requests, texts)` is told the size of each model call."""
+
+    def __init__(self, score_fn: Callable[[list[str]], list[Row]], *, max_size: int, max_latency_s: float,
+                 on_call: Callable[[int, int], None] | None = None) -> None:
+        self.score_fn, self.max_size, self.max_latency_s, self.on_call = score_fn, max_size, max_latency_s, on_call
+        self._waiting: deque[_Waiting] = deque()
+        self._queued = 0  # texts waiting
+        self._running = 0  # texts in the model call now
+        self._seconds_per_text: float | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tweetguard-model")
+
+    def observe(self, texts: int, seconds: float) -> None:
+        """Feed a measured model call (also the warm-up call made before serving) into the wait estimate."""
+        per_text = seconds / max(texts, 1)
+        old = self._seconds_per_text
+        self._seconds_per_text = per_text if old is None else (1 - _SMOOTHING) * old + _SMOOTHING * per_text
+
+    def expected_wait_s(self) -> float:
+        """Seconds a request arriving now waits before its model call starts (0 until a call was measured)."""
+        return (self._queued + self._running) * (self._seconds_per_text or 0.0)
+
+    async def score(self, texts: Sequence[str]) -> list[Row]:
+        wait = self.expected_wait_s()
+        if wait > self.max_latency_s:
+            raise Overloaded(self._refusal(wait))
+        if self._task is None or self._task.done():
+            self._wake = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="tweetguard-batcher")
+        waiting = _Waiting(texts, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        self._queued += len(texts)
+        self._wake.set()
+        return await waiting.future
+
+    def _refusal(self, wait_s: float) -> str:
+        return (f"overloaded: the batch queue holds ~{wait_s * 1e3:.0f} ms of work, the limit is "
+                f"{self.max_latency_s * 1e3:.0f} ms (TWEETGUARD_BATCH_MAX_LATENCY_MS); retry later")
+
+    def _take(self) -> list[_Waiting]:
+        batch, size, now = [], 0, time.monotonic()
+        while self._waiting and (not batch or size + len(self._waiting[0].texts) <= self.max_size):
+            w = self._waiting.popleft()
+            self._queued -= len(w.texts)
+            if w.future.done():  # the client went away (its handler was cancelled)
+                continue
+            if now - w.since > self.max_latency_s:
+                w.future.set_exception(Overloaded(self._refusal(now - w.since)))
+                continue
+            batch.append(w)
+            size += len(w.texts)
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._waiting:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._take()
+            if not batch:
+                continue
+            texts = [t for w in batch for t in w.texts]
+            self._running = len(texts)
+            t0 = time.perf_counter()
+            try:
+                rows = await loop.run_in_executor(self._executor, self.score_fn, texts)
+            except Exception as e:  # noqa: BLE001 - the error belongs to the requests of this call
+                for w in batch:
+                    if not w.future.done():
+                        w.future.set_exception(e)
+                continue
+            finally:
+                self._running = 0
+            self.observe(len(texts), time.perf_counter() - t0)
+            if self.on_call is not None:
+                self.on_call(len(batch), len(texts))
+            start = 0
+            for w in batch:
+                if not w.future.done():
+                    w.future.set_result(rows[start:start + len(w.texts)])
+                start += len(w.texts)

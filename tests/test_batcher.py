@@ -1,0 +1,111 @@
+"""The service's micro-batcher (serving.batcher) in a real event loop with the tiny model's Predictor: merging,
+per-request rows, overload refusals, a failed call, a client that went away."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from serving.batcher import MicroBatcher, Overloaded
+from serving.predictor import Predictor
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_artifact) -> Predictor:
+    return Predictor.load(tiny_artifact, batch_size=8, path="reference")
+
+
+def _probs(rows) -> np.ndarray:
+    return np.array([list(r["scores"].values()) for r in rows])
+
+
+def test_concurrent_requests_share_model_calls_and_each_gets_its_own_rows(predictor, mixed_texts):
+    calls = []
+    requests = [[f"{t} #{k}" for t in mixed_texts[k % 3:k % 3 + 1 + k % 4]] for k in range(24)]
+
+    async def main():
+        batcher = MicroBatcher(predictor.predict, max_size=16, max_latency_s=30,
+                               on_call=lambda n_requests, n_texts: calls.append((n_requests, n_texts)))
+        return await asyncio.gather(*(batcher.score(texts) for texts in requests))
+
+    got = asyncio.run(main())
+    for texts, rows in zip(requests, got):
+        assert len(rows) == len(texts)
+        np.testing.assert_allclose(_probs(rows), _probs(predictor.predict(texts)), atol=1e-6)  # no mix-ups
+    assert sum(n for n, _ in calls) == len(requests) and sum(t for _, t in calls) == sum(map(len, requests))
+    assert len(calls) < len(requests), calls  # merged
+    assert all(t <= 16 for _, t in calls), calls  # max_size holds (no request here is larger)
+
+
+def test_a_request_larger_than_max_size_is_scored_alone(predictor, mixed_texts):
+    calls = []
+
+    async def main():
+        batcher = MicroBatcher(predictor.predict, max_size=2, max_latency_s=30,
+                               on_call=lambda n, t: calls.append((n, t)))
+        return await batcher.score(mixed_texts)
+
+    rows = asyncio.run(main())
+    assert len(rows) == len(mixed_texts) and calls == [(1, len(mixed_texts))]
+
+
+def test_overload_is_refused_at_once_and_a_late_request_when_its_turn_comes():
+    release = threading.Event()
+
+    def slow(texts):  # holds the model call until released
+        release.wait(10)
+        return [len(t) for t in texts]
+
+    async def main():
+        batcher = MicroBatcher(slow, max_size=4, max_latency_s=0.05)
+        batcher.observe(1, 0.2)  # 0.2 s per text measured
+        first = asyncio.ensure_future(batcher.score(["a"]))  # starts at once (nothing ahead)
+        await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        with pytest.raises(Overloaded, match="batch queue holds ~200 ms of work, the limit is 50 ms"):
+            await batcher.score(["b"])  # 1 text running ahead: 0.2 s > 0.05 s
+        refused_in = time.monotonic() - t0
+        # The estimate can be too low: with a tiny measured cost the next request is admitted, then waits
+        # behind the held call past the limit and is refused when its turn comes.
+        batcher._seconds_per_text = 1e-6
+        late = asyncio.ensure_future(batcher.score(["c"]))
+        await asyncio.sleep(0.1)
+        release.set()
+        assert await first == [1]
+        with pytest.raises(Overloaded):
+            await late
+        return refused_in, await batcher.score(["dd"])  # and serving goes on
+
+    refused_in, after = asyncio.run(main())
+    assert refused_in < 0.1 and after == [2]
+
+
+def test_a_failed_call_fails_its_requests_only_and_a_gone_client_is_skipped():
+    seen = []
+
+    def score(texts):
+        seen.append(list(texts))
+        if "boom" in texts:
+            raise RuntimeError("model call failed")
+        time.sleep(0.05)
+        return [t.upper() for t in texts]
+
+    async def main():
+        batcher = MicroBatcher(score, max_size=8, max_latency_s=30)
+        first = asyncio.ensure_future(batcher.score(["x"]))
+        await asyncio.sleep(0.01)  # "x" is in the model call; the next ones queue behind it
+        gone = asyncio.ensure_future(batcher.score(["gone"]))
+        bad = asyncio.ensure_future(batcher.score(["boom"]))
+        await asyncio.sleep(0)
+        gone.cancel()
+        assert await first == ["X"]
+        with pytest.raises(RuntimeError, match="model call failed"):
+            await bad
+        return await batcher.score(["y"])
+
+    assert asyncio.run(main()) == ["Y"]
+    assert seen == [["x"], ["boom"], ["y"]]  # the cancelled request never reached the model
