@@ -5,16 +5,16 @@ or transport error counted as a failure."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from benchmarks.measure import PeakRSS, quantiles
 from training.release.package import SOURCE_TARGET, free_port, import_into_store, start_server, stop_server, wait_ready
@@ -30,6 +30,9 @@ def batch_sizes(url: str, what: str = "requests") -> tuple[float, float]:
         elif line.startswith(f"tweetguard_batch_{what}_count"):
             count += float(line.rsplit(" ", 1)[1])
     return total, count
+
+
+ECHO_TARGET = "benchmarks.echo_service:Echo"
 
 
 @dataclass
@@ -57,35 +60,67 @@ class _Server:
         stop_server(self.proc)
 
 
-def _post(client: httpx.Client, texts: list[str]) -> float | None:
-    """Latency (ms) of one /classify request, or None on any failure."""
-    t0 = time.perf_counter()
+def _server_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a server's process tree so far."""
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def load_run(url: str, requests: list[list[str]], clients: int, *, server_pid: int | None = None) -> dict:
+    """Send `requests` (each a list of texts) to `/classify` from `clients` concurrent `httpx.AsyncClient` workers
+    in one event loop, each with its own connection; a non-2xx answer, a wrong result count or a transport error
+    is a failure. Also measured: this load generator's CPU (share of one core; it shares the machine with the
+    server) and, given `server_pid`, the server's CPU per request."""
+    latencies: list[float | None] = [None] * len(requests)
+    todo = iter(enumerate(requests))
+
+    async def worker() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            for i, texts in todo:  # one shared iterator: the workers take the next request as they free up
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/classify", json={"texts": texts})
+                except httpx.HTTPError:
+                    continue
+                if 200 <= r.status_code < 300 and len(r.json()["results"]) == len(texts):
+                    latencies[i] = (time.perf_counter() - t0) * 1e3
+
+    async def main() -> None:
+        await asyncio.gather(*(worker() for _ in range(clients)))
+
+    server0 = _server_cpu_s(server_pid) if server_pid else None
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    asyncio.run(main())
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    ok = [ms for ms in latencies if ms is not None]
+    ok_texts = sum(len(req) for req, ms in zip(requests, latencies) if ms is not None)
+    out = {"clients": clients, "requests": len(requests), "texts_per_request": len(requests[0]),
+           "failures": len(requests) - len(ok), "wall_s": wall, "texts_per_s": ok_texts / wall,
+           "requests_per_s": len(ok) / wall, "generator_cpu_share": cpu / wall, **quantiles(ok)}
+    if server0 is not None:
+        out["server_cpu_ms_per_request"] = (_server_cpu_s(server_pid) - server0) * 1e3 / max(len(ok), 1)
+        out["server_cpu_share"] = (_server_cpu_s(server_pid) - server0) / wall
+    return out
+
+
+def bench_echo(texts: list[str], *, clients: int, work: Path) -> dict:
+    """E: the same one-text load against a stock BentoML service with no model (`benchmarks.echo_service`)."""
+    server = _Server.start(ECHO_TARGET, bentoml_home=work / "bentoml", log_path=work / "echo.log", env={})
     try:
-        r = client.post("/classify", json={"texts": texts})
-    except httpx.HTTPError:
-        return None
-    if not 200 <= r.status_code < 300 or len(r.json()["results"]) != len(texts):
-        return None
-    return (time.perf_counter() - t0) * 1e3
-
-
-def load_run(url: str, requests: list[list[str]], clients: int) -> dict:
-    """Send `requests` (each a list of texts) from `clients` threads; each thread has its own connection."""
-    local = threading.local()
-
-    def send(texts: list[str]) -> float | None:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=url, timeout=120)
-        return _post(local.client, texts)
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        results = list(pool.map(send, requests))
-    wall = time.perf_counter() - t0
-    ok = [ms for ms in results if ms is not None]
-    ok_texts = sum(len(req) for req, ms in zip(requests, results) if ms is not None)
-    return {"clients": clients, "requests": len(requests), "texts_per_request": len(requests[0]),
-            "failures": len(requests) - len(ok), "wall_s": wall, "texts_per_s": ok_texts / wall, **quantiles(ok)}
+        load_run(server.url, [[t] for t in texts[:50]], 1)  # warm-up
+        n1 = min(200, len(texts) // 4)
+        return {"runs": [load_run(server.url, [[t] for t in texts[:n1]], 1, server_pid=server.proc.pid),
+                         load_run(server.url, [[t] for t in texts[n1:]], clients, server_pid=server.proc.pid)]}
+    finally:
+        server.stop()
 
 
 def bench_served(model_dir: Path, texts: list[str], warmup: list[str], *, threads: int, path: str,
@@ -116,7 +151,7 @@ def bench_served(model_dir: Path, texts: list[str], warmup: list[str], *, thread
                 if not requests:
                     continue
                 before = batch_sizes(server.url)
-                run = load_run(server.url, requests, c)
+                run = load_run(server.url, requests, c, server_pid=server.proc.pid)
                 after = batch_sizes(server.url)
                 calls = after[1] - before[1]
                 run["requests_per_model_call"] = (after[0] - before[0]) / calls if calls else float("nan")
@@ -125,4 +160,5 @@ def bench_served(model_dir: Path, texts: list[str], warmup: list[str], *, thread
         out["rss_mb_at_peak"] = sorted(rss.at_peak.values(), reverse=True)
     finally:
         server.stop()
+    out["echo"] = bench_echo(texts[:n1 + nn], clients=clients, work=work)
     return out
