@@ -26,6 +26,7 @@ from training.fit.device import CPU, Accel, resolve_accel
 from training.fit.distributed import init_world, local_rank
 from training.fit.loop import BEST_DIR, StopFn, TrainingLoop
 from training.fit.source_terms import SOURCE_TERMS_FILE
+from training.registry.hubcard import write_hub_readme
 from training.registry.modelcard import attach_model_card
 from training.registry.pyfunc import RUN_MODEL_PATH, register_pyfunc
 from training.registry.tracking import Run, check_reachable, git_commit, resolve_uri
@@ -284,6 +285,7 @@ def log_and_register(run, artifact: Path, cfg: Config, uri: str, champion: bool)
         version = register_model(run.log_model_dir(artifact, RUN_MODEL_PATH), name, run_id=run.run_id,
                                  tracking_uri=uri, tags=tags)
     else:
+        write_hub_readme(artifact)  # the directory's Hugging Face model card, before the files are logged
         version = register_pyfunc(artifact, name, run_id=run.run_id, tracking_uri=uri, tags=tags)
     attach_model_card(name, version, artifact, tracking_uri=uri)
     # Every new version is @challenger until `promote` decides; the first transformer version is @champion.
