@@ -78,10 +78,10 @@ def model_card_markdown(card: PolicyCard, *, name: str | None = None, version: s
 # How to get the numbers the tables above describe: the weights alone give uncalibrated logits.
 USAGE_LINES = [
     "## Getting calibrated scores",
-    "The Hugging Face files alone (`AutoModelForSequenceClassification.from_pretrained(dir, trust_remote_code=True)`) "
-    "give one raw logit per policy (`config.id2label`): **uncalibrated**, and scored without the tweet normalization. "
-    "The thresholds and tiers above apply to calibrated probabilities; get them from tweetguard's Predictor or the "
-    "registered MLflow Model, which apply the normalization and this card's calibration:", "",
+    ("The Hugging Face files alone (`AutoModelForSequenceClassification.from_pretrained(dir, trust_remote_code=True)`) "
+     "give one raw logit per policy (`config.id2label`): **uncalibrated**, and scored without the tweet normalization. "
+     "The thresholds and tiers above apply to calibrated probabilities; get them from tweetguard's Predictor or the "
+     "registered MLflow Model, which apply the normalization and this card's calibration:"), "",
     "```python",
     "from serving.predictor import Predictor",
     "Predictor.load(model_dir).predict([\"some tweet\"])  # scores, flags and actions per policy",
@@ -95,9 +95,9 @@ USAGE_LINES = [
 def _calibration_lines(card: PolicyCard) -> list[str]:
     val = card.validation_metrics
     return ["## Calibration (fit on validation)",
-            "Per policy, the raw logit z becomes a probability by the card's method (`platt`: sigmoid(z / T + b); "
-            "`temperature`: sigmoid(z / T); `isotonic`: a monotone map of sigmoid(z); `none`: sigmoid(z)). ECE after "
-            "calibration is measured on the rows it was fit on (optimistic); `tweetguard evaluate` reports it on test.",
+            ("Per policy, the raw logit z becomes a probability by the card's method (`platt`: sigmoid(z / T + b); "
+             "`temperature`: sigmoid(z / T); `isotonic`: a monotone map of sigmoid(z); `none`: sigmoid(z)). ECE after "
+             "calibration is measured on the rows it was fit on (optimistic); `tweetguard evaluate` reports it on test."),
             "", "| policy | method | T | b | ECE before | ECE after |", "|---|---|---|---|---|---|",
             *[f"| {p.name} | {p.calibration.method} | {p.calibration.temperature:.3f} | {p.calibration.bias:.3f} "
               f"| {fmt(val.get(f'{p.name}/ece_uncalibrated'))} | {fmt(val.get(f'{p.name}/ece'))} |"
