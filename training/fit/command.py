@@ -29,8 +29,15 @@ from training.fit.source_terms import SOURCE_TERMS_FILE
 from training.registry.hubcard import write_hub_readme
 from training.registry.modelcard import attach_model_card
 from training.registry.pyfunc import RUN_MODEL_PATH, register_pyfunc
-from training.registry.tracking import Run, check_reachable, git_commit, resolve_uri
-from training.registry.versions import CHALLENGER, CHAMPION, register_model, set_alias, set_alias_if_missing
+from training.registry.tracking import Run, check_reachable, dataset_ref, git_commit, resolve_uri
+from training.registry.versions import (
+    CHALLENGER,
+    CHAMPION,
+    logged_model_id,
+    register_model,
+    set_alias,
+    set_alias_if_missing,
+)
 
 ARTIFACT_DIR = "model"
 CONFIG_FILE = "config.json"
@@ -242,10 +249,12 @@ def finish(cfg: Config, run, run_dir: Path, prepared, tokenizer, loop, uri: str)
             tier = spec.tier(name)
             if tier and not tier.enabled:
                 print(f"{spec.name} {name} tier {tier.note}", file=sys.stderr)
-    train_s = _log_history(run, run_dir, p, {
-        **{f"final_val_{k}": v for k, v in card.validation_metrics.items() if not k.startswith("train_best/")},
-        **{f"threshold_{n}": t for n, t in card.thresholds.items()}, **tiers})
+    train_s = _log_history(run, run_dir, p, {**{f"threshold_{n}": t for n, t in card.thresholds.items()}, **tiers})
     version = log_and_register(run, artifact, cfg, uri, champion=True)
+    # The card's validation metrics, on the run and on its logged model (MLflow 3's model view), with the dataset.
+    run.log_metrics({f"final_val_{k}": v for k, v in card.validation_metrics.items() if not k.startswith("train_best/")},
+                    p.step, model_id=logged_model_id(cfg.tracking.registered_model, version, uri),
+                    dataset=dataset_ref("validation", prepared.fingerprint))
     return TrainResult(artifact, run.run_id, version, p.best_metrics, p.step, p.stop_reason,
                        p.examples / train_s, p.elapsed / 60)
 
