@@ -289,6 +289,39 @@ def test_evaluate_registered_transformer_logs_linked_run(tmp_path, tiny_artifact
     assert "## Behaviour suite" in (tmp_path / "rep" / REPORT_MD).read_text()
 
 
+def test_evaluating_a_logged_model_links_metrics_dataset_and_hub_card(tmp_path, tiny_artifact, mlflow_uri,
+                                                                       register_pyfunc_dir):
+    from huggingface_hub import ModelCard
+
+    from training.registry.versions import logged_model_id
+
+    version = register_pyfunc_dir(tiny_artifact, mlflow_uri)
+    model_id = logged_model_id("tweetguard", version, mlflow_uri)
+    cfg = load_config(None, [*FAST, "evaluation.behaviour_suite=null"])
+    result = evaluate(f"models:/tweetguard/{version}", cfg, out_dir=tmp_path / "rep", tracking_uri=mlflow_uri,
+                      data=synthetic_split())
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(result.run_id)
+    # MLflow 3's model view: the evaluation's metrics are the logged model's, measured on the test dataset input.
+    linked = {m.key: m for m in client.get_logged_model(model_id).metrics}
+    assert {k: m.value for k, m in linked.items()} == run.data.metrics and "test/abusive/roc_auc" in linked
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "tweetguard-test" and {t.key: t.value for t in dataset.tags}["rows"] == "200"
+    assert {(m.dataset_name, m.dataset_digest, m.run_id) for m in linked.values()} == {
+        ("tweetguard-test", dataset.dataset.digest, result.run_id)}
+    assert [m.model_id for m in run.inputs.model_inputs] == [model_id]
+    # The version's Hub model card, logged with the test results: the model-index holds them exactly.
+    path = client.download_artifacts(client.get_model_version("tweetguard", version).run_id,
+                                     f"model_card/v{version}/README.md", str(tmp_path))
+    results = ModelCard.load(path).data.eval_results
+    test = {(r.metric_config, r.metric_type): r.metric_value for r in results if r.dataset_split == "test"}
+    overall = result.report["overall"]
+    assert test and test == {k: overall[f"{k[0]}/{k[1]}"] for k in test}
+    assert {f"{p}/{m}" for p, m in test} == {k for k in overall if k.split("/")[0] in POLICIES
+                                            and k.split("/")[1] in {"roc_auc", "pr_auc", "f1", "precision",
+                                                                    "recall", "ece"}}
+
+
 def test_tfidf_baseline_is_evaluated_by_the_same_code(tmp_path, toy):
     from training.fit.baseline import fit_baseline
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.utils import mlflow_tags
 from packaging.requirements import Requirement
 
 from serving.artifact import CARD_FILE, ArtifactError
@@ -25,7 +26,7 @@ from training.cli import main
 from training.registry.pyfunc import EXAMPLE_TEXTS, pip_requirements, register_pyfunc
 from training.registry.refs import resolve_model_ref
 from training.registry.tracking import Run
-from training.registry.versions import set_alias
+from training.registry.versions import MODEL_VERSIONS_TAG, logged_model_id, set_alias
 
 
 def frame(expected: list[dict], policies: tuple[str, ...]) -> pd.DataFrame:
@@ -131,6 +132,9 @@ def test_references_resolve_to_the_artifact_for_new_and_old_versions(tmp_path, t
     logged = client.get_logged_model(model_id)
     assert mv.run_id == run.run_id and logged.source_run_id == run.run_id and logged.name == "model"
     assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": "tweetguard", "version": int(new)}]
+    assert MODEL_VERSIONS_TAG == mlflow_tags.MLFLOW_MODEL_VERSIONS  # our spelling of MLflow's (internal) constant
+    assert logged_model_id("tweetguard", new, mlflow_uri) == model_id
+    assert logged_model_id("tweetguard", old, mlflow_uri) is None  # a plain directory is no logged model
     digest = dir_digest(tiny_artifact)
     refs = [f"models:/tweetguard/{new}", "models:/tweetguard@champion", f"runs:/{run.run_id}/model",
             f"models:/tweetguard/{old}", mlflow.artifacts.download_artifacts(  # a local MLflow Model directory

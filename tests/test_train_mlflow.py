@@ -6,12 +6,14 @@ import time
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
 from mlflow import MlflowClient
 
 from serving.artifact import CARD_FILE, read_card
 from serving.policies import POLICIES
 from training.config import load_config
 from training.fit.command import train
+from training.registry.hubcard import EVAL_METRICS, HUB_README
 from training.registry.refs import resolve_model_ref
 from training.registry.tracking import TrackingError
 
@@ -54,6 +56,19 @@ def check_run_contents(client: MlflowClient, run_id: str, uri: str, tmp_path: Pa
     local = resolve_model_ref("models:/tweetguard@champion", tracking_uri=uri, dst_path=tmp_path / "dl")
     card = read_card(local)
     assert card.mlflow_run_id == run_id and set(card.validation_metrics) >= {"mean_pr_auc"}
+    # MLflow 3's model view: the card's validation metrics are the logged model's, on the validation dataset input.
+    linked = {m.key: m for m in client.get_logged_model(logged.model_id).metrics}
+    expected = {f"final_val_{k}": v for k, v in card.validation_metrics.items() if not k.startswith("train_best/")}
+    assert {k: m.value for k, m in linked.items()} == pytest.approx(expected) and "final_val_mean_pr_auc" in linked
+    assert {(m.dataset_name, m.dataset_digest, m.step, m.run_id) for m in linked.values()} == {
+        ("tweetguard-validation", names["tweetguard-validation"].dataset.digest, STEPS, run_id)}
+    assert run.data.metrics["final_val_mean_pr_auc"] == linked["final_val_mean_pr_auc"].value
+    # The Hugging Face model card travels in the model directory; ModelCard.load reads it.
+    hub = ModelCard.load(local / HUB_README).data
+    assert hub.license == "other" and hub.pipeline_tag == "text-classification"
+    assert {(r.metric_config, r.metric_type): r.metric_value for r in hub.eval_results} == {
+        (p, m): card.validation_metrics[f"{p}/{m}"] for p in POLICIES for m in EVAL_METRICS
+        if f"{p}/{m}" in card.validation_metrics}
 
 
 def test_sqlite_run_contents_and_registration(tmp_path, mlflow_uri, write_tiny_train_config):

@@ -10,6 +10,7 @@ registry version and training run id. Notebooks call `compute_report` / the plot
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -31,8 +32,8 @@ from training.evaluation.scorer import Scored, Scorer, score_split
 from training.fit.baseline import MODEL_FILE as BASELINE_FILE
 from training.fit.baseline import Baseline
 from training.registry.refs import resolve_model_ref
-from training.registry.tracking import Run, resolve_uri
-from training.registry.versions import ModelIdentity, identify, set_version_tags
+from training.registry.tracking import DATASET_CONTEXT, Run, dataset_entity, dataset_ref, resolve_uri
+from training.registry.versions import ModelIdentity, identify, logged_model_id, set_version_tags
 
 REPORT_JSON, REPORT_MD = "metrics.json", "report.md"
 
@@ -234,7 +235,7 @@ def evaluate(ref: str, cfg: Config, *, split: str | None = None, out_dir: str | 
     (out / REPORT_JSON).write_text(json.dumps(report, indent=1, default=float) + "\n", encoding="utf-8")
     (out / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
     files = [out / REPORT_JSON, out / REPORT_MD, *write_figures(report, scored, scorer.card, out)]
-    run_id = log_evaluation(report, files, identity, cfg, uri, split) if log_to_mlflow else None
+    run_id = log_evaluation(report, files, identity, cfg, uri, split, rows_digest(scored)) if log_to_mlflow else None
     if run_id and identity.version and split == "test":  # the version's model card gains the test numbers
         from training.registry.modelcard import attach_model_card
 
@@ -243,8 +244,18 @@ def evaluate(ref: str, cfg: Config, *, split: str | None = None, out_dir: str | 
                       tuple(src.name for src in scorer.card.sources))
 
 
-def log_evaluation(report: dict, files: list[Path], identity, cfg: Config, uri: str, split: str) -> str:
-    """An evaluation run in the training experiment, tagged with (linked to) the model's version and run."""
+def rows_digest(scored: Scored) -> str:
+    """What was scored, as a dataset digest: the rows' ids and labels, in order."""
+    h = hashlib.sha256("\n".join(map(str, scored.ids)).encode("utf-8"))
+    h.update(np.ascontiguousarray(scored.labels, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def log_evaluation(report: dict, files: list[Path], identity, cfg: Config, uri: str, split: str,
+                   digest: str) -> str:
+    """An evaluation run in the training experiment, tagged with (linked to) the model's version and run. For a
+    version that is an MLflow 3 logged model, the run takes the model and the scored split (`digest`) as inputs and
+    its metrics are the model's too (`MlflowClient().get_logged_model(model_id).metrics`)."""
     tags = {**identity.tags(), "tweetguard.run_type": "evaluation", "split": split,
             "model_kind": report["model"]["kind"]}
     if identity.run_id:
@@ -253,7 +264,11 @@ def log_evaluation(report: dict, files: list[Path], identity, cfg: Config, uri: 
                    system_metrics=False) as run:
         run.log_params({"model_ref": identity.ref, "split": split, "rows": report["rows"],
                         **{f"evaluation.{k}": v for k, v in cfg.evaluation.model_dump().items()}})
-        run.log_metrics(flat_metrics(report, split), 0)
+        model_id = logged_model_id(identity.name, identity.version, uri) if identity.version else None
+        dataset = dataset_ref(split, digest)
+        run.log_inputs([(dataset_entity(*dataset, cfg.data.root), {DATASET_CONTEXT: split, "rows": str(report["rows"]),
+                                                                   "digest": digest})], model_id=model_id)
+        run.log_metrics(flat_metrics(report, split), 0, model_id=model_id, dataset=dataset)
         for path in files:
             run.log_artifact_file(path, "report")
     if identity.version:  # the other direction of the link: the version knows its latest evaluation

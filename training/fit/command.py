@@ -26,10 +26,18 @@ from training.fit.device import CPU, Accel, resolve_accel
 from training.fit.distributed import init_world, local_rank
 from training.fit.loop import BEST_DIR, StopFn, TrainingLoop
 from training.fit.source_terms import SOURCE_TERMS_FILE
+from training.registry.hubcard import write_hub_readme
 from training.registry.modelcard import attach_model_card
 from training.registry.pyfunc import RUN_MODEL_PATH, register_pyfunc
-from training.registry.tracking import Run, check_reachable, git_commit, resolve_uri
-from training.registry.versions import CHALLENGER, CHAMPION, register_model, set_alias, set_alias_if_missing
+from training.registry.tracking import Run, check_reachable, dataset_ref, git_commit, resolve_uri
+from training.registry.versions import (
+    CHALLENGER,
+    CHAMPION,
+    logged_model_id,
+    register_model,
+    set_alias,
+    set_alias_if_missing,
+)
 
 ARTIFACT_DIR = "model"
 CONFIG_FILE = "config.json"
@@ -241,10 +249,12 @@ def finish(cfg: Config, run, run_dir: Path, prepared, tokenizer, loop, uri: str)
             tier = spec.tier(name)
             if tier and not tier.enabled:
                 print(f"{spec.name} {name} tier {tier.note}", file=sys.stderr)
-    train_s = _log_history(run, run_dir, p, {
-        **{f"final_val_{k}": v for k, v in card.validation_metrics.items() if not k.startswith("train_best/")},
-        **{f"threshold_{n}": t for n, t in card.thresholds.items()}, **tiers})
+    train_s = _log_history(run, run_dir, p, {**{f"threshold_{n}": t for n, t in card.thresholds.items()}, **tiers})
     version = log_and_register(run, artifact, cfg, uri, champion=True)
+    # The card's validation metrics, on the run and on its logged model (MLflow 3's model view), with the dataset.
+    run.log_metrics({f"final_val_{k}": v for k, v in card.validation_metrics.items() if not k.startswith("train_best/")},
+                    p.step, model_id=logged_model_id(cfg.tracking.registered_model, version, uri),
+                    dataset=dataset_ref("validation", prepared.fingerprint))
     return TrainResult(artifact, run.run_id, version, p.best_metrics, p.step, p.stop_reason,
                        p.examples / train_s, p.elapsed / 60)
 
@@ -284,6 +294,7 @@ def log_and_register(run, artifact: Path, cfg: Config, uri: str, champion: bool)
         version = register_model(run.log_model_dir(artifact, RUN_MODEL_PATH), name, run_id=run.run_id,
                                  tracking_uri=uri, tags=tags)
     else:
+        write_hub_readme(artifact)  # the directory's Hugging Face model card, before the files are logged
         version = register_pyfunc(artifact, name, run_id=run.run_id, tracking_uri=uri, tags=tags)
     attach_model_card(name, version, artifact, tracking_uri=uri)
     # Every new version is @challenger until `promote` decides; the first transformer version is @champion.

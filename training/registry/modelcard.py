@@ -1,8 +1,11 @@
-"""A short model card per registered version: intended use, data and licenses, metrics, known limits.
+"""A short model card per registered version: intended use, data and licenses, metrics, calibration, tiers, known
+limits, how to get calibrated scores.
 
 `attach_model_card(name, version, model_dir, tracking_uri)` writes it as the version's description (shown on
-the registry page) and logs `model_card/model_card.md` to the version's training run, beside (never inside)
-the `model/` directory, whose files do not change once registered. Training calls it after registration.
+the registry page) and logs `model_card/v<N>/model_card.md` to the version's training run, beside (never inside)
+the `model/` directory, whose files do not change once registered; for a transformer also `README.md`, the same
+text as a Hugging Face Hub model card (`training.registry.hubcard`), with the test results once evaluated. Training
+calls it after registration.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def model_card_markdown(card: PolicyCard, *, name: str | None = None, version: s
           f"| {fmt(val.get(f'{p.name}/f1'))} | {fmt(val.get(f'{p.name}/ece'))} | {p.threshold_method} |"
           for p in card.policies], "",
         *_tier_lines(card, evaluation),
+        *_calibration_lines(card),
     ]
     if evaluation:
         lines += ["Test (see the evaluation run for CIs, per-source numbers and bias slices): " + ", ".join(
@@ -66,8 +70,38 @@ def model_card_markdown(card: PolicyCard, *, name: str | None = None, version: s
         "- Identity terms can raise scores on benign mentions; see the bias slices of the evaluation report.",
         "- Labels reflect the annotators of each dataset; dialects (e.g. AAE) are known to be over-flagged by "
         "such data.", "",
+        *USAGE_LINES,
     ]
     return "\n".join(lines)
+
+
+# How to get the numbers the tables above describe: the weights alone give uncalibrated logits.
+USAGE_LINES = [
+    "## Getting calibrated scores",
+    ("The Hugging Face files alone (`AutoModelForSequenceClassification.from_pretrained(dir, trust_remote_code=True)`) "
+     "give one raw logit per policy (`config.id2label`): **uncalibrated**, and scored without the tweet normalization. "
+     "The thresholds and tiers above apply to calibrated probabilities; get them from tweetguard's Predictor or the "
+     "registered MLflow Model, which apply the normalization and this card's calibration:"), "",
+    "```python",
+    "from serving.predictor import Predictor",
+    "Predictor.load(model_dir).predict([\"some tweet\"])  # scores, flags and actions per policy",
+    "",
+    "import mlflow, pandas as pd",
+    "mlflow.pyfunc.load_model(\"models:/tweetguard@champion\").predict(pd.DataFrame({\"text\": [\"some tweet\"]}))",
+    "```", "",
+]
+
+
+def _calibration_lines(card: PolicyCard) -> list[str]:
+    val = card.validation_metrics
+    return ["## Calibration (fit on validation)",
+            ("Per policy, the raw logit z becomes a probability by the card's method (`platt`: sigmoid(z / T + b); "
+             "`temperature`: sigmoid(z / T); `isotonic`: a monotone map of sigmoid(z); `none`: sigmoid(z)). ECE after "
+             "calibration is measured on the rows it was fit on (optimistic); `tweetguard evaluate` reports it on test."),
+            "", "| policy | method | T | b | ECE before | ECE after |", "|---|---|---|---|---|---|",
+            *[f"| {p.name} | {p.calibration.method} | {p.calibration.temperature:.3f} | {p.calibration.bias:.3f} "
+              f"| {fmt(val.get(f'{p.name}/ece_uncalibrated'))} | {fmt(val.get(f'{p.name}/ece'))} |"
+              for p in card.policies], ""]
 
 
 def _tier_lines(card: PolicyCard, evaluation: dict | None = None) -> list[str]:
@@ -100,13 +134,18 @@ def attach_model_card(name: str, version: str, model_dir: str | Path, *, trackin
     """Write the card to the registered version (description) and its training run (artifact); returns it.
     Training attaches it at registration; `tweetguard evaluate` of the version on test attaches it again with
     the test numbers (`evaluation`)."""
+    from training.registry.hubcard import HUB_README, hub_model_card  # hubcard builds on this module
+
     card = read_card(model_dir)
     text = model_card_markdown(card, name=name, version=version, evaluation=evaluation)
     set_description(name, version, text, tracking_uri)
     run_id = client(tracking_uri).get_model_version(name, version).run_id
     if run_id:
+        run = Run(client(tracking_uri), run_id, tracking_uri)
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / CARD_MD
-            path.write_text(text, encoding="utf-8")
-            Run(client(tracking_uri), run_id, tracking_uri).log_artifact_file(path, f"model_card/v{version}")
+            (Path(tmp) / CARD_MD).write_text(text, encoding="utf-8")
+            run.log_artifact_file(Path(tmp) / CARD_MD, f"model_card/v{version}")
+            if (Path(model_dir) / "config.json").is_file():  # a transformer: its Hub card, with any test results
+                hub_model_card(card, name=name, version=version, evaluation=evaluation).save(Path(tmp) / HUB_README)
+                run.log_artifact_file(Path(tmp) / HUB_README, f"model_card/v{version}")
     return text

@@ -127,6 +127,7 @@ def reregister(ref: str, *, tracking_uri: str, name: str | None = None) -> str:
     version of `name` (default: the reference's model name, else tweetguard) in a run of its own; returns the new
     version. The source is only read; the new version gets the model card and the tag `reregistered_from`."""
     from serving.artifact import ArtifactError, read_card
+    from training.registry.hubcard import write_hub_readme
     from training.registry.modelcard import attach_model_card
     from training.registry.refs import MODELS_URI, resolve_model_ref
     from training.registry.tracking import Run
@@ -142,6 +143,7 @@ def reregister(ref: str, *, tracking_uri: str, name: str | None = None) -> str:
     with tempfile.TemporaryDirectory() as tmp, \
             Run.start(tracking_uri, "tweetguard", f"reregister {ref}", tags, system_metrics=False) as run:
         artifact = _resave(source, Path(tmp) / "model")
+        write_hub_readme(artifact)
         version = register_pyfunc(artifact, name, run_id=run.run_id, tracking_uri=tracking_uri,
                                   tags={"reregistered_from": ref, "backbone": card.backbone})
         attach_model_card(name, version, artifact, tracking_uri=tracking_uri)

@@ -22,6 +22,23 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's nested-run link (what mlflow.start
 FLUSH_EVERY = 100  # metric values buffered per log_batch call (a remote server costs a round trip per call)
 
 
+DATASET_CONTEXT = "mlflow.data.context"  # MLflow's input tag for how a dataset was used (train, validation, ...)
+DIGEST_CHARS = 32  # the store's dataset digest column holds 36 characters; full hashes go in tags
+
+
+def dataset_ref(split: str, digest: str) -> tuple[str, str]:
+    """(name, digest) of a prepared split as a dataset input: the one spelling for runs and logged-model metrics."""
+    return f"tweetguard-{split}", digest[:DIGEST_CHARS]
+
+
+def dataset_entity(name: str, digest: str, path: str | Path):
+    """A dataset input at a local path (MLflow's public entity, source type `local`, as its UI expects)."""
+    from mlflow.entities import Dataset
+
+    return Dataset(name=name, digest=digest[:DIGEST_CHARS], source_type="local",
+                   source=json.dumps({"uri": str(Path(path).resolve())}))
+
+
 class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message says which URI and what to do."""
 
@@ -131,6 +148,10 @@ class Run:
         return run
 
     def _start_system_metrics(self, resumed: bool) -> None:
+        # MLflow's internal monitor, kept on purpose: its public switches (`mlflow.start_run(log_system_metrics=True)`,
+        # `mlflow.enable_system_metrics_logging()`) only monitor the fluent API's active run on the global tracking
+        # URI, which this module never uses (explicit run ids and URIs); only the monitor takes a run id, a URI and
+        # `resume_logging` (a resumed run continues its steps).
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=10, resume_logging=resumed,
@@ -155,13 +176,17 @@ class Run:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int, *, model_id: str | None = None,
+                    dataset: tuple[str, str] | None = None) -> None:
+        """`model_id`: also the logged model's metrics (MLflow 3: `get_logged_model(model_id).metrics`);
+        `dataset`: (name, digest) of the dataset input they were measured on (`dataset_ref`)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()
-                          if step > self._logged.get(k, -1)]
-        if len(self._pending) >= FLUSH_EVERY or any(k.startswith("val_") for k in metrics):
+        name, digest = dataset or (None, None)
+        self._pending += [Metric(k, float(v), now, step, model_id=model_id, dataset_name=name, dataset_digest=digest)
+                          for k, v in metrics.items() if step > self._logged.get(k, -1)]
+        if len(self._pending) >= FLUSH_EVERY or model_id or any(k.startswith("val_") for k in metrics):
             self.flush()
 
     def flush(self) -> None:
@@ -172,32 +197,25 @@ class Run:
     def log_data(self, card_json: Path, card_md: Path, dataset_dir: Path, fingerprint: str,
                  sources: list[dict[str, str]], split_rows: dict[str, int]) -> None:
         """The data card as artifacts; the prepared dataset (per split) and each source's content hash as
-        `mlflow.data` inputs. `sources`: dicts with name, license, content_hash and path (its data dir)."""
-        import warnings
-
-        from mlflow.data.dataset_source_registry import resolve_dataset_source
-        from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.entities import DatasetInput, InputTag
-
+        dataset inputs. `sources`: dicts with name, license, content_hash and path (its data dir)."""
         self.client.log_artifact(self.run_id, str(card_json), "data")
         self.client.log_artifact(self.run_id, str(card_md), "data")
-
-        def entity(path: Path | str, name: str, digest: str):
-            with warnings.catch_warnings():  # resolving a plain local path warns that it guessed "local"
-                warnings.simplefilter("ignore")
-                source = resolve_dataset_source(str(Path(path).resolve()))
-            # digest: the store's column holds 36 characters; the full hash goes in a tag.
-            return MetaDataset(source, name=name, digest=digest[:32])._to_mlflow_entity()
-
-        inputs = [DatasetInput(entity(dataset_dir, f"tweetguard-{split}", fingerprint),
-                               [InputTag("mlflow.data.context", split), InputTag("rows", str(rows)),
-                                InputTag("fingerprint", fingerprint)])
+        splits = [(dataset_entity(*dataset_ref(split, fingerprint), dataset_dir),
+                   {DATASET_CONTEXT: split, "rows": str(rows), "fingerprint": fingerprint})
                   for split, rows in split_rows.items()]
-        inputs += [DatasetInput(entity(src["path"], f"source-{src['name']}", src["content_hash"]),
-                                [InputTag("mlflow.data.context", "source"), InputTag("license", src["license"]),
-                                 InputTag("content_hash", src["content_hash"])])
+        sources = [(dataset_entity(f"source-{src['name']}", src["content_hash"], src["path"]),
+                    {DATASET_CONTEXT: "source", "license": src["license"], "content_hash": src["content_hash"]})
                    for src in sources]
-        self.client.log_inputs(self.run_id, datasets=inputs)
+        self.log_inputs(splits + sources)
+
+    def log_inputs(self, datasets: list[tuple[Any, dict[str, str]]], model_id: str | None = None) -> None:
+        """Dataset inputs ((`dataset_entity`, input tags) pairs) and, with `model_id`, the logged model as an input
+        (an evaluation run's model)."""
+        from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
+
+        self.client.log_inputs(
+            self.run_id, datasets=[DatasetInput(d, [InputTag(k, v) for k, v in tags.items()]) for d, tags in datasets],
+            models=[LoggedModelInput(model_id)] if model_id else None)
 
     def log_artifact_file(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)

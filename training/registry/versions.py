@@ -6,12 +6,18 @@ Every call takes the tracking URI explicitly.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from training.registry.refs import MODELS_URI
 from training.registry.tracking import client
 
 CHAMPION, CHALLENGER = "champion", "challenger"  # registry aliases: the served model / the last candidate
+# MLflow's logged model -> registered versions link, spelled here as PARENT_TAG is in tracking.py: the public
+# `mlflow.register_model` writes it, but only on the global registry URI (this module names its store on every
+# call), and MLflow's constant for it lives in the internal `mlflow.utils.mlflow_tags` (a test pins the two equal).
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"
+LOGGED_MODEL_URI = re.compile(r"^models:/(?P<model_id>m-[0-9a-f]+)$")  # a version's source when it is a logged model
 HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of past champion versions, oldest first
 
 
@@ -99,7 +105,6 @@ def register_model(model_uri: str, name: str, *, run_id: str, tracking_uri: str,
     they are logged and never rewritten afterwards.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
     c = client(tracking_uri)
     try:
@@ -108,8 +113,8 @@ def register_model(model_uri: str, name: str, *, run_id: str, tracking_uri: str,
         c.create_registered_model(name, description="tweetguard policy classifier (see policy_card.json)")
     version = c.create_model_version(name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id)
     if model_id:  # the logged model's link to its version (what mlflow.register_model records; the UI shows it)
-        c.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([{"name": name,
-                                                                               "version": version.version}])})
+        c.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps([{"name": name,
+                                                                            "version": version.version}])})
     return str(version.version)
 
 
@@ -120,3 +125,12 @@ def set_alias_if_missing(name: str, alias: str, version: str, *, tracking_uri: s
         return False
     set_alias(name, alias, version, tracking_uri)
     return True
+
+
+def logged_model_id(name: str, version: str, tracking_uri: str) -> str | None:
+    """The MLflow 3 logged model behind a registered version (None for a plain-directory version: the TF-IDF baseline
+    and versions registered before issue 15). MLflow 3.17's sqlite registry does not keep the version's model_id, so
+    it is read from the source, `models:/<model_id>`, where that is missing."""
+    mv = client(tracking_uri).get_model_version(name, version)
+    match = LOGGED_MODEL_URI.match(mv.source or "")
+    return getattr(mv, "model_id", None) or (match["model_id"] if match else None)
