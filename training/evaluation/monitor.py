@@ -160,7 +160,7 @@ def render_markdown(report: dict) -> str:
             f"`{m['card_sha256'][:12]}`, {log['first_time']} .. {log['last_time']}); "
             f"{sum(log['other_models'].values())} of other models; {len(log['bad'])} bad.")
     lines = [f"# Score drift: {m['label']}", "", head,
-             *[f"- skipped, another model: {k}: {v} lines" for k, v in log["other_models"].items()],
+             *[f"- skipped, another model: {k}: {v} line(s)" for k, v in log["other_models"].items()],
              *[f"- bad line {b['line']}: {b['reason']}" for b in log["bad"][:20]], "",
              f"Reference: {report['reference_rows']} {ref['split']} rows, {ref['source']} ({ref['created']}).", "",
              f"**{report['verdict']}** (exit {report['exit_code']})", ""]
@@ -227,8 +227,11 @@ def monitor(ref: str, scores_path: str | Path, cfg: Config, *, out_dir: str | Pa
 def describe(result: MonitorResult) -> str:
     """What the CLI prints: skipped and bad lines, the table, the verdict, where the report is."""
     r, log = result.report, result.report["log"]
-    lines = [f"{r['model']['label']}: {r['served_rows']} of {log['lines']} log lines are this model's"]
-    lines += [f"skipped {n} lines of another model: {k}" for k, n in log["other_models"].items()]
+    ref = r["reference"]
+    head = (f"{r['model']['label']}: {r['served_rows']} of {log['lines']} log lines are this model's; reference: "
+            f"{r['reference_rows']} {ref['split']} rows ({ref['source']}, {ref['created']})")
+    lines = [head]
+    lines += [f"skipped {n} line(s) of another model: {k}" for k, n in log["other_models"].items()]
     if log["bad"]:
         bad = [BadInputRow(b["line"], b["reason"]) for b in log["bad"]]
         lines.append(f"skipped {len(bad)} bad lines:\n{describe_bad_rows(bad, Path(log['path']))}")
