@@ -47,7 +47,12 @@ class ServiceSettings(BaseModel):
     cache_dir: str | None = Field(
         None, description="where the onnxruntime path caches its exported graph (default ~/.cache/tweetguard)"
     )
-    log_texts: bool = Field(False, description="log request texts (off: logs carry counts and sizes only)")
+    log_texts: bool = Field(False, description="log request texts (off: logs carry counts and sizes only); also "
+                            "puts each text in the score log")
+    score_log: str | None = Field(
+        None, description="append one JSON line per scored text (scores, flags, length, model; no text unless "
+        "log_texts) to this file, for `tweetguard monitor` (serving.scorelog); unset = off"
+    )
     cache_size: int = Field(
         10_000, ge=0, description="exact-repeat cache: texts whose scores are kept (LRU keyed by model version and "
         "normalized text, serving.cache); 0 = off"

@@ -39,6 +39,7 @@ from serving.schemas import (
     TextResult,
     split_overrides,
 )
+from serving.scorelog import ScoreLog, model_fields
 
 logger = logging.getLogger("tweetguard.service")
 # BentoML's log setup passes WARNING and up from other libraries; our INFO lines (model served, refusals with
@@ -76,6 +77,8 @@ class TweetGuard:
         self.card = self.predictor.card
         self.version = str(self.model.tag.version)
         self.score_cache = ScoreCache(SETTINGS.cache_size) if SETTINGS.cache_size else None
+        self.score_log = ScoreLog(SETTINGS.score_log, model_fields(self.card, self.version, self.model.path),
+                                  log_texts=SETTINGS.log_texts) if SETTINGS.score_log else None
         self.batcher = MicroBatcher(self._score_rows, max_size=SETTINGS.batch_max_size,
                                     max_latency_s=SETTINGS.batch_max_latency_ms / 1e3, on_call=record_model_call)
         warmup = [f"warm up the model before readiness {i}" for i in range(8)]
@@ -121,6 +124,8 @@ class TweetGuard:
             flags, actions = decide(scores, thresholds, tiers)  # the card's rule, as the Predictor applies it
             results.append(TextResult(scores=scores, flags=flags, actions=actions, truncated=row.truncated))
         record_results(results, endpoint)
+        if self.score_log is not None:
+            self.score_log.write(texts, results, endpoint)
         return results
 
     def _model_info(self, thresholds: dict[str, float], tiers: dict, source: str) -> ModelInfo:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from huggingface_hub import ModelCard
 from mlflow import MlflowClient
 
-from serving.artifact import CARD_FILE, read_card
+from serving.artifact import CARD_FILE, file_sha256, read_card
 from serving.policies import POLICIES
 from training.config import load_config
 from training.fit.command import train
 from training.registry.hubcard import EVAL_METRICS, HUB_README
+from training.registry.reference import compute_reference, fetch_reference
 from training.registry.refs import resolve_model_ref
 from training.registry.tracking import TrackingError
 
@@ -77,6 +79,7 @@ def test_sqlite_run_contents_and_registration(tmp_path, mlflow_uri, write_tiny_t
     client = MlflowClient(mlflow_uri)
     check_run_contents(client, first.run_id, mlflow_uri, tmp_path)
     assert first.model_version == "1"
+    check_reference(first.run_id, load_config(config), mlflow_uri, tmp_path)
     # A second training is a new version; @champion stays where it was (promotion is evaluation's job).
     second = train(load_config(config, ["run_name=second"]), config_file=str(config), progress_bar=False)
     assert second.model_version == "2"
@@ -84,6 +87,19 @@ def test_sqlite_run_contents_and_registration(tmp_path, mlflow_uri, write_tiny_t
     assert "first" in {r.info.run_name for r in client.search_runs([first_exp(client)])}
     # Artifacts beside the database (the test's tmp dir), never in the working directory's ./mlruns.
     assert len(list((tmp_path / "mlruns").rglob(CARD_FILE))) == 2
+
+
+def check_reference(run_id: str, cfg, uri: str, tmp_path: Path) -> None:
+    """Registration kept the validation scores it calibrated on beside the model: the scores the registered model
+    gives validation through the Predictor (what `tweetguard monitor` would compute for a version without them)."""
+    model_dir = resolve_model_ref("models:/tweetguard/1", tracking_uri=uri, dst_path=tmp_path / "ref-dl")
+    kept = fetch_reference(run_id, uri, tmp_path / "ref")
+    assert kept is not None and kept.meta["source"] == "registration"
+    assert kept.meta["card_sha256"] == file_sha256(model_dir / CARD_FILE)
+    again = compute_reference(model_dir, cfg, tmp_path / "again.npz")
+    assert kept.rows == again.rows == kept.meta["rows"] and kept.meta["dataset_hash"] == again.meta["dataset_hash"]
+    np.testing.assert_allclose(kept.scores, again.scores, atol=1e-5)
+    assert (kept.lengths == again.lengths).all()
 
 
 def first_exp(client: MlflowClient) -> str:

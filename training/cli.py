@@ -2,7 +2,7 @@
 Nothing heavy at import time: each command imports its stage when it runs.
 
 The subcommands follow `make run`: data -> train -> evaluate -> promote -> package (-> serve), plus predict,
-config and tune (a hyper-parameter search around train). Their names and flags are part of the product: keep
+config, tune (a hyper-parameter search around train) and monitor (drift of what is served). Their names and flags are part of the product: keep
 them stable.
 """
 
@@ -91,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-test", action="store_true", help="skip the test metrics printed beside (faster)")
     p.add_argument("--name", default=None, help="registered model for --rollback (default: tracking.registered_model)")
     _add_config_args(p, "YAML config (data, tracking, evaluation sections)", "evaluation.bootstrap_samples=200")
+    _add_tracking_arg(p, "config, then env")
+
+    p = sub.add_parser("monitor", help="served score log vs the version's validation scores: KS, PSI, flag rates, "
+                                       "a plot; exit 3 when a PSI reaches monitor.psi_threshold")
+    _add_model_arg(p)
+    p.add_argument("--scores", required=True, metavar="LOG", help="served score log (JSONL, TWEETGUARD_SCORE_LOG)")
+    p.add_argument("--out", default=None, help="report directory (default: <monitor.output_dir>/monitor-<model>)")
+    _add_config_args(p, "YAML config (monitor, tracking; data for a reference computed on demand)",
+                     "monitor.psi_threshold=0.1")
     _add_tracking_arg(p, "config, then env")
 
     p = sub.add_parser("package", help="import a model into the BentoML store and build its bento")
@@ -211,6 +220,17 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     return 1 if args.strict and decision.outcome == "refused" else 0
 
 
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from training.evaluation.monitor import describe, monitor
+    from training.registry.tracking import check_reachable, resolve_uri
+
+    cfg = load_config(args.config, args.overrides)
+    check_reachable(resolve_uri(args.tracking_uri or cfg.tracking.uri))
+    result = monitor(args.model, args.scores, cfg, out_dir=args.out, tracking_uri=args.tracking_uri)
+    print(describe(result))
+    return result.exit_code  # 0 no drift, 3 drift, 4 too few rows (training.evaluation.monitor)
+
+
 def _cmd_package(args: argparse.Namespace) -> int:
     from training.registry.refs import resolve_model_ref
     from training.release.package import PackageError, package
@@ -270,6 +290,7 @@ COMMANDS = {
     "tune": _cmd_tune,
     "evaluate": _cmd_evaluate,
     "promote": _cmd_promote,
+    "monitor": _cmd_monitor,
     "package": _cmd_package,
     "serve": _cmd_serve,
     "predict": _cmd_predict,

@@ -376,6 +376,20 @@ class SearchConfig(Section):
     )
 
 
+class MonitorConfig(Section):
+    """`tweetguard monitor` (training.evaluation.monitor): served score logs vs the version's validation scores."""
+
+    psi_threshold: float = Field(
+        0.2, gt=0, description="Drift alarm: exit 3 when any policy's PSI (served vs validation scores) reaches "
+        "this (0.1-0.2 is commonly read as a moderate shift, above 0.2 as a large one)."
+    )
+    psi_bins: int = Field(10, ge=2, description="PSI bins: quantiles of the reference scores (ties merge bins).")
+    min_rows: int = Field(
+        500, ge=1, description="Fewer served lines of the model than this: no verdict, exit 4 (too few to compare)."
+    )
+    output_dir: str = Field("reports", description="Report directories go to <output_dir>/monitor-<model>.")
+
+
 class Config(Section):
     run_name: str | None = Field(None, description="MLflow run name; null = generated.")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -386,6 +400,7 @@ class Config(Section):
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -104,3 +104,21 @@ def slice_auc_bars(rows: list[dict], policy: str) -> Figure:
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig
+
+
+def score_drift(reference: np.ndarray, served: np.ndarray, thresholds: dict[str, float],
+                psi: dict[str, float]) -> Figure:
+    """Per policy: the served scores' histogram over the reference's (validation) one, densities on a log axis
+    (scores pile up near 0), the card's threshold, and the PSI (training.evaluation.monitor)."""
+    fig, axes = plt.subplots(1, len(POLICIES), figsize=(4.4 * len(POLICIES), 3.8))
+    bins = np.linspace(0, 1, 41)
+    for j, (policy, ax) in enumerate(zip(POLICIES, axes)):
+        ax.hist(reference[:, j], bins=bins, density=True, histtype="step", lw=1.5,
+                label=f"validation (n={len(reference)})")
+        ax.hist(served[:, j], bins=bins, density=True, histtype="step", lw=1.5, label=f"served (n={len(served)})")
+        ax.axvline(thresholds[policy], ls=":", c="grey", label=f"threshold {thresholds[policy]:.3f}")
+        ax.set(title=f"{policy}: PSI {psi[policy]:.3f}", xlabel="calibrated probability", ylabel="density",
+               yscale="log", xlim=(0, 1))
+        ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig

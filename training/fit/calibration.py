@@ -16,6 +16,7 @@ The fitting of each calibration method (temperature, Platt, isotonic) lives here
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 from scipy.optimize import minimize
@@ -30,7 +31,7 @@ from training.evaluation.metrics import (
     ece_per_policy,
     masked_metrics,
 )
-from training.evaluation.scorer import Scorer, score_split
+from training.evaluation.scorer import Scored, Scorer, score_split
 
 
 def finalize_card(scorer: Scorer, validation, cfg: Config | CalibrationConfig) -> PolicyCard:
@@ -40,6 +41,12 @@ def finalize_card(scorer: Scorer, validation, cfg: Config | CalibrationConfig) -
 
     The caller saves the card (`serving.artifact.write_card` / `save_artifact`) before registration.
     """
+    return fit_on_validation(scorer, validation, cfg)[0]
+
+
+def fit_on_validation(scorer: Scorer, validation, cfg: Config | CalibrationConfig) -> tuple[PolicyCard, Scored]:
+    """`finalize_card`'s card, and `validation` scored with it (probs calibrated by that card: the reference
+    distribution `training.registry.reference` keeps for drift monitoring)."""
     ccfg = cfg.calibration if isinstance(cfg, Config) else cfg
     scored = score_split(scorer, validation)
     fitted = fit_calibration(scored.logits, scored.labels, ccfg.method)
@@ -65,7 +72,7 @@ def finalize_card(scorer: Scorer, validation, cfg: Config | CalibrationConfig) -
     before = ece_per_policy(scored.labels, scored.raw_probs)
     metrics.update({f"{p}/ece_uncalibrated": v for p, v in before.items() if np.isfinite(v)})
     card.validation_metrics = {**card.validation_metrics, **metrics}
-    return card
+    return card, replace(scored, probs=probs)
 
 
 def _nll_and_grad(params: np.ndarray, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:

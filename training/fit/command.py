@@ -20,7 +20,7 @@ from training.data.prepare import prepare
 from training.fit.augment import augment_train
 from training.fit.baseline import describe_baseline, train_baseline
 from training.fit.batches import encode, pos_weights, sample_rows
-from training.fit.calibration import finalize_card
+from training.fit.calibration import fit_on_validation
 from training.fit.checkpoint import seed_everything
 from training.fit.device import CPU, Accel, resolve_accel
 from training.fit.distributed import init_world, local_rank
@@ -29,6 +29,7 @@ from training.fit.source_terms import SOURCE_TERMS_FILE
 from training.registry.hubcard import write_hub_readme
 from training.registry.modelcard import attach_model_card
 from training.registry.pyfunc import RUN_MODEL_PATH, register_pyfunc
+from training.registry.reference import REFERENCE_FILE, log_reference, save_reference
 from training.registry.tracking import Run, check_reachable, dataset_ref, git_commit, resolve_uri
 from training.registry.versions import (
     CHALLENGER,
@@ -43,7 +44,8 @@ ARTIFACT_DIR = "model"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 # Keys that may change on --resume without changing what is computed (and the `search` section, which only
-# `tweetguard tune` reads: a rerun of the search may resume its winner's run with, say, more trials).
+# `tweetguard tune` reads: a rerun of the search may resume its winner's run with, say, more trials; and the
+# `monitor` section, which training never reads).
 RESUMABLE_CHANGES = {"train.max_minutes", "train.system_metrics", "tracking.uri"}
 
 
@@ -98,7 +100,7 @@ def check_resume_config(run_dir: Path, cfg: Config) -> None:
     # A key this code added since the run started is unchanged while it keeps its default (the run used that).
     saved = {**{k: v for k, v in to_flat(Config()).items() if k not in saved}, **saved}
     changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k)
-                     and k not in RESUMABLE_CHANGES and not k.startswith("search."))
+                     and k not in RESUMABLE_CHANGES and not k.startswith(("search.", "monitor.")))
     if changed:
         diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
         raise ConfigError(f"--resume of {run_dir}: config differs from the checkpointed run ({diff})")
@@ -238,10 +240,12 @@ def finish(cfg: Config, run, run_dir: Path, prepared, tokenizer, loop, uri: str)
         config=cfg.model_dump(mode="json"),
     )
     artifact = save_artifact(run_dir / ARTIFACT_DIR, load_model(run_dir / BEST_DIR), tokenizer, card)
-    card = finalize_card(Predictor.load(artifact, batch_size=64), prepared.dataset["validation"], cfg)
+    card, validation = fit_on_validation(Predictor.load(artifact, batch_size=64), prepared.dataset["validation"], cfg)
     for spec in card.policies:
         spec.threshold_method += f" (weights of step {p.best_step})"
     write_card(artifact, card)
+    reference = save_reference(run_dir / REFERENCE_FILE, validation.probs, validation.texts, model_dir=artifact,
+                               source="registration", dataset_hash=prepared.fingerprint)
     tiers = {f"threshold_{n}_{t}": v for n, by_tier in card.tier_thresholds.items() for t, v in by_tier.items()
              if v is not None}
     for spec in card.policies:  # an unreachable precision target leaves its tier off: say so, never hide it
@@ -255,6 +259,7 @@ def finish(cfg: Config, run, run_dir: Path, prepared, tokenizer, loop, uri: str)
     run.log_metrics({f"final_val_{k}": v for k, v in card.validation_metrics.items() if not k.startswith("train_best/")},
                     p.step, model_id=logged_model_id(cfg.tracking.registered_model, version, uri),
                     dataset=dataset_ref("validation", prepared.fingerprint))
+    log_reference(reference, run.run_id, uri)  # beside the version's model, for `tweetguard monitor`
     return TrainResult(artifact, run.run_id, version, p.best_metrics, p.step, p.stop_reason,
                        p.examples / train_s, p.elapsed / 60)
 
