@@ -1,0 +1,273 @@
+"""Soak and overload of the served endpoint: a real `bentoml serve` of a model on loopback, bounded in time and
+stopping by itself.
+
+  .venv/bin/python -m benchmarks.soak --model models:/tweetguard@champion [--minutes 10] [--load 0.8]
+      [--overload 3] [--overload-s 60] [--out reports/soak]
+
+1. capacity: 16 concurrent clients, one tweet per request, for `--capacity-s` seconds -> C requests/s;
+2. soak: a fixed-rate (open-loop) generator at `--load` x C for `--minutes`; every answer is checked against
+   its own text's offline scores (the same model through `serving.predictor`, to 1e-5), so a batch mix-up shows
+   as a mismatch; per-minute p50/p99, the server's RSS every few seconds;
+3. overload: `--overload` x C for `--overload-s` seconds, then back to `--load` x C for `--recover-s` seconds:
+   accepted requests' p99, how fast refusals (503 + Retry-After) come, and the time after the burst until the
+   p99 of a 1 s window is back within 1.2x the soak's first-minute p99.
+
+Every text is distinct within a phase and the exact-repeat cache is off. The generator shares the machine's
+cores with the server; its CPU share is reported. Writes soak.json and soak.md to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+from benchmarks import measure
+from benchmarks.served import _Server, load_run
+from serving.policies import POLICIES
+
+TOLERANCE = 1e-5
+
+
+@dataclass
+class Outcomes:
+    """What one fixed-rate phase got back, request by request."""
+
+    sent_at: list[float] = field(default_factory=list)  # seconds from the phase start
+    latency_ms: list[float] = field(default_factory=list)
+    status: list[int] = field(default_factory=list)  # 0 = transport error / timeout
+    mismatches: int = 0  # 200 answers whose scores differ from the offline ones (or a wrong result count)
+    retry_after_missing: int = 0  # 503 answers without Retry-After
+
+    def summary(self) -> dict:
+        status = np.array(self.status)
+        lat = np.array(self.latency_ms)
+        ok, refused = lat[status == 200], lat[status == 503]
+        return {"requests": len(status), "ok": int((status == 200).sum()), "refused_503": int((status == 503).sum()),
+                "server_errors_5xx": int(((status >= 500) & (status != 503)).sum()),
+                "other_4xx": int(((status >= 400) & (status < 500)).sum()),
+                "transport_errors": int((status == 0).sum()), "mismatches": self.mismatches,
+                "retry_after_missing": self.retry_after_missing,
+                "ok_latency": measure.quantiles(ok.tolist()) if ok.size else {},
+                "refusal_latency": measure.quantiles(refused.tolist()) if refused.size else {}}
+
+
+def check_scores(result: dict, expected: dict[str, float]) -> bool:
+    return all(abs(result["scores"][p] - expected[p]) <= TOLERANCE for p in POLICIES)
+
+
+async def fixed_rate(url: str, texts: list[str], expected: dict[str, dict[str, float]], *, rate: float,
+                     seconds: float, token: str | None = None, timeout: float = 30.0,
+                     out: Outcomes | None = None, offset_s: float = 0.0) -> Outcomes:
+    """Send one text per request at `rate` requests/s for `seconds` (open loop: a slow answer does not slow the
+    sending), texts taken in order and cycled; every answer checked against `expected[text]`."""
+    out = out or Outcomes()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    loop = asyncio.get_running_loop()
+
+    async def one(client: httpx.AsyncClient, text: str, sent: float) -> None:
+        t0 = time.perf_counter()
+        try:
+            r = await client.post("/classify", json={"texts": [text]})
+            status = r.status_code
+        except httpx.HTTPError:
+            status = 0
+        out.sent_at.append(offset_s + sent)
+        out.latency_ms.append((time.perf_counter() - t0) * 1e3)
+        out.status.append(status)
+        if status == 200:
+            results = r.json()["results"]
+            if len(results) != 1 or not check_scores(results[0], expected[text]):
+                out.mismatches += 1
+        elif status == 503 and "retry-after" not in r.headers:
+            out.retry_after_missing += 1
+
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout, limits=limits) as client:
+        start, tasks, i = loop.time(), [], 0
+        while (now := loop.time()) - start < seconds:
+            due = start + i / rate
+            if due > now:
+                await asyncio.sleep(due - now)
+            tasks.append(asyncio.create_task(one(client, texts[i % len(texts)], loop.time() - start)))
+            i += 1
+        await asyncio.gather(*tasks)
+    return out
+
+
+def _rss_mb(pid: int) -> float:
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+
+
+async def _sample_rss(pid: int, every_s: float, samples: list[tuple[float, float]], stop: asyncio.Event) -> None:
+    t0 = time.monotonic()
+    while not stop.is_set():
+        samples.append((time.monotonic() - t0, _rss_mb(pid)))
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+        except TimeoutError:
+            pass
+
+
+def windows(out: Outcomes, width_s: float) -> list[dict]:
+    """p50 / p99 of accepted requests per window of send time."""
+    sent, lat, status = np.array(out.sent_at), np.array(out.latency_ms), np.array(out.status)
+    rows = []
+    for k in range(int(np.ceil(sent.max() / width_s)) if sent.size else 0):
+        sel = (sent >= k * width_s) & (sent < (k + 1) * width_s) & (status == 200)
+        if sel.any():
+            rows.append({"from_s": k * width_s, "n": int(sel.sum()), "p50_ms": float(np.percentile(lat[sel], 50)),
+                         "p99_ms": float(np.percentile(lat[sel], 99))})
+    return rows
+
+
+def soak(url: str, pid: int, texts: list[str], expected: dict, *, rate: float, seconds: float,
+         token: str | None = None, rss_every_s: float = 5.0) -> dict:
+    """The soak phase: fixed rate, every answer checked, RSS sampled."""
+    samples: list[tuple[float, float]] = []
+
+    async def main() -> Outcomes:
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(_sample_rss(pid, rss_every_s, samples, stop))
+        try:
+            return await fixed_rate(url, texts, expected, rate=rate, seconds=seconds, token=token)
+        finally:
+            stop.set()
+            await sampler
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    out = asyncio.run(main())
+    wall = time.perf_counter() - t0
+    minute = min(60.0, seconds / 4)
+    per_window = windows(out, minute)
+    warm = [mb for t, mb in samples if t >= minute] or [mb for _, mb in samples]
+    return {"rate": rate, "seconds": seconds, **out.summary(), "window_s": minute, "windows": per_window,
+            "p99_last_over_first": per_window[-1]["p99_ms"] / per_window[0]["p99_ms"] if per_window else None,
+            "rss_mb": samples, "rss_growth_after_warmup": (warm[-1] / warm[0] - 1) if warm else None,
+            "generator_cpu_share": (time.process_time() - cpu0) / wall}
+
+
+def overload(url: str, texts: list[str], expected: dict, *, rate: float, burst_rate: float, burst_s: float,
+             recover_s: float, baseline_p99_ms: float, token: str | None = None) -> dict:
+    """`burst_rate` for `burst_s`, then `rate` for `recover_s`; recovery = first 1 s window after the burst whose
+    p99 is within 1.2x `baseline_p99_ms` and stays so."""
+    async def main() -> tuple[Outcomes, Outcomes]:
+        burst = await fixed_rate(url, texts, expected, rate=burst_rate, seconds=burst_s, token=token)
+        after = await fixed_rate(url, texts[::-1], expected, rate=rate, seconds=recover_s, token=token)
+        return burst, after
+
+    burst, after = asyncio.run(main())
+    per_second = windows(after, 1.0)
+    recovered_at = None
+    for k, w in enumerate(per_second):
+        if all(x["p99_ms"] <= 1.2 * baseline_p99_ms for x in per_second[k:]):
+            recovered_at = w["from_s"]
+            break
+    return {"burst_rate": burst_rate, "burst_s": burst_s, "burst": burst.summary(), "recover_rate": rate,
+            "after": after.summary(), "after_windows_1s": per_second, "baseline_p99_ms": baseline_p99_ms,
+            "recovered_within_1_2x_after_s": recovered_at}
+
+
+def markdown(r: dict) -> str:
+    s, o, m = r["soak"], r["overload"], r["machine"]
+    lines = [f"# Soak and overload: {r['model']}", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores; load average {m['load_avg'][0]:.2f} at start. Server: "
+             f"`bentoml serve` from source, cache off, batch max latency {r['batch_max_latency_ms']} ms. Texts: "
+             f"{r['texts']} distinct shared test tweets, each answer checked against its offline scores (1e-5).",
+             "", f"Capacity (16 clients, one tweet each, {r['capacity']['wall_s']:.0f} s): "
+             f"{r['capacity']['requests_per_s']:.1f} requests/s, p50 {r['capacity']['p50_ms']:.1f} ms.", "",
+             f"## Soak: {s['rate']:.1f} requests/s for {s['seconds'] / 60:.1f} min", "",
+             f"{s['requests']} requests: {s['ok']} ok, {s['refused_503']} × 503, {s['server_errors_5xx']} × other 5xx, "
+             f"{s['transport_errors']} transport errors, {s['mismatches']} mismatched scores. RSS growth after "
+             f"warm-up {s['rss_growth_after_warmup']:+.1%}; p99 last window / first "
+             f"{s['p99_last_over_first']:.2f}; generator CPU {s['generator_cpu_share']:.2f} cores.", "",
+             "| window from s | requests ok | p50 ms | p99 ms |", "|---:|---:|---:|---:|"]
+    lines += [f"| {w['from_s']:.0f} | {w['n']} | {w['p50_ms']:.1f} | {w['p99_ms']:.1f} |" for w in s["windows"]]
+    b, a = o["burst"], o["after"]
+    lines += ["", f"## Overload: {o['burst_rate']:.1f} requests/s for {o['burst_s']:.0f} s, then "
+              f"{o['recover_rate']:.1f}", "",
+              f"Burst: {b['requests']} requests, {b['ok']} ok (p50 / p99 {b['ok_latency'].get('p50_ms', float('nan')):.0f}"
+              f" / {b['ok_latency'].get('p99_ms', float('nan')):.0f} ms), {b['refused_503']} × 503 (answered in p50 / p99 "
+              f"{b['refusal_latency'].get('p50_ms', float('nan')):.1f} / "
+              f"{b['refusal_latency'].get('p99_ms', float('nan')):.1f} ms), {b['server_errors_5xx']} × other 5xx, "
+              f"{b['transport_errors']} transport errors, {b['mismatches']} mismatches.",
+              f"After: {a['ok']} ok of {a['requests']}; p99 within 1.2× the soak's first-window p99 "
+              f"({o['baseline_p99_ms']:.1f} ms) from {o['recovered_within_1_2x_after_s']} s after the burst."]
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> dict:
+    from serving.predictor import Predictor
+    from training.registry.refs import resolve_model_ref
+    from training.release.package import import_into_store
+
+    model_dir = resolve_model_ref(args.model)
+    pool, _ = measure.shared_test_tweets(args.texts, root=args.data_root, sources_file=args.sources_file, seed=0)
+    offline = Predictor.load(model_dir, num_threads=args.threads).predict(pool)
+    expected = {t: row["scores"] for t, row in zip(pool, offline)}
+    work = Path(tempfile.mkdtemp(prefix="tgsoak-"))
+    tag = import_into_store(model_dir, work / "bentoml")
+    env = {"TWEETGUARD_MODEL_TAG": tag, "TWEETGUARD_CACHE_SIZE": "0", "TWEETGUARD_MAX_INFLIGHT": "256",
+           "TWEETGUARD_TORCH_THREADS": str(args.threads),
+           "TWEETGUARD_BATCH_MAX_LATENCY_MS": str(args.batch_max_latency_ms)}
+    server = _Server.start("serving.service:TweetGuard", bentoml_home=work / "bentoml", log_path=work / "serve.log",
+                           env=env)
+    report: dict = {"model": str(args.model), "machine": measure.machine(), "texts": len(pool),
+                    "batch_max_latency_ms": args.batch_max_latency_ms}
+    try:
+        load_run(server.url, [[t] for t in pool[:100]], 4)  # warm-up
+        n = int(args.capacity_s * 60)
+        capacity = load_run(server.url, [[t] for t in pool[100:100 + n]], 16)
+        report["capacity"] = capacity
+        rate = args.load * capacity["requests_per_s"]
+        report["soak"] = soak(server.url, server.proc.pid, pool, expected, rate=rate, seconds=args.minutes * 60)
+        first = report["soak"]["windows"][0]["p99_ms"]
+        report["overload"] = overload(server.url, pool, expected, rate=rate,
+                                      burst_rate=args.overload * capacity["requests_per_s"],
+                                      burst_s=args.overload_s, recover_s=args.recover_s, baseline_p99_ms=first)
+    finally:
+        server.stop()
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="model dir or models:/ reference")
+    ap.add_argument("--minutes", type=float, default=10.0, help="soak length")
+    ap.add_argument("--load", type=float, default=0.8, help="soak rate as a share of the measured capacity")
+    ap.add_argument("--overload", type=float, default=3.0, help="burst rate as a multiple of capacity")
+    ap.add_argument("--overload-s", type=float, default=60.0)
+    ap.add_argument("--recover-s", type=float, default=20.0)
+    ap.add_argument("--capacity-s", type=float, default=20.0, help="~seconds of the capacity run (at ~60 req/s)")
+    ap.add_argument("--batch-max-latency-ms", type=int, default=1000)
+    ap.add_argument("--texts", type=int, default=6000, help="distinct tweets in the pool (cycled)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--data-root", default=os.environ.get("TWEETGUARD_DATA_ROOT", "../shared/datasets"))
+    ap.add_argument("--sources-file", default="data/sources.yaml")
+    ap.add_argument("--out", default="reports/soak")
+    args = ap.parse_args(argv)
+    report = run(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "soak.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    text = markdown(report)
+    (out / "soak.md").write_text(text, encoding="utf-8")
+    print(text)
+    return report
+
+
+if __name__ == "__main__":
+    main()
