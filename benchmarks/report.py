@@ -122,6 +122,16 @@ def markdown(r: dict) -> str:
                          f"{x['generator_cpu_share']:.2f} | {x['failures']} |")
         lines += ["", "echo = a stock BentoML service with no model (`benchmarks/echo_service.py`): the HTTP floor. "
                   "The load generator (`httpx.AsyncClient` workers in one event loop) runs on the same cores."]
+        profiles = [("tweetguard", p) for p in sv.get("profiles", [])]
+        profiles += [("echo", p) for p in sv.get("echo", {}).get("profiles", [])]
+        if any(p["server"] for _, p in profiles):
+            lines += ["", "### Where the server's time goes (py-spy, active samples; the same loads re-run under the "
+                      "profiler)", "", "| server | clients | process | shares |", "|---|---:|---|---|"]
+            for name, p in profiles:
+                for who in ("server", "generator"):
+                    if p[who]:
+                        shares = ", ".join(f"{k} {v:.0%}" for k, v in p[who]["shares"].items() if v >= 0.01)
+                        lines.append(f"| {name} | {p['clients']} | {who} | {shares} |")
     lines += [
         "",
         "## Machine bound",

@@ -74,7 +74,8 @@ def _server_cpu_s(pid: int) -> float:
     return total
 
 
-def load_run(url: str, requests: list[list[str]], clients: int, *, server_pid: int | None = None) -> dict:
+def load_run(url: str, requests: list[list[str]], clients: int, *, server_pid: int | None = None,
+             profile: Path | None = None) -> dict:
     """Send `requests` (each a list of texts) to `/classify` from `clients` concurrent `httpx.AsyncClient` workers
     in one event loop, each with its own connection; a non-2xx answer, a wrong result count or a transport error
     is a failure. Also measured: this load generator's CPU (share of one core; it shares the machine with the
@@ -97,17 +98,85 @@ def load_run(url: str, requests: list[list[str]], clients: int, *, server_pid: i
         await asyncio.gather(*(worker() for _ in range(clients)))
 
     server0 = _server_cpu_s(server_pid) if server_pid else None
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    asyncio.run(main())
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    with Profile(server_pid, profile) as server_profile, Profile(os.getpid(), profile and profile.with_suffix(
+            ".generator.txt")) as generator_profile:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        asyncio.run(main())
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     ok = [ms for ms in latencies if ms is not None]
     ok_texts = sum(len(req) for req, ms in zip(requests, latencies) if ms is not None)
     out = {"clients": clients, "requests": len(requests), "texts_per_request": len(requests[0]),
            "failures": len(requests) - len(ok), "wall_s": wall, "texts_per_s": ok_texts / wall,
            "requests_per_s": len(ok) / wall, "generator_cpu_share": cpu / wall, **quantiles(ok)}
+    if profile is not None:
+        out["profile_server"], out["profile_generator"] = server_profile.summary(), generator_profile.summary()
     if server0 is not None:
         out["server_cpu_ms_per_request"] = (_server_cpu_s(server_pid) - server0) * 1e3 / max(len(ok), 1)
         out["server_cpu_share"] = (_server_cpu_s(server_pid) - server0) / wall
+    return out
+
+
+# Where a server's samples are, by the innermost frame we can name (first match wins, in this order).
+PROFILE_BUCKETS = (
+    ("tokenize / normalize", ("tokenizers", "tokenization_", "preprocess.py", "emoji")),
+    ("model forward (onnxruntime / torch)", ("onnxruntime", "torch/", "fastpath.py", "modeling.py")),
+    ("our request code (serving/)", ("serving/",)),
+    ("BentoML", ("bentoml", "_bentoml_")),
+    ("uvicorn / starlette / h11 (HTTP)", ("uvicorn", "starlette", "h11", "httptools")),
+    ("pydantic / json", ("pydantic", "json")),
+    ("prometheus / opentelemetry", ("prometheus", "opentelemetry")),
+    ("asyncio / selectors (event loop, sockets)", ("asyncio", "selectors")),
+)
+
+
+class Profile:
+    """`py-spy record` of a process (and its children) while a load runs, summarized into buckets; a no-op when
+    py-spy is not installed (`pip install py-spy`)."""
+
+    def __init__(self, pid: int, out: Path | None) -> None:
+        self.pid, self.out, self.proc = pid, out, None
+
+    def __enter__(self) -> Profile:
+        import shutil
+
+        spy = shutil.which("py-spy") or str(Path(os.sys.executable).with_name("py-spy"))
+        if self.out is not None and self.pid is not None and Path(spy).exists():
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.proc = subprocess.Popen([spy, "record", "--pid", str(self.pid), "--subprocesses",
+                                          "--rate", "200", "--format", "raw", "--output", str(self.out),
+                                          "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)  # attached before the load starts
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(2)  # SIGINT: py-spy writes its output and exits
+            self.proc.wait(timeout=60)
+
+    def summary(self) -> dict | None:
+        """Share of the active samples (py-spy leaves idle threads out) per bucket of the innermost named frame."""
+        if self.proc is None or not self.out.exists():
+            return None
+        shares: dict[str, float] = {}
+        for line in self.out.read_text(encoding="utf-8", errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            bucket = next((name for f in stack.split(";")[::-1] for name, keys in PROFILE_BUCKETS
+                           if any(k in f for k in keys)), "other")
+            shares[bucket] = shares.get(bucket, 0.0) + float(count)
+        total = sum(shares.values()) or 1.0
+        return {"samples": total, "shares": {k: v / total for k, v in sorted(shares.items(), key=lambda kv: -kv[1])},
+                "file": str(self.out)}
+
+
+def profiled_runs(url: str, pid: int, texts: list[str], clients: int, work: Path, name: str) -> list[dict]:
+    """The 1- and `clients`-client one-text loads again, under py-spy (server and generator apart): where the time
+    goes. Their throughput is not reported (py-spy takes CPU too)."""
+    out = []
+    for c in (1, clients):
+        run = load_run(url, [[t] for t in texts], c, server_pid=pid, profile=work / f"profile-{name}-{c}c.txt")
+        out.append({"clients": c, "server": run.get("profile_server"), "generator": run.get("profile_generator")})
     return out
 
 
@@ -118,7 +187,8 @@ def bench_echo(texts: list[str], *, clients: int, work: Path) -> dict:
         load_run(server.url, [[t] for t in texts[:50]], 1)  # warm-up
         n1 = min(200, len(texts) // 4)
         return {"runs": [load_run(server.url, [[t] for t in texts[:n1]], 1, server_pid=server.proc.pid),
-                         load_run(server.url, [[t] for t in texts[n1:]], clients, server_pid=server.proc.pid)]}
+                         load_run(server.url, [[t] for t in texts[n1:]], clients, server_pid=server.proc.pid)],
+                "profiles": profiled_runs(server.url, server.proc.pid, texts[:n1], clients, work, "echo")}
     finally:
         server.stop()
 
@@ -156,6 +226,7 @@ def bench_served(model_dir: Path, texts: list[str], warmup: list[str], *, thread
                 calls = after[1] - before[1]
                 run["requests_per_model_call"] = (after[0] - before[0]) / calls if calls else float("nan")
                 out["runs"].append(run)
+        out["profiles"] = profiled_runs(server.url, server.proc.pid, texts[:n1], clients, work, "tweetguard")
         out["peak_rss_mb"] = rss.peak_mb
         out["rss_mb_at_peak"] = sorted(rss.at_peak.values(), reverse=True)
     finally:
