@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 
 from serving.metrics import record_refusal
+from serving.openapi import DOCS_PATH, document
 from serving.schemas import ServiceSettings
 
 logger = logging.getLogger("tweetguard.guard")
@@ -105,6 +106,8 @@ class RequestGuard:
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "")
+        if scope["type"] == "http" and path == DOCS_PATH and scope["method"] == "GET":
+            return await self._openapi(scope, receive, send)
         if scope["type"] != "http" or path not in self.routes:
             return await self.app(scope, receive, send)
         try:
@@ -140,6 +143,25 @@ class RequestGuard:
             await self.app(scope, replay, send)
         finally:
             self.inflight -= 1
+
+    async def _openapi(self, scope, receive, send) -> None:
+        """BentoML's OpenAPI document, completed with this guard's schemas, refusals and auth (serving.openapi)."""
+        start: dict = {}
+        chunks: list[bytes] = []
+
+        async def keep(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, keep)
+        if start.get("status") != 200:  # pass BentoML's own error through as it was
+            await send(start)
+            return await send({"type": "http.response.body", "body": b"".join(chunks)})
+        spec = document(json.loads(b"".join(chunks)), routes=self.routes,
+                        auth=self.token is not None)
+        await JSONResponse(spec)(scope, receive, send)
 
     def _check_method(self, scope) -> None:
         if scope["method"] != "POST":

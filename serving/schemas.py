@@ -7,9 +7,18 @@ Policy names come from `serving.policies`; thresholds come from the model's poli
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from serving.fastpath import AUTO, PATHS
 from serving.policies import POLICIES
@@ -80,6 +89,9 @@ class ServiceSettings(BaseModel):
 
 Thresholds = dict[str, float]
 Action = Literal["none", "review", "remove"]  # serving.artifact.ACTIONS
+# A threshold in a request is a JSON number, as documented: pydantic would otherwise take true as 1.0 and
+# "0.3" as 0.3.
+Threshold = Annotated[float, Strict()]
 
 
 class PolicyThresholds(BaseModel):
@@ -87,9 +99,9 @@ class PolicyThresholds(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    flag: float | None = Field(None, description="flag threshold (the same as giving a bare number)")
-    review: float | None = Field(None, description="review tier threshold; null: no review tier this request")
-    remove: float | None = Field(None, description="remove tier threshold; null: no remove tier this request")
+    flag: Threshold | None = Field(None, description="flag threshold (the same as giving a bare number)")
+    review: Threshold | None = Field(None, description="review tier threshold; null: no review tier this request")
+    remove: Threshold | None = Field(None, description="remove tier threshold; null: no remove tier this request")
 
     @model_validator(mode="after")
     def _ordered(self) -> PolicyThresholds:
@@ -142,7 +154,7 @@ class ClassifyRequest(BaseModel):
         None, description="tweets to score, in order", examples=[["have a nice day", "i will find you"]]
     )
     text: str | None = Field(None, description="one tweet to score (instead of texts)")
-    thresholds: dict[str, float | PolicyThresholds] | None = Field(
+    thresholds: dict[str, Threshold | PolicyThresholds] | None = Field(
         None,
         description="per-policy overrides of the policy card for this request: a number (the flag threshold) "
         "or an object with any of flag / review / remove (null turns that tier off)",
@@ -184,12 +196,20 @@ def _moderation_input(value: object) -> object:
     return out
 
 
+# What `_moderation_input` accepts, for the OpenAPI document (the parts are turned into strings before the type
+# check, so the type alone would document strings only).
+_TEXT_PART = {"type": "object", "required": ["type", "text"], "additionalProperties": False,
+              "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}
+_INPUT_SCHEMA = {"anyOf": [{"type": "string"},
+                           {"type": "array", "items": {"anyOf": [{"type": "string"}, _TEXT_PART]}}]}
+
+
 class ModerationRequest(BaseModel):
     """The OpenAI ``POST /v1/moderations`` request: ``input`` is a string, strings, or text parts."""
 
     model_config = ConfigDict(extra="forbid")
 
-    input: str | list[str] = Field(
+    input: Annotated[str | list[str], WithJsonSchema(_INPUT_SCHEMA)] = Field(
         ..., description="text(s) to classify (text parts are also accepted)", examples=[["i will find you"]]
     )
     model: str | None = Field(None, description="accepted for compatibility; the served model answers")

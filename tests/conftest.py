@@ -10,12 +10,20 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from training.config import DataConfig, repo_root  # noqa: E402  (after the offline switches)
+
+# Generated-input tests (hypothesis, schemathesis) draw the same examples on every run and keep no example
+# database, so CI is deterministic; no per-example deadline (a torch call's first run is slow). Each test sets
+# its own max_examples.
+settings.register_profile("tweetguard", derandomize=True, database=None, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("tweetguard")
 
 # Imported after the offline switches too (they build tokenizers and models).
 pytest_plugins = [

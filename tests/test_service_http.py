@@ -176,6 +176,8 @@ BAD = [  # (path, json payload or raw bytes, expected status, the field the reas
     ("/classify", b'{"texts": ["a"], "thresholds": {"violence": NaN}}', 400, "thresholds"),
     ("/classify", {"texts": ["a"], "thresholds": {"violence": {"review": 0.9, "remove": 0.5}}}, 400, "thresholds"),
     ("/classify", {"texts": ["a"], "thresholds": {"violence": {"block": 0.5}}}, 400, "thresholds"),
+    ("/classify", {"texts": ["a"], "thresholds": {"violence": True}}, 400, "thresholds"),  # not taken as 1.0
+    ("/classify", {"texts": ["a"], "thresholds": {"violence": {"flag": "0.3"}}}, 400, "thresholds"),  # a string
     ("/classify", b'{"texts": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "body"),  # nesting past the parser
     ("/classify", b'{"text": "a", "thresholds": {"violence": ' + b"1" * 10_000 + b"}}", 400, "body"),  # int limit
     ("/v1/moderations", b'{"input": ' + b'{"a":' * 2500 + b"1" + b"}" * 2500 + b"}", 400, "body"),

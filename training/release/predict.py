@@ -109,6 +109,11 @@ def _read_jsonl(f, path: Path) -> Table:
             row, table.problems[len(table.rows)] = None, f"not usable JSON ({e})"
         if row is not None and not isinstance(row, dict):
             row, table.problems[len(table.rows)] = None, f"a JSON {type(row).__name__}, not an object"
+        if row is not None and not _is_unicode(row):
+            # JSON can spell a lone UTF-16 surrogate (\ud800): not text, and no UTF-8 output can hold it; the
+            # service refuses it the same way (400 invalid_unicode).
+            row = None
+            table.problems[len(table.rows)] = "a lone UTF-16 surrogate (such as \\ud800), not valid Unicode"
         for key in row or {}:
             if key not in seen:
                 seen.add(key)
@@ -116,6 +121,14 @@ def _read_jsonl(f, path: Path) -> Table:
         table.rows.append(row)
         table.lines.append(number)
     return table
+
+
+def _is_unicode(row: dict[str, Any]) -> bool:
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def find_bad_rows(table: Table, text_column: str, path: Path) -> list[BadInputRow]:
@@ -242,13 +255,17 @@ def _cell(value: Any) -> str:
 def _write(path: Path, delimiter: str | None, columns: list[str], rows: Iterator[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as f:
-        if delimiter is None:
-            for row in rows:
-                f.write(json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False) + "\n")
-        else:
-            writer = csv.writer(f, delimiter=delimiter)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([_cell(row.get(c)) for c in columns])
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as f:
+            if delimiter is None:
+                for row in rows:
+                    f.write(json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False) + "\n")
+            else:
+                writer = csv.writer(f, delimiter=delimiter)
+                writer.writerow(columns)
+                for row in rows:
+                    writer.writerow([_cell(row.get(c)) for c in columns])
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written leftover beside the output
+        raise
     os.replace(tmp, path)
