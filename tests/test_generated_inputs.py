@@ -85,7 +85,7 @@ def _through_guard(path: str, body: bytes) -> tuple[int, dict | None, bytes | No
     async def send(message):
         sent.append(message)
 
-    guard = RequestGuard(app, settings=LIMITS, routes=ROUTES, internal=[], token=None)
+    guard = RequestGuard(app, settings=LIMITS, routes=ROUTES, token=None)
     scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"content-type", b"application/json")]}
     asyncio.run(guard(scope, receive, send))
     status = sent[0]["status"]
