@@ -10,7 +10,8 @@ stopping by itself.
    as a mismatch; per-minute p50/p99, the server's RSS every few seconds;
 3. overload: `--overload` x C for `--overload-s` seconds, then back to `--load` x C for `--recover-s` seconds:
    accepted requests' p99, how fast refusals (503 + Retry-After) come, and the time after the burst until the
-   p99 of a 1 s window is back within 1.2x the soak's first-minute p99.
+   p99 of a 1 s window is back within 1.2x the soak's first-minute p99;
+4. `--generated` schemathesis requests (10,000) from the served OpenAPI document, as in the test suite.
 
 Every text is distinct within a phase and the exact-repeat cache is off. The generator shares the machine's
 cores with the server; its CPU share is reported. Writes soak.json and soak.md to --out.
@@ -179,6 +180,40 @@ def overload(url: str, texts: list[str], expected: dict, *, rate: float, burst_r
             "recovered_within_1_2x_after_s": recovered_at}
 
 
+def generated_requests(url: str, path: str, mode: str, n: int, *, token: str | None = None,
+                       timeout_s: float = 5.0) -> list[int]:
+    """`n` schemathesis requests built from the served `/docs.json` for POST `path`, `mode` "positive"
+    (schema-conforming) or "negative"; each answer must be a documented status within `timeout_s` whose body
+    matches its schema and never a 5xx (an AssertionError / schemathesis failure otherwise). The statuses."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        negative_data_rejection,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+              negative_data_rejection]
+    operation = schemathesis.openapi.from_url(url + "/docs.json")[path]["POST"]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    sent: list[int] = []
+
+    @settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=GenerationMode(mode)))
+    def run(case):
+        response = case.call(headers=headers, timeout=timeout_s)  # a hang is a ReadTimeout: a failure
+        sent.append(response.status_code)
+        case.validate_response(response, checks=checks)
+        assert response.status_code < 500, response.text
+
+    run()
+    return sent
+
+
 def markdown(r: dict) -> str:
     s, o, m = r["soak"], r["overload"], r["machine"]
     lines = [f"# Soak and overload: {r['model']}", "",
@@ -204,6 +239,10 @@ def markdown(r: dict) -> str:
               f"{b['transport_errors']} transport errors, {b['mismatches']} mismatches.",
               f"After: {a['ok']} ok of {a['requests']}; p99 within 1.2× the soak's first-window p99 "
               f"({o['baseline_p99_ms']:.1f} ms) from {o['recovered_within_1_2x_after_s']} s after the burst."]
+    if r.get("generated"):
+        g = r["generated"]
+        lines += ["", f"## Generated requests (schemathesis): {g['requests']}, every answer documented, none 5xx "
+                  f"or a hang; statuses {g['statuses']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -236,6 +275,12 @@ def run(args: argparse.Namespace) -> dict:
         report["overload"] = overload(server.url, pool, expected, rate=rate,
                                       burst_rate=args.overload * capacity["requests_per_s"],
                                       burst_s=args.overload_s, recover_s=args.recover_s, baseline_p99_ms=first)
+        if args.generated:
+            per = max(1, args.generated // 4)
+            statuses = [s for path in ("/classify", "/v1/moderations") for mode in ("positive", "negative")
+                        for s in generated_requests(server.url, path, mode, per)]
+            report["generated"] = {"requests": len(statuses),
+                                   "statuses": {str(k): statuses.count(k) for k in sorted(set(statuses))}}
     finally:
         server.stop()
     return report
@@ -253,6 +298,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--recover-s", type=float, default=20.0)
     ap.add_argument("--capacity-s", type=float, default=20.0, help="~seconds of the capacity run (at ~60 req/s)")
     ap.add_argument("--batch-max-latency-ms", type=int, default=1000)
+    ap.add_argument("--generated", type=int, default=10_000, help="schemathesis requests after the load phases "
+                    "(split over both endpoints, conforming and not); 0 = none")
     ap.add_argument("--texts", type=int, default=6000, help="distinct tweets in the pool (cycled)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--data-root", default=os.environ.get("TWEETGUARD_DATA_ROOT", "../shared/datasets"))
