@@ -21,7 +21,7 @@ from training.fit.augment import augment_train
 from training.fit.baseline import describe_baseline, train_baseline
 from training.fit.batches import encode, pos_weights, sample_rows
 from training.fit.calibration import fit_on_validation
-from training.fit.checkpoint import seed_everything
+from training.fit.checkpoint import latest_checkpoint, seed_everything
 from training.fit.device import CPU, Accel, resolve_accel
 from training.fit.distributed import init_world, local_rank
 from training.fit.loop import BEST_DIR, StopFn, TrainingLoop
@@ -30,7 +30,7 @@ from training.registry.hubcard import write_hub_readme
 from training.registry.modelcard import attach_model_card
 from training.registry.pyfunc import RUN_MODEL_PATH, register_pyfunc
 from training.registry.reference import REFERENCE_FILE, log_reference, save_reference
-from training.registry.tracking import Run, check_reachable, dataset_ref, git_commit, resolve_uri
+from training.registry.tracking import Run, TrackingLost, check_reachable, dataset_ref, git_commit, resolve_uri
 from training.registry.versions import (
     CHALLENGER,
     CHAMPION,
@@ -192,10 +192,24 @@ def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool
         else:
             print(f"resumed {run_dir} at step {loop.p.step} (epoch {loop.p.epoch}, batch {loop.p.batch})",
                   file=sys.stderr)
-        loop.fit({"mlflow_run_id": run.run_id})
+        try:
+            loop.fit({"mlflow_run_id": run.run_id})
+        except TrackingLost as e:
+            raise TrackingLost(f"{e}.\n{stopped_without_tracking(run_dir, run.run_id, config_file)}") from e
         if not register:
             return world.on_main(finish_trial, run, run_dir, loop)
         return world.on_main(finish, cfg, run, run_dir, prepared, tokenizer, loop, uri)
+
+
+def stopped_without_tracking(run_dir: Path, run_id: str, config_file: str | None) -> str:
+    """What a run that lost its tracking server mid-training left behind, and the command that continues it."""
+    command = f"tweetguard train{f' --config {config_file}' if config_file else ''} --resume run_name={run_dir.name}"
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        return (f"Training stopped before its first checkpoint: `{command}` (with the same overrides) starts it "
+                f"again as a new MLflow run once the server is back.")
+    return (f"Training stopped; its checkpoint {checkpoint} is intact (the steps after it are redone). Once the server "
+            f"is back, continue the same MLflow run {run_id} with the same command plus --resume: `{command}`.")
 
 
 def _prepare_run_dir(cfg: Config, resume: bool) -> tuple[Path, bool]:

@@ -20,6 +20,10 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 MAX_PARAM_CHARS = 500  # longer values (e.g. long source lists) are cut: huge params break some stores
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's nested-run link (what mlflow.start_run(nested=True) sets)
 FLUSH_EVERY = 100  # metric values buffered per log_batch call (a remote server costs a round trip per call)
+# `bound_http_retries`: a call to a dead server gives up after 5 refused attempts, 0+2+4+8 s of backoff (+ up to 1 s
+# of jitter each), instead of MLflow's 8 attempts over ~4 min; an attempt waits for an answer at most 60 s, not 120.
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
 
 
 DATASET_CONTEXT = "mlflow.data.context"  # MLflow's input tag for how a dataset was used (train, validation, ...)
@@ -43,10 +47,17 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message says which URI and what to do."""
 
 
+class TrackingLost(TrackingError):
+    """The tracking server stopped answering during a run. A `Run` context left with it ends nothing: the run stays
+    RUNNING in the store, and `--resume` reopens it."""
+
+
 def client(tracking_uri: str | None):
     """The one way this project builds an MLflow client: tracking and registry on the same store."""
     from mlflow import MlflowClient
 
+    if resolve_uri(tracking_uri).startswith(("http://", "https://")):
+        bound_http_retries()
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
@@ -54,24 +65,40 @@ def resolve_uri(configured: str | None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (before any data or model is loaded) when a tracking server does not answer."""
+def bound_http_retries() -> None:
+    """MLflow's client retries a failed request 7 times with exponential backoff, ~4 min per call against a server
+    that refuses connections (and waits up to 120 s per attempt on one that does not answer): a training run whose
+    tracking server died would sit that long at its next metric flush, then again ending the run. Bounded here,
+    for the whole process, unless the user set these variables."""
+    for key, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def unreachable(uri: str, timeout: float = 5.0) -> str | None:
+    """Why a tracking server at `uri` does not answer its health check (None: it answers, or `uri` is no server)."""
     if not uri.startswith(("http://", "https://")):
-        return
+        return None
     url = uri.rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             if resp.status == 200:
-                return
+                return None
             problem = f"HTTP {resp.status}"
     except urllib.error.HTTPError as e:
         problem = f"HTTP {e.code}"
     except (urllib.error.URLError, OSError) as e:
         problem = str(getattr(e, "reason", e))
-    raise TrackingError(
-        f"MLflow tracking server {uri} is unreachable ({url}: {problem}). Start it, or set tracking.uri / "
-        f"MLFLOW_TRACKING_URI to a reachable server, or unset both to use the local {DEFAULT_URI}."
-    )
+    return f"{url}: {problem}"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (before any data or model is loaded) when a tracking server does not answer."""
+    problem = unreachable(uri, timeout)
+    if problem:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({problem}). Start it, or set tracking.uri / "
+            f"MLFLOW_TRACKING_URI to a reachable server, or unset both to use the local {DEFAULT_URI}."
+        )
 
 
 def artifact_location(uri: str) -> str | None:
@@ -190,8 +217,17 @@ class Run:
             self.flush()
 
     def flush(self) -> None:
-        for i in range(0, len(self._pending), 1000):  # MLflow accepts at most 1000 metrics per batch
-            self.client.log_batch(self.run_id, metrics=self._pending[i:i + 1000])
+        """Send the buffered metrics. Raises TrackingLost when the call failed and the server no longer answers."""
+        try:
+            for i in range(0, len(self._pending), 1000):  # MLflow accepts at most 1000 metrics per batch
+                self.client.log_batch(self.run_id, metrics=self._pending[i:i + 1000])
+        except Exception as e:
+            problem = unreachable(self.uri)
+            if problem is None:
+                raise
+            step = max(m.step for m in self._pending)
+            raise TrackingLost(f"MLflow tracking server {self.uri} stopped answering while run {self.run_id} "
+                               f"logged the metrics of step {step} ({problem})") from e
         self._pending = []
 
     def log_data(self, card_json: Path, card_md: Path, dataset_dir: Path, fingerprint: str,
@@ -229,8 +265,17 @@ class Run:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and issubclass(exc_type, TrackingLost):
+            self.abandon()
+            return
         self.end("FINISHED" if exc_type is None else "KILLED" if issubclass(exc_type, KeyboardInterrupt)
                  else "FAILED")
+
+    def abandon(self) -> None:
+        """Leave the run as the store has it (RUNNING), calling nothing: its server is gone. The unsent metrics are
+        dropped (a resume recomputes every step after its checkpoint); the system-metrics thread (a daemon) stops
+        at its next failed call."""
+        self._pending, self._monitor = [], None
 
     def end(self, status: str = "FINISHED") -> None:
         """status: FINISHED, FAILED or KILLED."""
