@@ -155,3 +155,31 @@ def test_teacher_logits_are_cached_and_the_teacher_pinned_on_resume(world):
     with pytest.raises(ConfigError, match="did its alias move"):
         distiller.check_resume({"teacher_sha256": "0" * 64})
     distiller.check_resume({"teacher_sha256": distiller.teacher_sha})
+
+
+def test_resume_continues_from_the_checkpoint_and_refuses_a_moved_teacher(world, capsys):
+    from training.registry.versions import set_alias
+
+    uri, root = world["uri"], world["root"]
+    overrides = [*world["overrides"], "run_name=resumed", "distill.layers=2", "train.max_steps=3",
+                 "train.checkpoint_every_steps=2"]
+    distill(load_config(world["config"], overrides), progress_bar=False)
+    run_dir = root / "runs" / "resumed"
+    # As if killed after the step-2 checkpoint: the finished run's history goes, the checkpoint stays.
+    (run_dir / "history.json").unlink()
+    other = make_teacher_version(world)
+    set_alias("tweetguard", "champion", other, uri)  # the teacher's alias moved since the run started
+    with pytest.raises(ConfigError, match="did its alias move"):
+        distill(load_config(world["config"], overrides), resume=True, progress_bar=False)
+    set_alias("tweetguard", "champion", "1", uri)
+    capsys.readouterr()
+    result, _ = distill(load_config(world["config"], overrides), resume=True, progress_bar=False)
+    assert f"resumed {run_dir} at step 2" in capsys.readouterr().err
+    assert result.steps == 3 and (run_dir / "history.json").is_file()
+    assert MlflowClient(uri).get_model_version("tweetguard-fast", result.model_version).run_id == result.run_id
+
+
+def make_teacher_version(world) -> str:
+    """Another tweetguard version (other weights: another seed), never promoted."""
+    cfg = load_config(world["config"], [*world["overrides"], "run_name=teacher2", "train.seed=7", "train.max_steps=1"])
+    return train(cfg, progress_bar=False).model_version
