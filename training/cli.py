@@ -2,7 +2,8 @@
 Nothing heavy at import time: each command imports its stage when it runs.
 
 The subcommands follow `make run`: data -> train -> evaluate -> promote -> package (-> serve), plus predict,
-config, tune (a hyper-parameter search around train) and monitor (drift of what is served). Their names and flags are part of the product: keep
+config, tune (a hyper-parameter search around train), distill (a fast tier: a smaller student of a registered
+model, trained like train) and monitor (drift of what is served). Their names and flags are part of the product: keep
 them stable.
 """
 
@@ -58,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if a cached copy exists")
 
     add_train_arguments(sub.add_parser("train", help="fine-tune the model, log the MLflow run, register the artifact"))
+
+    p = sub.add_parser("distill", help="distill a teacher into a student with fewer layers (a fast tier), trained "
+                                       "like train, registered as distill.registered_model (never @champion)")
+    _add_model_arg(p, "--teacher", required=False)
+    add_train_arguments(p)
 
     p = sub.add_parser("tune", help="hyper-parameter search (Optuna, resumable): short trials as nested MLflow "
                                     "runs, then one full run of the winner, registered")
@@ -155,6 +161,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg, config_file=args.config, resume=args.resume, progress_bar=not args.no_progress)
     if main_rank:
         print(result.summary(cfg.train.metric) + f" | wall {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    return 0
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    import yaml
+
+    from training.fit.distill import distill
+
+    cfg = load_config(args.config, args.overrides)
+    if args.teacher:
+        cfg.distill.teacher = args.teacher  # assigned, not an override: a reference is not YAML
+    print(yaml.safe_dump({"config": cfg.model_dump(mode="json")}, sort_keys=False), file=sys.stderr, end="")
+    started = time.monotonic()
+    result, distiller = distill(cfg, config_file=args.config, resume=args.resume, progress_bar=not args.no_progress)
+    print(f"student: layers {distiller.layers} of {cfg.distill.teacher} | " + result.summary(cfg.train.metric)
+          + f" | wall {(time.monotonic() - started) / 60:.1f} min", flush=True)
     return 0
 
 
@@ -287,6 +309,7 @@ COMMANDS = {
     "config": _cmd_config,
     "data": _cmd_data,
     "train": _cmd_train,
+    "distill": _cmd_distill,
     "tune": _cmd_tune,
     "evaluate": _cmd_evaluate,
     "promote": _cmd_promote,

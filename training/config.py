@@ -7,6 +7,7 @@ model artifact.
 
 from __future__ import annotations
 
+import itertools
 import os
 import warnings
 from pathlib import Path
@@ -390,6 +391,42 @@ class MonitorConfig(Section):
     output_dir: str = Field("reports", description="Report directories go to <output_dir>/monitor-<model>.")
 
 
+class DistillConfig(Section):
+    """`tweetguard distill` (training.fit.distill): a student with fewer encoder layers, initialised from the
+    teacher's, trained on the teacher's logits and the known labels. lr, epochs, batch size, budgets: `train`."""
+
+    teacher: str = Field(
+        "models:/tweetguard@champion", description="The teacher model reference (`--teacher` sets it): a "
+        "registered version, runs:/<run_id>/model or an artifact directory. Its tokenizer, head and backbone are "
+        "the student's."
+    )
+    layers: int | list[int] = Field(
+        3, description="Teacher encoder layers copied into the student: a count n (n evenly spaced layers, the "
+        "first and the last always among them: [0, 2, 5] of 6 for 3), or the 0-based indices, ascending."
+    )
+    alpha: float = Field(
+        0.5, ge=0, le=1, description="Weight of the teacher term: loss = alpha * soft BCE(student, teacher) + "
+        "(1 - alpha) * the masked label BCE of training (unknown labels masked; source terms if train enables them)."
+    )
+    temperature: float = Field(
+        2.0, gt=0, description="Both logits are divided by it in the teacher term, which is multiplied by T^2 "
+        "(Hinton et al. 2015); 1 = match the teacher's probabilities as they are."
+    )
+    registered_model: str = Field(
+        "tweetguard-fast", description="Registry name of the students (@challenger = the newest); never "
+        "tracking.registered_model: a student is never a candidate for that model's @champion."
+    )
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v):
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"needs at least 1 layer, got {v}")
+        if isinstance(v, list) and (not v or v[0] < 0 or any(b <= a for a, b in itertools.pairwise(v))):
+            raise ValueError(f"needs distinct layer indices >= 0 in ascending order, got {v}")
+        return v
+
+
 class Config(Section):
     run_name: str | None = Field(None, description="MLflow run name; null = generated.")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -401,6 +438,14 @@ class Config(Section):
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+
+    @model_validator(mode="after")
+    def _fast_tier_apart(self):
+        if self.distill.registered_model == self.tracking.registered_model:
+            raise ValueError(f"distill.registered_model={self.distill.registered_model!r} is "
+                             "tracking.registered_model: a distilled student is never a candidate for its @champion")
+        return self
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -94,12 +94,14 @@ def epoch_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def collate(data: Encoded, idx: np.ndarray, pad_id: int,
-            source_ids: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+def collate(data: Encoded, idx: np.ndarray, pad_id: int, source_ids: np.ndarray | None = None,
+            teacher_logits: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """Pad to the longest text in this batch (dynamic padding).
 
     `source_ids` (int [N] over the whole split, training.fit.source_terms.SourceTerms.index_of) adds each row's
-    source index as "source_ids" [B], for the loss's source terms; the model never receives it."""
+    source index as "source_ids" [B], for the loss's source terms; `teacher_logits` (float [N, P] over the whole
+    split, `TeacherTargets.logits`) adds each row's as "teacher_logits" [B, P], for distillation. The model never
+    receives either."""
     seqs = [data.input_ids[i] for i in idx]
     width = max(len(s) for s in seqs)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # [B, T]
@@ -111,6 +113,8 @@ def collate(data: Encoded, idx: np.ndarray, pad_id: int,
     batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
     if source_ids is not None:
         batch["source_ids"] = torch.from_numpy(np.asarray(source_ids[idx], dtype=np.int64))  # [B]
+    if teacher_logits is not None:
+        batch["teacher_logits"] = torch.from_numpy(np.asarray(teacher_logits[idx], dtype=np.float32))  # [B, P]
     return batch
 
 
@@ -129,3 +133,26 @@ def masked_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Ten
     # where() rather than multiply: an unknown label's logit must not even receive a 0 * inf = NaN gradient.
     per = torch.where(known, per, torch.zeros_like(per))
     return per.sum() / known.sum().clamp(min=1)
+
+
+@dataclass
+class TeacherTargets:
+    """Distillation (`tweetguard distill`, training.fit.distill): the teacher's raw logits for every train row, and
+    how its term is mixed into the loss (`distill.alpha`, `distill.temperature`)."""
+
+    logits: np.ndarray  # [N, P] float32, row i = train row i
+    alpha: float
+    temperature: float
+
+    def loss(self, student: torch.Tensor, teacher: torch.Tensor, label_loss: torch.Tensor) -> torch.Tensor:
+        """alpha * soft_bce(student, teacher) + (1 - alpha) * label_loss (the masked BCE of training)."""
+        return self.alpha * soft_bce(student, teacher, self.temperature) + (1 - self.alpha) * label_loss
+
+
+def soft_bce(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean BCE of sigmoid(student / T) against sigmoid(teacher / T) over every row and policy (the teacher knows
+    every label), times T^2 so the gradient's scale does not shrink with T (Hinton et al. 2015). Both logits are
+    softened: the minimum is at student = teacher for any T. student, teacher [B, P]; float32 like masked_bce."""
+    t = float(temperature)
+    targets = torch.sigmoid(teacher.float() / t)
+    return torch.nn.functional.binary_cross_entropy_with_logits(student.float() / t, targets) * (t * t)

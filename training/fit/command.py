@@ -11,9 +11,10 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from training.config import Config, ConfigError, repo_root, to_flat
 from training.data.prepare import prepare
@@ -40,6 +41,9 @@ from training.registry.versions import (
     set_alias_if_missing,
 )
 
+if TYPE_CHECKING:
+    from training.fit.distill import Distiller
+
 ARTIFACT_DIR = "model"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
@@ -47,6 +51,17 @@ HISTORY_FILE = "history.json"
 # `tweetguard tune` reads: a rerun of the search may resume its winner's run with, say, more trials; and the
 # `monitor` section, which training never reads).
 RESUMABLE_CHANGES = {"train.max_minutes", "train.system_metrics", "tracking.uri"}
+
+
+@dataclass
+class Registration:
+    """Where `finish` registers the artifact: `tweetguard train`'s is tracking.registered_model, first version
+    @champion; a distilled student's (training.fit.distill) is its own model, never @champion."""
+
+    name: str
+    champion: bool = True
+    tags: dict[str, str] = field(default_factory=dict)  # on the version, beside backbone and kind
+    model_name: str | None = None  # the card's model_name (what the service answers with); None = the card's default
 
 
 @dataclass
@@ -78,17 +93,19 @@ def load_data(cfg: Config, progress: bool = True):
     return prepare(cfg.data, progress=progress)
 
 
-def run_dir_for(cfg: Config, resume: bool) -> Path:
+def run_dir_for(cfg: Config, resume: bool, kind: str = "train") -> Path:
+    """`kind` (train, distill) prefixes a generated run name; a --resume without run_name takes the newest run of
+    that kind that has a checkpoint (a distillation never resumes a training run, nor the other way round)."""
     out = Path(cfg.train.output_dir)
     if cfg.run_name:
         run_dir = out / cfg.run_name
     elif resume:  # no name given: the newest run that has a checkpoint
-        candidates = sorted((p for p in out.glob("*/checkpoints/latest")), key=lambda p: p.stat().st_mtime)
+        candidates = sorted((p for p in out.glob(f"{kind}-*/checkpoints/latest")), key=lambda p: p.stat().st_mtime)
         if not candidates:
-            raise FileNotFoundError(f"--resume: no checkpoint under {out}/*/checkpoints (train.output_dir)")
+            raise FileNotFoundError(f"--resume: no checkpoint under {out}/{kind}-*/checkpoints (train.output_dir)")
         run_dir = candidates[-1].parents[1]
     else:
-        run_dir = out / datetime.now(timezone.utc).strftime("train-%Y%m%d-%H%M%S")
+        run_dir = out / datetime.now(timezone.utc).strftime(f"{kind}-%Y%m%d-%H%M%S")
     if not resume and (run_dir / "checkpoints").exists():
         raise FileExistsError(f"{run_dir} already has checkpoints: pass --resume to continue it, or set run_name")
     return run_dir
@@ -147,10 +164,12 @@ def train(cfg: Config, *, config_file: str | None = None, resume: bool = False, 
 
 def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool, progress_bar: bool, *,
                        accel: Accel = CPU, register: bool = True, parent_run_id: str | None = None,
-                       should_stop: StopFn | None = None) -> TrainResult:
+                       should_stop: StopFn | None = None, distiller: Distiller | None = None) -> TrainResult:
+    """`distiller` (training.fit.distill): the model is a student made from the teacher, the loss also pulls toward
+    the teacher's logits, and the artifact is registered where the distiller says."""
     uri = resolve_uri(cfg.tracking.uri)
     check_reachable(uri)  # before any data or model is loaded
-    run_dir, resume = world.on_main(_prepare_run_dir, cfg, resume)
+    run_dir, resume = world.on_main(_prepare_run_dir, cfg, resume, "train" if distiller is None else "distill")
     setup(cfg, rank=world.rank)
 
     from transformers import AutoTokenizer
@@ -161,49 +180,60 @@ def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool
     prepared = load_data(cfg) if world.main else None
     world.barrier()  # rank 0 has built the data cache; the other ranks read it
     prepared = prepared or load_data(cfg, progress=False)
-    backbone = resolve_backbone(cfg.model.backbone)
-    tokenizer = AutoTokenizer.from_pretrained(backbone)
-    model = build_model(backbone, cfg.model.head)
+    if distiller is None:
+        backbone = resolve_backbone(cfg.model.backbone)
+        tokenizer = AutoTokenizer.from_pretrained(backbone)
+        model = build_model(backbone, cfg.model.head)
+    else:
+        tokenizer, model = distiller.tokenizer(), distiller.student()
     train_split, swap_rows = augment_train(prepared.dataset, cfg)  # train.identity_swap; train split only
     train_data = encode(train_split, tokenizer, cfg.model.max_length)
     tc = cfg.train
     val_data = sample_rows(encode(prepared.dataset["validation"], tokenizer, cfg.model.max_length),
                            tc.eval_max_rows, tc.seed)
     pos_weight = pos_weights(tc, train_data.labels)
+    pad_id = tokenizer.pad_token_id or 0
+    teacher = None if distiller is None else world.on_main(distiller.targets, train_data, pad_id, accel, progress_bar)
 
     # Metrics go nowhere until rank 0's run exists (below); the other ranks never track.
-    loop = TrainingLoop(model, train_data, val_data, tc, run_dir, pad_id=tokenizer.pad_token_id or 0,
+    loop = TrainingLoop(model, train_data, val_data, tc, run_dir, pad_id=pad_id,
                         pos_weight=pos_weight, log=lambda m, s: None, progress_bar=progress_bar, world=world,
-                        should_stop=should_stop, accel=accel)
+                        should_stop=should_stop, accel=accel, teacher=teacher)
     state = loop.resume() if resume else None
+    if state is not None and distiller is not None:
+        distiller.check_resume(state)
     if not world.main:  # rank 0 tracks, builds and registers; the others train and then wait for its result
         loop.fit()
         return world.on_main(lambda: None)
     tags = {"git_commit": git_commit(repo_root()), "backbone": cfg.model.backbone, "head": cfg.model.head,
             "config_file": config_file or "(defaults)", "run_dir": str(run_dir.resolve()),
-            "world_size": str(world.size), "device": str(accel.device), "precision": accel.precision}
+            "world_size": str(world.size), "device": str(accel.device), "precision": accel.precision,
+            **({} if distiller is None else distiller.tags())}
     with Run.start(uri, cfg.tracking.experiment, cfg.run_name or run_dir.name, tags,
                    resume_run_id=state["mlflow_run_id"] if state else None, system_metrics=tc.system_metrics,
                    parent_run_id=parent_run_id) as run:
         loop.log, loop.flush = run.log_metrics, run.flush
         if state is None:
             _log_inputs(run, cfg, prepared, pos_weight, len(train_data), len(val_data),
-                        {"derived.identity_swap_rows": swap_rows})
+                        {"derived.identity_swap_rows": swap_rows, **({} if distiller is None else distiller.params())})
         else:
             print(f"resumed {run_dir} at step {loop.p.step} (epoch {loop.p.epoch}, batch {loop.p.batch})",
                   file=sys.stderr)
         try:
-            loop.fit({"mlflow_run_id": run.run_id})
+            loop.fit({"mlflow_run_id": run.run_id,
+                      **({} if distiller is None else {"teacher_sha256": distiller.teacher_sha})})
         except TrackingLost as e:
-            raise TrackingLost(f"{e}.\n{stopped_without_tracking(run_dir, run.run_id, config_file)}") from e
+            command = "train" if distiller is None else "distill"
+            raise TrackingLost(f"{e}.\n{stopped_without_tracking(run_dir, run.run_id, config_file, command)}") from e
         if not register:
             return world.on_main(finish_trial, run, run_dir, loop)
-        return world.on_main(finish, cfg, run, run_dir, prepared, tokenizer, loop, uri)
+        return world.on_main(finish, cfg, run, run_dir, prepared, tokenizer, loop, uri,
+                             None if distiller is None else distiller.registration())
 
 
-def stopped_without_tracking(run_dir: Path, run_id: str, config_file: str | None) -> str:
+def stopped_without_tracking(run_dir: Path, run_id: str, config_file: str | None, subcommand: str = "train") -> str:
     """What a run that lost its tracking server mid-training left behind, and the command that continues it."""
-    command = f"tweetguard train{f' --config {config_file}' if config_file else ''} --resume run_name={run_dir.name}"
+    command = f"tweetguard {subcommand}{f' --config {config_file}' if config_file else ''} --resume run_name={run_dir.name}"
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         return (f"Training stopped before its first checkpoint: `{command}` (with the same overrides) starts it "
@@ -212,9 +242,9 @@ def stopped_without_tracking(run_dir: Path, run_id: str, config_file: str | None
             f"is back, continue the same MLflow run {run_id} with the same command plus --resume: `{command}`.")
 
 
-def _prepare_run_dir(cfg: Config, resume: bool) -> tuple[Path, bool]:
+def _prepare_run_dir(cfg: Config, resume: bool, kind: str = "train") -> tuple[Path, bool]:
     """The run dir (created, config.json written) and whether there is a checkpoint to resume from."""
-    run_dir = run_dir_for(cfg, resume)
+    run_dir = run_dir_for(cfg, resume, kind)
     if resume and (run_dir / HISTORY_FILE).exists():
         raise FileExistsError(f"--resume: {run_dir} finished already ({HISTORY_FILE} written); nothing to resume")
     resume = resume and (run_dir / "checkpoints" / "latest").exists()
@@ -239,16 +269,19 @@ def _log_inputs(run, cfg: Config, prepared, pos_weight: list[float], n_train: in
     run.set_tags({f"pos_weight.{p}": f"{w:.3f}" for p, w in zip(POLICIES, pos_weight)})
 
 
-def finish(cfg: Config, run, run_dir: Path, prepared, tokenizer, loop, uri: str) -> TrainResult:
+def finish(cfg: Config, run, run_dir: Path, prepared, tokenizer, loop, uri: str,
+           registration: Registration | None = None) -> TrainResult:
     """Best weights -> artifact -> calibration + thresholds fit on validation (training.fit.calibration, through
-    the serving scorer) -> card written -> only then logged and registered; the files never change after."""
+    the serving scorer) -> card written -> only then logged and registered (`registration`, default
+    tracking.registered_model); the files never change after."""
     from serving.artifact import TIERS, PolicyCard, SourceRef, save_artifact, write_card
     from serving.modeling import load_model
     from serving.predictor import Predictor
 
     p = loop.p
+    registration = registration or Registration(cfg.tracking.registered_model)
     card = PolicyCard(
-        max_length=cfg.model.max_length, head=cfg.model.head, backbone=cfg.model.backbone,
+        **({"model_name": registration.model_name} if registration.model_name else {}), max_length=cfg.model.max_length, head=cfg.model.head, backbone=cfg.model.backbone,
         sources=[SourceRef(**s) for s in prepared.card.sources], dataset_hash=prepared.fingerprint,
         validation_metrics={f"train_best/{k}": v for k, v in p.best_metrics.items()}, mlflow_run_id=run.run_id,
         config=cfg.model_dump(mode="json"),
@@ -268,10 +301,11 @@ def finish(cfg: Config, run, run_dir: Path, prepared, tokenizer, loop, uri: str)
             if tier and not tier.enabled:
                 print(f"{spec.name} {name} tier {tier.note}", file=sys.stderr)
     train_s = _log_history(run, run_dir, p, {**{f"threshold_{n}": t for n, t in card.thresholds.items()}, **tiers})
-    version = log_and_register(run, artifact, cfg, uri, champion=True)
+    version = log_and_register(run, artifact, cfg, uri, champion=registration.champion, name=registration.name,
+                               tags=registration.tags)
     # The card's validation metrics, on the run and on its logged model (MLflow 3's model view), with the dataset.
     run.log_metrics({f"final_val_{k}": v for k, v in card.validation_metrics.items() if not k.startswith("train_best/")},
-                    p.step, model_id=logged_model_id(cfg.tracking.registered_model, version, uri),
+                    p.step, model_id=logged_model_id(registration.name, version, uri),
                     dataset=dataset_ref("validation", prepared.fingerprint))
     log_reference(reference, run.run_id, uri)  # beside the version's model, for `tweetguard monitor`
     return TrainResult(artifact, run.run_id, version, p.best_metrics, p.step, p.stop_reason,
@@ -299,7 +333,8 @@ def _log_history(run, run_dir: Path, p, metrics: dict[str, float]) -> float:
     return train_s
 
 
-def log_and_register(run, artifact: Path, cfg: Config, uri: str, champion: bool) -> str:
+def log_and_register(run, artifact: Path, cfg: Config, uri: str, champion: bool, name: str | None = None,
+                     tags: dict[str, str] | None = None) -> str:
     """Log the complete artifact (only now: the directory is complete) and register it as a new version.
 
     A transformer becomes an MLflow Model (pyfunc) wrapping the serving Predictor (`training.registry.pyfunc`). The
@@ -307,8 +342,8 @@ def log_and_register(run, artifact: Path, cfg: Config, uri: str, champion: bool)
     `training`, which the MLflow Model never imports: it stays a plain artifact directory, logged and registered
     as every version was before. Both answer to `runs:/<run_id>/model` and `models:/...` references.
     """
-    name = cfg.tracking.registered_model
-    tags = {"backbone": cfg.model.backbone, "kind": cfg.model.kind}
+    name = name or cfg.tracking.registered_model
+    tags = {"backbone": cfg.model.backbone, "kind": cfg.model.kind, **(tags or {})}
     if cfg.model.kind == "tfidf":
         version = register_model(run.log_model_dir(artifact, RUN_MODEL_PATH), name, run_id=run.run_id,
                                  tracking_uri=uri, tags=tags)

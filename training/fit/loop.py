@@ -27,7 +27,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from serving.policies import POLICIES
 from training.config import TrainConfig
-from training.fit.batches import Encoded, collate, epoch_batches, masked_bce
+from training.fit.batches import Encoded, TeacherTargets, collate, epoch_batches, masked_bce
 from training.fit.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.fit.device import CPU, Accel
 from training.fit.distributed import World
@@ -112,8 +112,11 @@ class TrainingLoop:
     def __init__(self, model, train: Encoded, val: Encoded, cfg: TrainConfig, run_dir: Path, *,
                  pad_id: int, pos_weight: list[float], log: LogFn, progress_bar: bool = True,
                  world: World | None = None, flush: Callable[[], None] = lambda: None,
-                 should_stop: StopFn | None = None, accel: Accel = CPU):
+                 should_stop: StopFn | None = None, accel: Accel = CPU, teacher: TeacherTargets | None = None):
         self.model, self.train_data, self.val, self.cfg = model, train, val, cfg
+        if teacher is not None and teacher.logits.shape != (len(train), len(POLICIES)):
+            raise ValueError(f"teacher logits {teacher.logits.shape} do not match the {len(train)} train rows")
+        self.teacher = teacher  # distillation: the loss also pulls toward these logits (training.fit.distill)
         self.accel = accel  # device and precision (training.fit.device); CPU fp32 unless configured
         model.to(accel.device)
         self.run_dir, self.pad_id, self.log, self.flush = Path(run_dir), pad_id, log, flush
@@ -190,15 +193,20 @@ class TrainingLoop:
 
     # -- training ------------------------------------------------------------------------------------------
     def _micro_step(self, idx: np.ndarray, n_micro: int) -> float:
-        batch = self.accel.to(collate(self.train_data, idx, self.pad_id, self.source_ids))
+        batch = self.accel.to(collate(self.train_data, idx, self.pad_id, self.source_ids,
+                                      None if self.teacher is None else self.teacher.logits))
         labels = batch.pop("labels")
         source_ids = batch.pop("source_ids", None)  # [B]; only with source terms, never given to the model
+        teacher_logits = batch.pop("teacher_logits", None)  # [B, P]; only when distilling
         with self.accel.autocast():
-            logits = self.model(**batch).logits  # [B, P]
+            plain = logits = self.model(**batch).logits  # [B, P]
             if self.terms is not None:
                 logits = self.terms(logits, source_ids)  # the loss's view of this row's source
         loss = masked_bce(logits, labels, self.pos_weight)
-        # The terms' L2 once per step (1/n_micro of it per micro-batch); the logged train loss is the BCE alone.
+        if self.teacher is not None:  # the teacher's logits are plain (served) logits: compared with ours, no terms
+            loss = self.teacher.loss(plain, teacher_logits, loss)
+        # The terms' L2 once per step (1/n_micro of it per micro-batch); the logged train loss is the BCE alone
+        # (with the teacher term when distilling).
         objective = (loss if self.terms is None else loss + self.terms.penalty()) / n_micro
         (objective if self.scaler is None else self.scaler.scale(objective)).backward()
         return loss.item() / n_micro

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from serving.policies import POLICIES
 from training.evaluation.metrics import masked_metrics
@@ -19,23 +20,32 @@ from training.fit.batches import Encoded, collate
 from training.fit.device import CPU, Accel
 
 
-@torch.no_grad()
 def predict_probs(model, data: Encoded, batch_size: int, pad_id: int, accel: Accel = CPU) -> np.ndarray:
-    """Sigmoid probabilities [N, P] in the input order; batches are length-sorted so padding stays small. The
-    model is on `accel`'s device and precision (training.fit.device)."""
+    """Sigmoid probabilities [N, P] in the input order (`predict_logits`)."""
+    logits = predict_logits(model, data, batch_size, pad_id, accel)
+    return torch.sigmoid(torch.from_numpy(logits)).numpy()
+
+
+@torch.no_grad()
+def predict_logits(model, data: Encoded, batch_size: int, pad_id: int, accel: Accel = CPU,
+                   progress: str | None = None) -> np.ndarray:
+    """Raw logits [N, P] float32 in the input order; batches are length-sorted so padding stays small. The model is
+    on `accel`'s device and precision (training.fit.device), in eval mode for the call. `progress`: a progress bar
+    with that label."""
     was_training = model.training
     model.eval()
     order = np.argsort([len(x) for x in data.input_ids], kind="stable")
-    probs = np.zeros((len(data), len(POLICIES)), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
+    out = np.zeros((len(data), len(POLICIES)), dtype=np.float32)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc=progress, unit="batch", disable=progress is None, dynamic_ncols=True):
         idx = order[start:start + batch_size]
         batch = collate(data, idx, pad_id)
         batch.pop("labels")
         with accel.autocast():
             logits = model(**accel.to(batch)).logits  # [B, P]
-        probs[idx] = torch.sigmoid(logits.float()).cpu().numpy()
+        out[idx] = logits.float().cpu().numpy()
     model.train(was_training)
-    return probs
+    return out
 
 
 def validation_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:

@@ -31,12 +31,15 @@ from training.registry.refs import resolve_model_ref
 from training.registry.versions import (
     CHALLENGER,
     CHAMPION,
+    TEACHER_REF_TAG,
+    TEACHER_VERSION_TAG,
     alias_version,
     champion_history,
     registered,
     set_alias,
     set_champion_history,
     set_version_tags,
+    version_tags,
 )
 
 
@@ -135,6 +138,7 @@ def promote(candidate_ref: str, cfg: Config, *, validation, test=None, tracking_
     candidate = version or alias_version(name, alias, uri)
     if candidate is None:
         raise ValueError(f"{candidate_ref}: registered model {name!r} has no alias {alias!r}")
+    refuse_distilled(name, candidate, cfg, uri)
     champion = alias_version(name, CHAMPION, uri)
     if champion is None:
         decision = Decision(name, candidate, None, "promoted", ["no champion yet: the first candidate becomes it"])
@@ -159,6 +163,17 @@ def promote(candidate_ref: str, cfg: Config, *, validation, test=None, tracking_
         decision.reasons.append(f"forced: {reason}")
     _record(decision, uri)
     return decision
+
+
+def refuse_distilled(name: str, version: str, cfg: Config, uri: str) -> None:
+    """A distilled student (`tweetguard distill`: tagged with its teacher, registered under distill.registered_model)
+    is a fast tier beside the champion, never a candidate for any @champion: ValueError saying how to serve it."""
+    tags = version_tags(name, version, uri)
+    if TEACHER_REF_TAG not in tags and name != cfg.distill.registered_model:
+        return
+    teacher = tags.get(TEACHER_REF_TAG, "?") + (f" = v{tags[TEACHER_VERSION_TAG]}" if TEACHER_VERSION_TAG in tags else "")
+    raise ValueError(f"{name} v{version} is a distilled fast-tier student (teacher {teacher}): it is never a candidate "
+                     f"for @{CHAMPION}; serve it as it is: tweetguard package --model models:/{name}/{version}")
 
 
 def _record(d: Decision, uri: str) -> None:

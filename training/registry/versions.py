@@ -19,6 +19,8 @@ CHAMPION, CHALLENGER = "champion", "challenger"  # registry aliases: the served 
 MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 LOGGED_MODEL_URI = re.compile(r"^models:/(?P<model_id>m-[0-9a-f]+)$")  # a version's source when it is a logged model
 HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of past champion versions, oldest first
+# A distilled student's version tags (training.fit.distill): its teacher's reference and registered version.
+TEACHER_REF_TAG, TEACHER_VERSION_TAG = "teacher.ref", "teacher.version"
 
 
 @dataclass

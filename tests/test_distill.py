@@ -1,0 +1,185 @@
+"""`tweetguard distill`: a 4-layer tiny teacher (trained here, registered as tweetguard@champion in a real sqlite
+store) distilled into a 2-layer student through the real training loop, finish and registry."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from serving.artifact import read_card
+from serving.modeling import load_model
+from serving.predictor import Predictor
+from training.config import ConfigError, load_config
+from training.fit.batches import TeacherTargets, masked_bce, soft_bce
+from training.fit.command import train
+from training.fit.distill import distill, evenly_spaced, resolve_layers, student_from_teacher
+from training.registry.promote import promote
+from training.registry.refs import resolve_model_ref
+
+TEACHER_LAYERS = 4
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, _mlflow_template_db, write_tiny_train_config, make_tiny_backbone) -> dict:
+    """Teacher trained 4 steps and registered (v1, @champion); student distilled from it 3 steps (layers 2)."""
+    root = tmp_path_factory.mktemp("distill")
+    db = root / "mlflow.db"
+    shutil.copyfile(_mlflow_template_db, db)
+    with sqlite3.connect(db) as con:  # the Default experiment's artifacts stay in this module's dir
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", [str(root / "mlruns")])
+    uri = f"sqlite:///{db}"
+    make_tiny_backbone(root / "backbone", layers=TEACHER_LAYERS)
+    config = write_tiny_train_config(root, max_steps=4, eval_every_steps=2)
+    overrides = [f"tracking.uri={uri}"]
+    teacher = train(load_config(config, [*overrides, "run_name=teacher"]), progress_bar=False)
+    cfg = load_config(config, [*overrides, "run_name=student", "distill.layers=2", "train.max_steps=3"])
+    student, distiller = distill(cfg, config_file=str(config), progress_bar=False)
+    return {"root": root, "uri": uri, "config": config, "overrides": overrides, "teacher": teacher,
+            "student": student, "distiller": distiller}
+
+
+def test_layer_choice():
+    assert evenly_spaced(6, 3) == [0, 2, 5]  # the default for MiniLM-L6
+    assert evenly_spaced(12, 6) == [0, 2, 4, 7, 9, 11]  # Hugging Face's DistilBERT initialisation from BERT-base
+    assert evenly_spaced(4, 2) == [0, 3] and evenly_spaced(4, 1) == [0] and evenly_spaced(4, 4) == [0, 1, 2, 3]
+    assert resolve_layers([1, 2], 4) == [1, 2]
+    with pytest.raises(ConfigError, match=r"distill.layers=7: the teacher has 6 encoder layers"):
+        evenly_spaced(6, 7)
+    with pytest.raises(ConfigError, match=r"distill.layers=\[0, 6\]: the teacher has encoder layers 0..5"):
+        resolve_layers([0, 6], 6)
+    with pytest.raises(ConfigError, match="distill.layers"):
+        load_config(None, ["distill.layers=[3,1]"])
+    with pytest.raises(ConfigError, match="never a candidate"):
+        load_config(None, ["distill.registered_model=tweetguard"])
+
+
+def test_soft_term_and_mixing():
+    torch.manual_seed(0)
+    teacher = torch.randn(5, 3) * 3
+    labels = torch.tensor([[1, -1, 0], [0, 0, -1], [-1, -1, -1], [1, 1, 1], [0, -1, 1]])
+    for t in (1.0, 2.0):  # the soft term's gradient vanishes where the student equals the teacher, for any T
+        student = teacher.clone().requires_grad_(True)
+        soft_bce(student, teacher, t).backward()
+        assert student.grad.abs().max() < 1e-6
+    # T^2 keeps the gradient's scale: for logits near 0, d/ds of T^2 * BCE(s/T, sigmoid(t/T)) ~ T * (s - t) / (4T).
+    s = torch.zeros(1, 3, requires_grad=True)
+    soft_bce(s, torch.full((1, 3), 0.2), 4.0).backward()
+    assert torch.allclose(s.grad, torch.full((1, 3), -0.2 / 4 / 3), rtol=0.02)
+    student = torch.randn(5, 3)
+    labels_only = masked_bce(student, labels, None)
+    assert TeacherTargets(np.zeros((5, 3)), 0.0, 2.0).loss(student, teacher, labels_only) == labels_only
+    mixed = TeacherTargets(np.zeros((5, 3)), 0.25, 2.0).loss(student, teacher, labels_only)
+    assert torch.allclose(mixed, 0.25 * soft_bce(student, teacher, 2.0) + 0.75 * labels_only)
+
+
+def test_student_starts_as_the_teachers_copied_layers(world):
+    teacher = load_model(resolve_model_ref("models:/tweetguard@champion", tracking_uri=world["uri"]))
+    layers = [0, 3]
+    student = student_from_teacher(teacher, layers)
+    assert student.config.num_hidden_layers == 2 and teacher.config.num_hidden_layers == TEACHER_LAYERS
+    for j, i in enumerate(layers):
+        ours, theirs = student.bert.encoder.layer[j].state_dict(), teacher.bert.encoder.layer[i].state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    # Every layer kept in order: the student is the teacher, so embeddings and head were copied too.
+    ids = torch.tensor([[2, 40, 41, 42, 3], [2, 50, 3, 0, 0]])
+    mask = (ids != 0).long()
+    whole = student_from_teacher(teacher, list(range(TEACHER_LAYERS))).eval()
+    torch.testing.assert_close(whole(input_ids=ids, attention_mask=mask).logits,
+                               teacher(input_ids=ids, attention_mask=mask).logits, rtol=0, atol=0)
+    assert world["distiller"].layers == [0, 3]  # distill.layers=2 of 4: the first and the last
+
+
+def test_registered_as_fast_tier_with_teacher_tags_never_champion(world):
+    client, uri = MlflowClient(world["uri"]), world["uri"]
+    student = world["student"]
+    assert student.model_version == "1" and world["teacher"].model_version == "1"
+    assert {k: str(v) for k, v in client.get_registered_model("tweetguard-fast").aliases.items()} == {"challenger": "1"}
+    assert {k: str(v) for k, v in client.get_registered_model("tweetguard").aliases.items()} == {
+        "champion": "1", "challenger": "1"}
+    tags = client.get_model_version("tweetguard-fast", "1").tags
+    assert tags["teacher.ref"] == "models:/tweetguard@champion" and tags["teacher.version"] == "1"
+    assert tags["kind"] == "distill" and tags["teacher.name"] == "tweetguard"
+    run = client.get_run(student.run_id)
+    assert run.data.tags["kind"] == "distill" and run.data.tags["teacher.version"] == "1"
+    params = run.data.params
+    assert params["distill.alpha"] == "0.5" and params["distill.temperature"] == "2.0"
+    assert params["derived.student_layers"] == "[0, 3]" and params["derived.teacher_version"] == "1"
+    assert "final_val_mean_pr_auc" in run.data.metrics and client.get_metric_history(student.run_id, "train_loss")
+    model_dir = resolve_model_ref("models:/tweetguard-fast@challenger", tracking_uri=uri)
+    card = read_card(model_dir)
+    assert card.model_name == "tweetguard-fast" and card.mlflow_run_id == student.run_id
+    assert all(p.calibration.method == "platt" for p in card.policies) and card.config["distill"]["layers"] == 2
+    assert load_model(model_dir).config.num_hidden_layers == 2
+    # promote refuses the student, and nothing moves.
+    cfg = load_config(world["config"], world["overrides"])
+    with pytest.raises(ValueError, match=r"tweetguard-fast v1 is a distilled fast-tier student \(teacher "
+                                         r"models:/tweetguard@champion = v1\): it is never a candidate for @champion"):
+        promote("models:/tweetguard-fast@challenger", cfg, validation=None, tracking_uri=uri)
+    assert {k: str(v) for k, v in client.get_registered_model("tweetguard-fast").aliases.items()} == {"challenger": "1"}
+
+
+def test_student_serves_and_evaluates(world, tmp_path, mixed_texts):
+    from training.cli import main
+
+    model_dir = resolve_model_ref("models:/tweetguard-fast@challenger", tracking_uri=world["uri"])
+    reference = Predictor.load(model_dir, path="reference").predict_proba(mixed_texts)
+    fast = Predictor.load(model_dir, path="onnxruntime", cache_dir=tmp_path / "onnx").predict_proba(mixed_texts)
+    np.testing.assert_allclose(fast, reference, atol=1e-5)
+    assert main(["evaluate", "--model", "models:/tweetguard-fast@challenger", "--config", str(world["config"]),
+                 "--tracking-uri", world["uri"], "--out", str(tmp_path / "report"), "--no-mlflow",
+                 "evaluation.bootstrap_samples=50", "evaluation.behaviour_suite=null"]) == 0
+    assert (tmp_path / "report" / "report.md").is_file()
+
+
+def test_teacher_logits_are_cached_and_the_teacher_pinned_on_resume(world):
+    first = world["distiller"]
+    assert first.cache_hit is False
+    (cached,) = (world["root"] / "runs" / "teacher-logits").glob("*.npy")
+    stamp, logits = cached.stat().st_mtime_ns, np.load(cached)
+    # They are the teacher's raw logits on every train text (as its Predictor scores them), in the split's order.
+    from training.data.prepare import prepare
+
+    texts = prepare(load_config(world["config"]).data, progress=False).dataset["train"]["text"]
+    teacher = Predictor.load(resolve_model_ref("models:/tweetguard/1", tracking_uri=world["uri"]), path="reference")
+    np.testing.assert_allclose(logits, teacher.logits(texts), atol=1e-5)
+    cfg = load_config(world["config"], [*world["overrides"], "run_name=student2", "distill.layers=[1, 2]",
+                                        "train.max_steps=1"])
+    again, distiller = distill(cfg, progress_bar=False)
+    assert distiller.cache_hit is True and cached.stat().st_mtime_ns == stamp  # same teacher, same rows: not rescored
+    assert again.model_version == "2"
+    with pytest.raises(ConfigError, match="did its alias move"):
+        distiller.check_resume({"teacher_sha256": "0" * 64})
+    distiller.check_resume({"teacher_sha256": distiller.teacher_sha})
+
+
+def test_resume_continues_from_the_checkpoint_and_refuses_a_moved_teacher(world, capsys):
+    from training.registry.versions import set_alias
+
+    uri, root = world["uri"], world["root"]
+    overrides = [*world["overrides"], "run_name=resumed", "distill.layers=2", "train.max_steps=3",
+                 "train.checkpoint_every_steps=2"]
+    distill(load_config(world["config"], overrides), progress_bar=False)
+    run_dir = root / "runs" / "resumed"
+    # As if killed after the step-2 checkpoint: the finished run's history goes, the checkpoint stays.
+    (run_dir / "history.json").unlink()
+    other = make_teacher_version(world)
+    set_alias("tweetguard", "champion", other, uri)  # the teacher's alias moved since the run started
+    with pytest.raises(ConfigError, match="did its alias move"):
+        distill(load_config(world["config"], overrides), resume=True, progress_bar=False)
+    set_alias("tweetguard", "champion", "1", uri)
+    capsys.readouterr()
+    result, _ = distill(load_config(world["config"], overrides), resume=True, progress_bar=False)
+    assert f"resumed {run_dir} at step 2" in capsys.readouterr().err
+    assert result.steps == 3 and (run_dir / "history.json").is_file()
+    assert MlflowClient(uri).get_model_version("tweetguard-fast", result.model_version).run_id == result.run_id
+
+
+def make_teacher_version(world) -> str:
+    """Another tweetguard version (other weights: another seed), never promoted."""
+    cfg = load_config(world["config"], [*world["overrides"], "run_name=teacher2", "train.seed=7", "train.max_steps=1"])
+    return train(cfg, progress_bar=False).model_version
