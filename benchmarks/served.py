@@ -99,7 +99,7 @@ def load_run(url: str, requests: list[list[str]], clients: int, *, server_pid: i
 
     server0 = _server_cpu_s(server_pid) if server_pid else None
     with Profile(server_pid, profile) as server_profile, Profile(os.getpid(), profile and profile.with_suffix(
-            ".generator.txt")) as generator_profile:
+            ".generator.txt"), subprocesses=False) as generator_profile:  # not the server, our child
         cpu0, t0 = time.process_time(), time.perf_counter()
         asyncio.run(main())
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -133,8 +133,8 @@ class Profile:
     """`py-spy record` of a process (and its children) while a load runs, summarized into buckets; a no-op when
     py-spy is not installed (`pip install py-spy`)."""
 
-    def __init__(self, pid: int, out: Path | None) -> None:
-        self.pid, self.out, self.proc = pid, out, None
+    def __init__(self, pid: int | None, out: Path | None, *, subprocesses: bool = True) -> None:
+        self.pid, self.out, self.subprocesses, self.proc = pid, out, subprocesses, None
 
     def __enter__(self) -> Profile:
         import shutil
@@ -142,8 +142,8 @@ class Profile:
         spy = shutil.which("py-spy") or str(Path(os.sys.executable).with_name("py-spy"))
         if self.out is not None and self.pid is not None and Path(spy).exists():
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.proc = subprocess.Popen([spy, "record", "--pid", str(self.pid), "--subprocesses",
-                                          "--rate", "200", "--format", "raw", "--output", str(self.out),
+            self.proc = subprocess.Popen([spy, "record", "--pid", str(self.pid), "--rate", "200",
+                                          *(["--subprocesses"] if self.subprocesses else []), "--format", "raw", "--output", str(self.out),
                                           "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)  # attached before the load starts
         return self
