@@ -41,7 +41,7 @@ bench: install
 	$(BIN)/python -m benchmarks.train_speed --config $(CONFIG) --json reports/bench/train_speed.json
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 clean:
 	rm -rf data/cache runs reports mlflow.db mlruns mlartifacts
