@@ -48,12 +48,13 @@ class Outcomes:
     status: list[int] = field(default_factory=list)  # 0 = transport error / timeout
     mismatches: int = 0  # 200 answers whose scores differ from the offline ones (or a wrong result count)
     retry_after_missing: int = 0  # 503 answers without Retry-After
+    sent_rate: float = 0.0  # requests/s actually sent (below the asked rate when every slot was busy)
 
     def summary(self) -> dict:
         status = np.array(self.status)
         lat = np.array(self.latency_ms)
         ok, refused = lat[status == 200], lat[status == 503]
-        return {"requests": len(status), "ok": int((status == 200).sum()), "refused_503": int((status == 503).sum()),
+        return {"requests": len(status), "sent_per_s": self.sent_rate, "ok": int((status == 200).sum()), "refused_503": int((status == 503).sum()),
                 "server_errors_5xx": int(((status >= 500) & (status != 503)).sum()),
                 "other_4xx": int(((status >= 400) & (status < 500)).sum()),
                 "transport_errors": int((status == 0).sum()), "mismatches": self.mismatches,
@@ -68,12 +69,16 @@ def check_scores(result: dict, expected: dict[str, float]) -> bool:
 
 async def fixed_rate(url: str, texts: list[str], expected: dict[str, dict[str, float]], *, rate: float,
                      seconds: float, token: str | None = None, timeout: float = 30.0,
-                     out: Outcomes | None = None, offset_s: float = 0.0) -> Outcomes:
+                     out: Outcomes | None = None, offset_s: float = 0.0, max_inflight: int = 128) -> Outcomes:
     """Send one text per request at `rate` requests/s for `seconds` (open loop: a slow answer does not slow the
     sending), texts taken in order and cycled; every answer checked against `expected[text]`."""
     out = out or Outcomes()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    # At most `max_inflight` requests open at once, each on its own connection: an unbounded backlog makes
+    # httpcore's pool bookkeeping quadratic and the generator, not the server, the bottleneck. A send that finds
+    # them all busy waits, and the phase reports the rate it really sent.
+    limits = httpx.Limits(max_connections=max_inflight, max_keepalive_connections=max_inflight)
+    slots = asyncio.Semaphore(max_inflight)
     loop = asyncio.get_running_loop()
 
     async def one(client: httpx.AsyncClient, text: str, sent: float) -> None:
@@ -83,6 +88,8 @@ async def fixed_rate(url: str, texts: list[str], expected: dict[str, dict[str, f
             status = r.status_code
         except httpx.HTTPError:
             status = 0
+        finally:
+            slots.release()
         out.sent_at.append(offset_s + sent)
         out.latency_ms.append((time.perf_counter() - t0) * 1e3)
         out.status.append(status)
@@ -99,8 +106,10 @@ async def fixed_rate(url: str, texts: list[str], expected: dict[str, dict[str, f
             due = start + i / rate
             if due > now:
                 await asyncio.sleep(due - now)
+            await slots.acquire()
             tasks.append(asyncio.create_task(one(client, texts[i % len(texts)], loop.time() - start)))
             i += 1
+        out.sent_rate = i / (loop.time() - start)
         await asyncio.gather(*tasks)
     return out
 
@@ -232,7 +241,7 @@ def markdown(r: dict) -> str:
     b, a = o["burst"], o["after"]
     lines += ["", f"## Overload: {o['burst_rate']:.1f} requests/s for {o['burst_s']:.0f} s, then "
               f"{o['recover_rate']:.1f}", "",
-              f"Burst: {b['requests']} requests, {b['ok']} ok (p50 / p99 {b['ok_latency'].get('p50_ms', float('nan')):.0f}"
+              f"Burst: {b['requests']} requests (sent at {b['sent_per_s']:.1f}/s), {b['ok']} ok (p50 / p99 {b['ok_latency'].get('p50_ms', float('nan')):.0f}"
               f" / {b['ok_latency'].get('p99_ms', float('nan')):.0f} ms), {b['refused_503']} × 503 (answered in p50 / p99 "
               f"{b['refusal_latency'].get('p50_ms', float('nan')):.1f} / "
               f"{b['refusal_latency'].get('p99_ms', float('nan')):.1f} ms), {b['server_errors_5xx']} × other 5xx, "
@@ -244,6 +253,11 @@ def markdown(r: dict) -> str:
         lines += ["", f"## Generated requests (schemathesis): {g['requests']}, every answer documented, none 5xx "
                   f"or a hang; statuses {g['statuses']}"]
     return "\n".join(lines) + "\n"
+
+
+def _save(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "soak.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -271,10 +285,12 @@ def run(args: argparse.Namespace) -> dict:
         report["capacity"] = capacity
         rate = args.load * capacity["requests_per_s"]
         report["soak"] = soak(server.url, server.proc.pid, pool, expected, rate=rate, seconds=args.minutes * 60)
+        _save(report, Path(args.out))  # each phase kept as it ends
         first = report["soak"]["windows"][0]["p99_ms"]
         report["overload"] = overload(server.url, pool, expected, rate=rate,
                                       burst_rate=args.overload * capacity["requests_per_s"],
                                       burst_s=args.overload_s, recover_s=args.recover_s, baseline_p99_ms=first)
+        _save(report, Path(args.out))
         if args.generated:
             per = max(1, args.generated // 4)
             statuses = [s for path in ("/classify", "/v1/moderations") for mode in ("positive", "negative")
@@ -308,8 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     report = run(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "soak.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    _save(report, out)
     text = markdown(report)
     (out / "soak.md").write_text(text, encoding="utf-8")
     print(text)
