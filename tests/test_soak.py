@@ -20,7 +20,7 @@ def test_short_soak_every_answer_is_its_own_texts_scores(serve_tiny, tiny_artifa
     offline = Predictor.load(tiny_artifact).predict(texts)
     expected = {t: row["scores"] for t, row in zip(texts, offline)}
     report = soak(served.url, served.proc.pid, texts, expected, rate=60, seconds=15, rss_every_s=1)
-    assert report["requests"] >= 850  # ~60/s for 15 s, open loop
+    assert report["requests"] >= 300  # up to 60/s for 15 s (fewer when the machine is busy: correctness only)
     assert report["ok"] == report["requests"], report
     assert report["mismatches"] == report["server_errors_5xx"] == report["transport_errors"] == 0
     assert len(report["rss_mb"]) >= 10 and report["rss_growth_after_warmup"] is not None
