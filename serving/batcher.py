@@ -8,9 +8,10 @@ and a loaded server batches by itself.
 
 Overload is refused, never queued without bound: a request whose expected wait before its model call starts
 (the texts ahead of it times the measured seconds per text) is over `max_latency_s` is refused at once with
-`Overloaded`; one that nevertheless waited longer when its turn comes (an estimate that was too low) is refused
-then, so an accepted request's wait stays within about `max_latency_s` plus one model call. The service's
-in-flight limit bounds the number of waiting requests.
+`Overloaded`; one still waiting `max_latency_s` after it arrived (an estimate that was too low, e.g. when other
+work takes the cores) is refused right then by a timer, so a refusal never takes much longer than
+`max_latency_s` and an accepted request waits at most that before its model call. The service's in-flight
+limit bounds the number of waiting requests.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class _Waiting:
     texts: Sequence[str]
     future: asyncio.Future
     since: float = field(default_factory=time.monotonic)
+    deadline: asyncio.TimerHandle | None = None
 
 
 class MicroBatcher(Generic[Row]):
@@ -72,25 +74,33 @@ class MicroBatcher(Generic[Row]):
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="tweetguard-batcher")
-        waiting = _Waiting(texts, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(texts, loop.create_future())
+        waiting.deadline = loop.call_later(self.max_latency_s, self._expire, waiting)
         self._waiting.append(waiting)
         self._queued += len(texts)
         self._wake.set()
         return await waiting.future
+
+    def _expire(self, waiting: _Waiting) -> None:
+        """Still queued at its deadline: refused now (not when its turn would come)."""
+        if waiting in self._waiting:
+            self._waiting.remove(waiting)
+            self._queued -= len(waiting.texts)
+            if not waiting.future.done():
+                waiting.future.set_exception(Overloaded(self._refusal(time.monotonic() - waiting.since)))
 
     def _refusal(self, wait_s: float) -> str:
         return (f"overloaded: the batch queue holds ~{wait_s * 1e3:.0f} ms of work, the limit is "
                 f"{self.max_latency_s * 1e3:.0f} ms (TWEETGUARD_BATCH_MAX_LATENCY_MS); retry later")
 
     def _take(self) -> list[_Waiting]:
-        batch, size, now = [], 0, time.monotonic()
+        batch, size = [], 0
         while self._waiting and (not batch or size + len(self._waiting[0].texts) <= self.max_size):
             w = self._waiting.popleft()
             self._queued -= len(w.texts)
+            w.deadline.cancel()
             if w.future.done():  # the client went away (its handler was cancelled)
-                continue
-            if now - w.since > self.max_latency_s:
-                w.future.set_exception(Overloaded(self._refusal(now - w.since)))
                 continue
             batch.append(w)
             size += len(w.texts)
