@@ -130,11 +130,11 @@ async def _sample_rss(pid: int, every_s: float, samples: list[tuple[float, float
             pass
 
 
-def windows(out: Outcomes, width_s: float) -> list[dict]:
-    """p50 / p99 of accepted requests per window of send time."""
+def windows(out: Outcomes, width_s: float, seconds: float) -> list[dict]:
+    """p50 / p99 of accepted requests per whole window of send time within the phase's `seconds`."""
     sent, lat, status = np.array(out.sent_at), np.array(out.latency_ms), np.array(out.status)
     rows = []
-    for k in range(int(np.ceil(sent.max() / width_s)) if sent.size else 0):
+    for k in range(int(seconds // width_s + 1e-9)):
         sel = (sent >= k * width_s) & (sent < (k + 1) * width_s) & (status == 200)
         if sel.any():
             rows.append({"from_s": k * width_s, "n": int(sel.sum()), "p50_ms": float(np.percentile(lat[sel], 50)),
@@ -160,7 +160,7 @@ def soak(url: str, pid: int, texts: list[str], expected: dict, *, rate: float, s
     out = asyncio.run(main())
     wall = time.perf_counter() - t0
     minute = min(60.0, seconds / 4)
-    per_window = windows(out, minute)
+    per_window = windows(out, minute, seconds)
     warm = [mb for t, mb in samples if t >= minute] or [mb for _, mb in samples]
     return {"rate": rate, "seconds": seconds, **out.summary(), "window_s": minute, "windows": per_window,
             "p99_last_over_first": per_window[-1]["p99_ms"] / per_window[0]["p99_ms"] if per_window else None,
@@ -178,7 +178,7 @@ def overload(url: str, texts: list[str], expected: dict, *, rate: float, burst_r
         return burst, after
 
     burst, after = asyncio.run(main())
-    per_second = windows(after, 1.0)
+    per_second = windows(after, 1.0, recover_s)
     recovered_at = None
     for k, w in enumerate(per_second):
         if all(x["p99_ms"] <= 1.2 * baseline_p99_ms for x in per_second[k:]):
