@@ -126,8 +126,8 @@ def flops_per_text(config, tokens: np.ndarray) -> np.ndarray:
 
 
 # ---- memory ------------------------------------------------------------------------------------------------
-def tree_rss_mb(pid: int) -> dict[int, float]:
-    """RSS (MB) of `pid` and all its descendants."""
+def _tree(pid: int, read) -> dict[int, float]:
+    """`read(process)` for `pid` and all its descendants (those that exit meanwhile are left out)."""
     import psutil
 
     try:
@@ -138,10 +138,20 @@ def tree_rss_mb(pid: int) -> dict[int, float]:
     out = {}
     for p in procs:
         try:
-            out[p.pid] = p.memory_info().rss / 2**20
+            out[p.pid] = read(p)
         except psutil.NoSuchProcess:
             pass
     return out
+
+
+def tree_rss_mb(pid: int) -> dict[int, float]:
+    """RSS (MB) of `pid` and all its descendants."""
+    return _tree(pid, lambda p: p.memory_info().rss / 2**20)
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of `pid` and all its descendants so far."""
+    return sum(_tree(pid, lambda p: p.cpu_times().user + p.cpu_times().system).values())
 
 
 class PeakRSS:

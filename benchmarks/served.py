@@ -14,10 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 
-from benchmarks.measure import PeakRSS, quantiles
-from training.release.package import SOURCE_TARGET, free_port, import_into_store, start_server, stop_server, wait_ready
+from benchmarks.measure import PeakRSS, quantiles, tree_cpu_s
+from training.release.package import (
+    SOURCE_TARGET,
+    free_port,
+    import_into_store,
+    start_server,
+    stop_server,
+    wait_ready,
+)
 
 
 def batch_sizes(url: str, what: str = "requests") -> tuple[float, float]:
@@ -60,20 +66,6 @@ class _Server:
         stop_server(self.proc)
 
 
-def _server_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a server's process tree so far."""
-    procs = [psutil.Process(pid)]
-    procs += procs[0].children(recursive=True)
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def load_run(url: str, requests: list[list[str]], clients: int, *, server_pid: int | None = None,
              profile: Path | None = None) -> dict:
     """Send `requests` (each a list of texts) to `/classify` from `clients` concurrent `httpx.AsyncClient` workers
@@ -97,7 +89,7 @@ def load_run(url: str, requests: list[list[str]], clients: int, *, server_pid: i
     async def main() -> None:
         await asyncio.gather(*(worker() for _ in range(clients)))
 
-    server0 = _server_cpu_s(server_pid) if server_pid else None
+    server0 = tree_cpu_s(server_pid) if server_pid else None
     with Profile(server_pid, profile) as server_profile, Profile(os.getpid(), profile and profile.with_suffix(
             ".generator.txt"), subprocesses=False) as generator_profile:  # not the server, our child
         cpu0, t0 = time.process_time(), time.perf_counter()
@@ -111,8 +103,8 @@ def load_run(url: str, requests: list[list[str]], clients: int, *, server_pid: i
     if profile is not None:
         out["profile_server"], out["profile_generator"] = server_profile.summary(), generator_profile.summary()
     if server0 is not None:
-        out["server_cpu_ms_per_request"] = (_server_cpu_s(server_pid) - server0) * 1e3 / max(len(ok), 1)
-        out["server_cpu_share"] = (_server_cpu_s(server_pid) - server0) / wall
+        out["server_cpu_ms_per_request"] = (tree_cpu_s(server_pid) - server0) * 1e3 / max(len(ok), 1)
+        out["server_cpu_share"] = (tree_cpu_s(server_pid) - server0) / wall
     return out
 
 

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 
 from benchmarks import measure
 from benchmarks.served import _Server, load_run
@@ -114,16 +113,10 @@ async def fixed_rate(url: str, texts: list[str], expected: dict[str, dict[str, f
     return out
 
 
-def _rss_mb(pid: int) -> float:
-    procs = [psutil.Process(pid)]
-    procs += procs[0].children(recursive=True)
-    return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
-
-
 async def _sample_rss(pid: int, every_s: float, samples: list[tuple[float, float]], stop: asyncio.Event) -> None:
     t0 = time.monotonic()
     while not stop.is_set():
-        samples.append((time.monotonic() - t0, _rss_mb(pid)))
+        samples.append((time.monotonic() - t0, sum(measure.tree_rss_mb(pid).values())))
         try:
             await asyncio.wait_for(stop.wait(), every_s)
         except TimeoutError:
