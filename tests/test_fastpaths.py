@@ -168,7 +168,10 @@ def test_benchmark_harness_runs_end_to_end_on_the_tiny_model(tiny_artifact, tmp_
     served = report["served"]
     assert [(r["clients"], r["texts_per_request"]) for r in served["runs"]] == [(1, 1), (4, 1), (1, 16)]
     assert all(r["failures"] == 0 for r in served["runs"]) and served["peak_rss_mb"] > 0
-    assert {t["target"] for t in report["targets"]} >= {"p50 one tweet over HTTP <= 15 ms", "service RSS <= 1 GB"}
+    assert [r["clients"] for r in served["echo"]["runs"]] == [1, 4]  # the stock BentoML floor, same loads
+    targets = {t["target"] for t in report["targets"]}
+    assert {"p50 one tweet over HTTP <= in-process p50 + echo p50", "service RSS <= 1 GB"} <= targets
+    assert any(t.startswith("served 4 clients >= 0.85 x B") for t in targets), targets
     assert (tmp_path / "bench" / "bench.json").is_file()
     assert "## Targets" in (tmp_path / "bench" / "bench.md").read_text()
 
