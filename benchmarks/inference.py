@@ -9,7 +9,9 @@ threads and the same warm-up texts (not among the measured ones) for everyone:
     batch_size 32 (it loads the stock CLS-pooler head, so its scores are not ours; its compute is the same);
  2. the Predictor's reference path and 3. every other path in `serving.fastpath.PATHS` (bf16 only on CPUs with
     native bf16), batch_size 32, plus the rejected candidates with `--candidates`;
- 4. the served endpoint (`bentoml serve`, `auto` path) over loopback HTTP: 1 client and `--clients` clients.
+ 4. the served endpoint (`bentoml serve`, `auto` path) over loopback HTTP: 1 client and `--clients` clients;
+ 5. with `--cache-repeat-rate R`, the exact-repeat cache: a stream where a share R of requests repeat an earlier
+    text, served with the cache off and on (apart from every other number, which is on distinct texts).
 Reported: texts/s and ratios against (1), single-text latency, cold start and peak RSS, agreement with the
 reference (max |Δp|, flags flipped at the card's thresholds, batch dependence), a per-stage profile and the
 machine bound (FLOPs per text vs measured fp32 matmul GFLOP/s). Writes bench.json + bench.md to `--out`.
@@ -52,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--skip-served", action="store_true", help="no bentoml serve part")
     ap.add_argument("--skip-cold-start", action="store_true", help="no fresh-process cold starts in process")
     ap.add_argument("--candidates", action="store_true", help="also time the rejected int8 candidates")
+    ap.add_argument("--cache-repeat-rate", type=float, default=0.0, help="also serve a 1,000-request stream with "
+                    "this share of exact repeats, exact-repeat cache off vs on (0 = skip; never a headline number)")
     ap.add_argument("--data-root", default=os.environ.get("TWEETGUARD_DATA_ROOT", "../shared/datasets"))
     ap.add_argument("--sources-file", default="data/sources.yaml")
     ap.add_argument("--seed", type=int, default=0, help="which tweets are drawn")
@@ -207,6 +211,11 @@ def run(args: argparse.Namespace) -> dict:
             r["fraction_of_matmul_peak"] = (r["texts_per_s"] * report["bound"]["useful_gflop_per_text"]
                                             / report["machine"]["matmul_fp32_gflops"])
         report["served"] = served
+        if args.cache_repeat_rate:
+            from benchmarks.served import bench_cache
+
+            report["cache"] = bench_cache(model_dir, texts, warmup, threads=args.threads, path=AUTO,
+                                          clients=args.clients, repeat_rate=args.cache_repeat_rate)
     report["machine"]["load_avg_end"] = list(os.getloadavg())
     report["wall_s"] = time.time() - started
     report["targets"] = targets(report)

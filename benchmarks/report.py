@@ -132,6 +132,16 @@ def markdown(r: dict) -> str:
                     if p[who]:
                         shares = ", ".join(f"{k} {v:.0%}" for k, v in p[who]["shares"].items() if v >= 0.01)
                         lines.append(f"| {name} | {p['clients']} | {who} | {shares} |")
+    cache = r.get("cache")
+    if cache:
+        lines += ["", f"## Exact-repeat cache (a stream of {cache['requests']} one-text requests, repeat rate "
+                  f"{cache['repeat_rate']:.0%}: {cache['distinct_texts']} distinct texts, {cache['clients']} clients)",
+                  "", "| cache | texts/s | p50 / p99 ms | hit rate | failures |", "|---|---:|---:|---:|---:|"]
+        for name in ("cache off", "cache on (default size)"):
+            x = cache[name]
+            lines.append(f"| {name} | {_f(x['texts_per_s'])} | {_f(x['p50_ms'])} / {_f(x['p99_ms'])} | "
+                         f"{x['hit_rate']:.1%} | {x['failures']} |")
+        lines += ["", f"Cache on / off: {cache['speedup']:.2f}× (entries: {cache['cache_size']})."]
     lines += [
         "",
         "## Machine bound",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import subprocess
 import tempfile
 import time
@@ -26,16 +27,16 @@ from training.release.package import (
 )
 
 
+def metric_sum(url: str, prefix: str) -> float:
+    """The sum of every sample at ``url``/metrics whose line starts with ``prefix`` (name and labels)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in httpx.get(url + "/metrics").text.splitlines()
+               if line.startswith(prefix))
+
+
 def batch_sizes(url: str, what: str = "requests") -> tuple[float, float]:
     """(sum, count) of the service's ``tweetguard_batch_<what>`` histogram at ``url``/metrics: requests (or
     texts) merged per model call, and model calls."""
-    total = count = 0.0
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith(f"tweetguard_batch_{what}_sum"):
-            total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith(f"tweetguard_batch_{what}_count"):
-            count += float(line.rsplit(" ", 1)[1])
-    return total, count
+    return metric_sum(url, f"tweetguard_batch_{what}_sum"), metric_sum(url, f"tweetguard_batch_{what}_count")
 
 
 ECHO_TARGET = "benchmarks.echo_service:Echo"
@@ -224,4 +225,56 @@ def bench_served(model_dir: Path, texts: list[str], warmup: list[str], *, thread
     finally:
         server.stop()
     out["echo"] = bench_echo(texts[:n1 + nn], clients=clients, work=work)
+    return out
+
+
+def repeat_stream(texts: list[str], n: int, repeat_rate: float, seed: int = 0) -> list[str]:
+    """`n` texts, each after the first a copy of a uniformly drawn earlier position with probability `repeat_rate`
+    (so a text already repeated is likelier to be repeated again, as in a retweet wave), else the next distinct
+    text of `texts`."""
+    if not 0 <= repeat_rate < 1:
+        raise ValueError(f"repeat_rate must be in [0, 1), got {repeat_rate}")
+    rng, fresh = random.Random(seed), iter(texts)
+    out = [next(fresh)]
+    try:
+        for _ in range(n - 1):
+            out.append(out[rng.randrange(len(out))] if rng.random() < repeat_rate else next(fresh))
+    except StopIteration:
+        raise ValueError(f"{len(texts)} distinct texts are too few for {n} at repeat rate {repeat_rate}") from None
+    return out
+
+
+def bench_cache(model_dir: Path, texts: list[str], warmup: list[str], *, threads: int, path: str, clients: int,
+                repeat_rate: float, work: Path | None = None) -> dict:
+    """The exact-repeat cache on a stream with a stated repeat rate: the same one-text-per-request stream (up to
+    1,000 requests) from
+    `clients` workers, served with the cache off (`TWEETGUARD_CACHE_SIZE=0`) and then at its shipped default;
+    texts/s of each, the ratio, and the hit rate from `/metrics`. Never a headline number."""
+    work = Path(work or tempfile.mkdtemp(prefix="tgcache-"))
+    home = work / "bentoml"
+    tag = import_into_store(model_dir, home)
+    n = min(1000, len(texts))  # at most n - 1 of them fresh after the first: `texts` always suffice
+    stream = repeat_stream(texts, n, repeat_rate)
+    out = {"repeat_rate": repeat_rate, "requests": n, "distinct_texts": len(set(stream)), "clients": clients}
+    from serving.schemas import ServiceSettings
+
+    default = ServiceSettings.model_fields["cache_size"].default
+    out["cache_size"] = default
+    for name, size in (("cache off", 0), ("cache on (default size)", default)):
+        env = {"TWEETGUARD_MODEL_TAG": tag, "TWEETGUARD_TORCH_THREADS": str(threads), "TWEETGUARD_PREDICT_PATH": path,
+               "TWEETGUARD_CACHE_DIR": str(work / "cache"), "TWEETGUARD_MAX_INFLIGHT": str(max(64, 2 * clients)),
+               "TWEETGUARD_CACHE_SIZE": str(size)}
+        server = _Server.start(SOURCE_TARGET, bentoml_home=home, log_path=work / f"serve-{len(out)}.log", env=env)
+        try:
+            load_run(server.url, [[t] for t in warmup], 1)
+            hits0 = metric_sum(server.url, 'tweetguard_cache_lookups_total{result="hit"}')
+            looks0 = metric_sum(server.url, "tweetguard_cache_lookups_total")
+            run = load_run(server.url, [[t] for t in stream], clients, server_pid=server.proc.pid)
+            looks = metric_sum(server.url, "tweetguard_cache_lookups_total") - looks0
+            hits = metric_sum(server.url, 'tweetguard_cache_lookups_total{result="hit"}') - hits0
+            run["hit_rate"] = hits / looks if looks else 0.0
+            out[name] = run
+        finally:
+            server.stop()
+    out["speedup"] = out["cache on (default size)"]["texts_per_s"] / out["cache off"]["texts_per_s"]
     return out

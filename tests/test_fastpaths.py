@@ -159,7 +159,7 @@ def test_benchmark_harness_runs_end_to_end_on_the_tiny_model(tiny_artifact, tmp_
     from benchmarks.inference import main
 
     report = main(["--model", str(tiny_artifact), "--n", "64", "--single", "8", "--threads", "1",
-                   "--clients", "4", "--skip-cold-start", "--out", str(tmp_path / "bench")])
+                   "--clients", "4", "--skip-cold-start", "--cache-repeat-rate", "0.5", "--out", str(tmp_path / "bench")])
     names = [r["name"] for r in report["inprocess"]]
     assert names == ["pipeline (stock)", *(f"predictor {p}" for p in PATHS if p != "bf16" or native_bf16())]
     assert all(r["texts_per_s"] > 0 and r["single"]["p50_ms"] > 0 for r in report["inprocess"])
@@ -172,6 +172,11 @@ def test_benchmark_harness_runs_end_to_end_on_the_tiny_model(tiny_artifact, tmp_
     targets = {t["target"] for t in report["targets"]}
     assert {"p50 one tweet over HTTP <= in-process p50 + echo p50", "service RSS <= 1 GB"} <= targets
     assert any(t.startswith("served 4 clients >= 0.85 x B") for t in targets), targets
+    cache = report["cache"]  # 64 requests, about half of them repeats: hits with the cache on, none with it off
+    assert cache["cache off"]["hit_rate"] == 0 and cache["cache off"]["failures"] == 0
+    on = cache["cache on (default size)"]
+    repeats = 1 - cache["distinct_texts"] / 64  # a repeat can miss only while its first copy is still in flight
+    assert on["failures"] == 0 and 0.5 * repeats <= on["hit_rate"] <= repeats + 1e-9
     assert (tmp_path / "bench" / "bench.json").is_file()
     assert "## Targets" in (tmp_path / "bench" / "bench.md").read_text()
 
