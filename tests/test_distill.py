@@ -12,6 +12,7 @@ import torch
 from mlflow import MlflowClient
 
 from serving.artifact import read_card
+from serving.policies import POLICIES
 from serving.modeling import load_model
 from serving.predictor import Predictor
 from training.config import ConfigError, load_config
@@ -183,3 +184,19 @@ def make_teacher_version(world) -> str:
     """Another tweetguard version (other weights: another seed), never promoted."""
     cfg = load_config(world["config"], [*world["overrides"], "run_name=teacher2", "train.seed=7", "train.max_steps=1"])
     return train(cfg, progress_bar=False).model_version
+
+
+def test_frontier_benchmark_reports_teacher_student_and_int8(world, tmp_path):
+    """`benchmarks.frontier` end to end on the tiny pair: quality paired on one split, speed, served."""
+    from benchmarks.frontier import main
+
+    report = main(["--teacher", "models:/tweetguard@champion", "--student", "models:/tweetguard-fast@challenger",
+                   "--config", str(world["config"]), "--tracking-uri", world["uri"], "--split", "validation",
+                   "--n", "64", "--rounds", "1", "--threads", "1", "--clients", "2", "--out", str(tmp_path)])
+    assert report["models"]["teacher"]["layers"] == TEACHER_LAYERS and report["models"]["student"]["layers"] == 2
+    assert set(report["inprocess"]) == {"pipeline (stock, teacher)", "teacher", "student", "student int8"}
+    assert all(x["texts_per_s"] > 0 for x in report["inprocess"].values())
+    q = report["quality"]
+    assert q["split"] == "validation" and {r["metric"] for r in q["int8_rows"]} >= {f"{p}/pr_auc" for p in POLICIES}
+    assert all(r["failures"] == 0 for s in report["served"].values() for r in s.values())
+    assert "student − teacher" in (tmp_path / "frontier.md").read_text()

@@ -31,7 +31,7 @@ def _row(scope: str, metric: str, a: float, b: float, ci: tuple[float, float] | 
             "significant": bool(ci and (lo > 0 or hi < 0))}
 
 
-def _metric_rows(scope: str, sel: np.ndarray, a, b, thr_a: dict, thr_b: dict, n: int, seed: int) -> list[dict]:
+def metric_rows(scope: str, sel: np.ndarray, a, b, thr_a: dict, thr_b: dict, n: int, seed: int) -> list[dict]:
     labels = b.labels[sel]
     ma, mb = masked_metrics(labels, a.probs[sel], thr_a), masked_metrics(labels, b.probs[sel], thr_b)
     ci = paired_bootstrap_diff(labels, a.probs[sel], b.probs[sel], n=n, seed=seed, thresholds_a=thr_a,
@@ -61,14 +61,14 @@ def compare(a, b, *, n: int = 1000, seed: int = 0, data_root: str | None = None)
     if list(sa.ids) != list(sb.ids):
         raise ValueError("the two evaluations scored different rows: compare models on the same split and data")
     thr_a, thr_b = a.report["thresholds"], b.report["thresholds"]
-    rows = _metric_rows("all", np.ones(len(sb.ids), dtype=bool), sa, sb, thr_a, thr_b, n, seed)
+    rows = metric_rows("all", np.ones(len(sb.ids), dtype=bool), sa, sb, thr_a, thr_b, n, seed)
     for source in sorted(set(sb.sources.tolist())):
-        rows += _metric_rows(f"source {source}", sb.sources == source, sa, sb, thr_a, thr_b, n, seed)
+        rows += metric_rows(f"source {source}", sb.sources == source, sa, sb, thr_a, thr_b, n, seed)
     src_a, src_b = set(a.train_sources), set(b.train_sources)
     shared = src_a & src_b
     if shared and src_a != src_b:
         sel = np.isin(sb.sources, sorted(shared))
-        rows += _metric_rows("shared sources", sel, sa, sb, thr_a, thr_b, n, seed)
+        rows += metric_rows("shared sources", sel, sa, sb, thr_a, thr_b, n, seed)
     for bench in BENCHMARKS:
         idx, y = benchmark_rows(bench, sb, data_root)
         if not len(idx):
