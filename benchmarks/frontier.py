@@ -2,7 +2,7 @@
 
   .venv/bin/python -m benchmarks.frontier --teacher models:/tweetguard@champion \
       --student models:/tweetguard-fast@challenger [--config configs/default.yaml] [--split test] [--n 2000] \
-      [--clients 16] [--out reports/frontier]
+      [--clients 16] [--out reports/frontier] [key=value ...]
 
 1. Quality: `tweetguard evaluate`'s scoring (the serving Predictor, each model at its own card) of the same `--split`
    rows; PR-AUC / ROC-AUC per policy, student - teacher with paired-bootstrap 95% CIs (`training.evaluation.compare`,
@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="where the speed part's test tweets are read")
     ap.add_argument("--sources-file", default="data/sources.yaml")
     ap.add_argument("--out", default="reports/frontier")
+    ap.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for tweetguard")
     return ap.parse_args(argv)
 
 
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> dict:
     from training.registry.tracking import resolve_uri
 
     started = time.time()
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.overrides)
     uri = resolve_uri(args.tracking_uri or cfg.tracking.uri)
     out = Path(args.out)
     dirs = {"teacher": resolve_model_ref(args.teacher, tracking_uri=uri),

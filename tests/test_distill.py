@@ -192,11 +192,12 @@ def test_frontier_benchmark_reports_teacher_student_and_int8(world, tmp_path):
 
     report = main(["--teacher", "models:/tweetguard@champion", "--student", "models:/tweetguard-fast@challenger",
                    "--config", str(world["config"]), "--tracking-uri", world["uri"], "--split", "validation",
-                   "--n", "64", "--rounds", "1", "--threads", "1", "--clients", "2", "--out", str(tmp_path)])
+                   "--n", "64", "--rounds", "1", "--threads", "1", "--clients", "2", "--out", str(tmp_path),
+                   "evaluation.bootstrap_samples=100"])
     assert report["models"]["teacher"]["layers"] == TEACHER_LAYERS and report["models"]["student"]["layers"] == 2
     assert set(report["inprocess"]) == {"pipeline (stock, teacher)", "teacher", "student", "student int8"}
     assert all(x["texts_per_s"] > 0 for x in report["inprocess"].values())
     q = report["quality"]
-    assert q["split"] == "validation" and {r["metric"] for r in q["int8_rows"]} >= {f"{p}/pr_auc" for p in POLICIES}
+    assert q["split"] == "validation" and q["bootstrap_samples"] == 100 and {r["metric"] for r in q["int8_rows"]} >= {f"{p}/pr_auc" for p in POLICIES}
     assert all(r["failures"] == 0 for s in report["served"].values() for r in s.values())
     assert "student − teacher" in (tmp_path / "frontier.md").read_text()
