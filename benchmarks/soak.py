@@ -73,12 +73,13 @@ async def fixed_rate(url: str, texts: list[str], expected: dict[str, dict[str, f
     sending), texts taken in order and cycled; every answer checked against `expected[text]`."""
     out = out or Outcomes()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    # At most `max_inflight` requests open at once, each on its own connection: an unbounded backlog makes
-    # httpcore's pool bookkeeping quadratic and the generator, not the server, the bottleneck. A send that finds
-    # them all busy waits, and the phase reports the rate it really sent.
-    limits = httpx.Limits(max_connections=max_inflight, max_keepalive_connections=max_inflight)
-    slots = asyncio.Semaphore(max_inflight)
+    # At most `max_inflight` requests open at once, each on a client of its own with one connection (as
+    # `load_run`'s workers): one shared client with a pool of `max_inflight` connections makes httpcore's pool
+    # bookkeeping O(open connections) per request, and once the server falls behind the generator's CPU grows with
+    # the backlog and starves the server it shares the cores with. A send that finds every client busy waits, and
+    # the phase reports the rate it really sent.
     loop = asyncio.get_running_loop()
+    idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
 
     async def one(client: httpx.AsyncClient, text: str, sent: float) -> None:
         t0 = time.perf_counter()
@@ -88,7 +89,7 @@ async def fixed_rate(url: str, texts: list[str], expected: dict[str, dict[str, f
         except httpx.HTTPError:
             status = 0
         finally:
-            slots.release()
+            idle.put_nowait(client)
         out.sent_at.append(offset_s + sent)
         out.latency_ms.append((time.perf_counter() - t0) * 1e3)
         out.status.append(status)
@@ -99,17 +100,25 @@ async def fixed_rate(url: str, texts: list[str], expected: dict[str, dict[str, f
         elif status == 503 and "retry-after" not in r.headers:
             out.retry_after_missing += 1
 
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout, limits=limits) as client:
+    clients = [httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout,
+                                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+               for _ in range(max_inflight)]
+    for c in clients:
+        idle.put_nowait(c)
+    try:
         start, tasks, i = loop.time(), [], 0
         while (now := loop.time()) - start < seconds:
             due = start + i / rate
             if due > now:
                 await asyncio.sleep(due - now)
-            await slots.acquire()
+            client = await idle.get()
             tasks.append(asyncio.create_task(one(client, texts[i % len(texts)], loop.time() - start)))
             i += 1
         out.sent_rate = i / (loop.time() - start)
         await asyncio.gather(*tasks)
+    finally:
+        for c in clients:
+            await c.aclose()
     return out
 
 
