@@ -17,7 +17,6 @@ Writes frontier.json and frontier.md to `--out`; the two evaluations' reports go
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -210,12 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = parse_args(argv)
     report = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "frontier.json").write_text(json.dumps(report, indent=1, default=float) + "\n", encoding="utf-8")
-    text = markdown(report)
-    (out / "frontier.md").write_text(text, encoding="utf-8")
-    print(text)
+    measure.write_report(args.out, "frontier", report, markdown(report))
     return report
 
 

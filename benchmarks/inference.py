@@ -20,7 +20,6 @@ machine bound (FLOPs per text vs measured fp32 matmul GFLOP/s). Writes bench.jso
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -227,12 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = parse_args(argv)
     report = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    text = markdown(report)
-    (out / "bench.md").write_text(text, encoding="utf-8")
-    print(text)
+    out = measure.write_report(args.out, "bench", report, markdown(report))
     if args.mlflow:
         log_mlflow(report, [out / "bench.json", out / "bench.md"])
     return report

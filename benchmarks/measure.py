@@ -194,3 +194,15 @@ def batch_dependence(predictor, texts: Sequence[str]) -> float:
     mixed = predictor.predict_proba(list(texts))
     alone = np.stack([predictor.predict_proba([t])[0] for t in texts])
     return float(np.abs(mixed - alone).max())
+
+
+def write_report(out: str | Path, name: str, report: dict, text: str) -> Path:
+    """A benchmark's `<name>.json` and `<name>.md` in `out` (created); the markdown is printed too."""
+    import json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
+    (out / f"{name}.md").write_text(text, encoding="utf-8")
+    print(text)
+    return out

@@ -325,11 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="reports/soak")
     args = ap.parse_args(argv)
     report = run(args)
-    out = Path(args.out)
-    _save(report, out)
-    text = markdown(report)
-    (out / "soak.md").write_text(text, encoding="utf-8")
-    print(text)
+    measure.write_report(args.out, "soak", report, markdown(report))
     return report
 
 
