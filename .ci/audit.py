@@ -31,11 +31,13 @@ def latest(name: str) -> tuple[str | None, list[dict], str]:
 
 
 def main(path: str = "constraints.txt") -> int:
-    pins = {m[1]: m[2] for line in open(path, encoding="utf-8") if (m := PIN.match(line.strip()))}
+    with open(path, encoding="utf-8") as f:
+        pins = {m[1]: m[2] for line in f if (m := PIN.match(line.strip()))}
     with ThreadPoolExecutor(16) as pool:
         found = dict(zip(pins, pool.map(latest, pins)))
-    base = lambda v: v.split("+")[0]  # noqa: E731 - torch==2.13.0 installs 2.13.0+cpu
-    audited = {n: vulns for n, (ver, vulns, _) in found.items() if ver and base(ver) == base(pins[n])}
+    # torch==2.13.0 installs 2.13.0+cpu: compare without the local version label
+    audited = {n: vulns for n, (ver, vulns, _) in found.items()
+               if ver and ver.split("+")[0] == pins[n].split("+")[0]}
     older = {n: ver for n, (ver, _, _) in found.items() if ver and n not in audited}
     errors = {n: err for n, (ver, _, err) in found.items() if not ver}
     bad = {n: v for n, v in audited.items() if v}

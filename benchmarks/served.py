@@ -247,24 +247,23 @@ def repeat_stream(texts: list[str], n: int, repeat_rate: float, seed: int = 0) -
 def bench_cache(model_dir: Path, texts: list[str], warmup: list[str], *, threads: int, path: str, clients: int,
                 repeat_rate: float, work: Path | None = None) -> dict:
     """The exact-repeat cache on a stream with a stated repeat rate: the same one-text-per-request stream (up to
-    1,000 requests) from
-    `clients` workers, served with the cache off (`TWEETGUARD_CACHE_SIZE=0`) and then at its shipped default;
-    texts/s of each, the ratio, and the hit rate from `/metrics`. Never a headline number."""
+    1,000 requests) from `clients` workers, served with the cache off (`TWEETGUARD_CACHE_SIZE=0`) and then at its
+    shipped default; texts/s of each, the ratio, and the hit rate from `/metrics`. Never a headline number."""
+    from serving.schemas import ServiceSettings
+
     work = Path(work or tempfile.mkdtemp(prefix="tgcache-"))
     home = work / "bentoml"
     tag = import_into_store(model_dir, home)
     n = min(1000, len(texts))  # at most n - 1 of them fresh after the first: `texts` always suffice
     stream = repeat_stream(texts, n, repeat_rate)
-    out = {"repeat_rate": repeat_rate, "requests": n, "distinct_texts": len(set(stream)), "clients": clients}
-    from serving.schemas import ServiceSettings
-
     default = ServiceSettings.model_fields["cache_size"].default
-    out["cache_size"] = default
+    out = {"repeat_rate": repeat_rate, "requests": n, "distinct_texts": len(set(stream)), "clients": clients,
+           "cache_size": default}
     for name, size in (("cache off", 0), ("cache on (default size)", default)):
         env = {"TWEETGUARD_MODEL_TAG": tag, "TWEETGUARD_TORCH_THREADS": str(threads), "TWEETGUARD_PREDICT_PATH": path,
                "TWEETGUARD_CACHE_DIR": str(work / "cache"), "TWEETGUARD_MAX_INFLIGHT": str(max(64, 2 * clients)),
                "TWEETGUARD_CACHE_SIZE": str(size)}
-        server = _Server.start(SOURCE_TARGET, bentoml_home=home, log_path=work / f"serve-{len(out)}.log", env=env)
+        server = _Server.start(SOURCE_TARGET, bentoml_home=home, log_path=work / f"serve-cache-{size}.log", env=env)
         try:
             load_run(server.url, [[t] for t in warmup], 1)
             hits0 = metric_sum(server.url, 'tweetguard_cache_lookups_total{result="hit"}')

@@ -159,7 +159,8 @@ def test_benchmark_harness_runs_end_to_end_on_the_tiny_model(tiny_artifact, tmp_
     from benchmarks.inference import main
 
     report = main(["--model", str(tiny_artifact), "--n", "64", "--single", "8", "--threads", "1",
-                   "--clients", "4", "--skip-cold-start", "--cache-repeat-rate", "0.5", "--out", str(tmp_path / "bench")])
+                   "--clients", "4", "--skip-cold-start", "--cache-repeat-rate", "0.5",
+                   "--out", str(tmp_path / "bench")])
     names = [r["name"] for r in report["inprocess"]]
     assert names == ["pipeline (stock)", *(f"predictor {p}" for p in PATHS if p != "bf16" or native_bf16())]
     assert all(r["texts_per_s"] > 0 and r["single"]["p50_ms"] > 0 for r in report["inprocess"])
