@@ -74,15 +74,13 @@ def quality(args, cfg, uri: str, out: Path, student_dir: Path, int8) -> dict:
 
 def served(model_dir: Path, texts: list[str], warmup: list[str], *, threads: int, clients: int, work: Path) -> dict:
     """`clients` x one text over the first half of `texts`, then 1 client x 32 texts over the rest."""
-    from benchmarks.served import _Server, load_run
+    from benchmarks.served import _Server, load_run, model_env
     from serving.fastpath import AUTO
     from training.release.package import SOURCE_TARGET, import_into_store
 
     home = work / "bentoml"
     tag = import_into_store(model_dir, home)
-    env = {"TWEETGUARD_MODEL_TAG": tag, "TWEETGUARD_TORCH_THREADS": str(threads), "TWEETGUARD_PREDICT_PATH": AUTO,
-           "TWEETGUARD_CACHE_DIR": str(work / "cache"), "TWEETGUARD_MAX_INFLIGHT": str(max(64, 2 * clients)),
-           "TWEETGUARD_CACHE_SIZE": "0"}
+    env = model_env(tag, threads=threads, path=AUTO, clients=clients, work=work)
     server = _Server.start(SOURCE_TARGET, bentoml_home=home, log_path=work / "serve.log", env=env)
     half = len(texts) // 2
     try:

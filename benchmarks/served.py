@@ -186,15 +186,23 @@ def bench_echo(texts: list[str], *, clients: int, work: Path) -> dict:
         server.stop()
 
 
+def model_env(tag: str, *, threads: int, path: str, clients: int, work: Path,
+              cache_size: int = 0) -> dict[str, str]:
+    """The service settings every benchmark server of a model runs with: the model store tag, threads, predict
+    path, export cache under `work`, an in-flight limit above `clients`, the exact-repeat cache (off by default:
+    headline numbers are on distinct texts)."""
+    return {"TWEETGUARD_MODEL_TAG": tag, "TWEETGUARD_TORCH_THREADS": str(threads), "TWEETGUARD_PREDICT_PATH": path,
+            "TWEETGUARD_CACHE_DIR": str(work / "cache"), "TWEETGUARD_MAX_INFLIGHT": str(max(64, 2 * clients)),
+            "TWEETGUARD_CACHE_SIZE": str(cache_size)}
+
+
 def bench_served(model_dir: Path, texts: list[str], warmup: list[str], *, threads: int, path: str,
                  clients: int, work: Path | None = None) -> dict:
     """Cold and warm start, RSS of the server's process tree, and the load runs over disjoint slices of texts."""
     work = Path(work or tempfile.mkdtemp(prefix="tgbench-"))
-    home, cache = work / "bentoml", work / "cache"
+    home = work / "bentoml"
     tag = import_into_store(model_dir, home)
-    env = {"TWEETGUARD_MODEL_TAG": tag, "TWEETGUARD_TORCH_THREADS": str(threads), "TWEETGUARD_PREDICT_PATH": path,
-           "TWEETGUARD_CACHE_DIR": str(cache), "TWEETGUARD_MAX_INFLIGHT": str(max(64, 2 * clients)),
-           "TWEETGUARD_CACHE_SIZE": "0"}  # headline numbers: distinct texts, exact-repeat cache off
+    env = model_env(tag, threads=threads, path=path, clients=clients, work=work)
     target = SOURCE_TARGET
     first = _Server.start(target, bentoml_home=home, log_path=work / "serve-cold.log", env=env)
     first.stop()
@@ -260,10 +268,9 @@ def bench_cache(model_dir: Path, texts: list[str], warmup: list[str], *, threads
     out = {"repeat_rate": repeat_rate, "requests": n, "distinct_texts": len(set(stream)), "clients": clients,
            "cache_size": default}
     for name, size in (("cache off", 0), ("cache on (default size)", default)):
-        env = {"TWEETGUARD_MODEL_TAG": tag, "TWEETGUARD_TORCH_THREADS": str(threads), "TWEETGUARD_PREDICT_PATH": path,
-               "TWEETGUARD_CACHE_DIR": str(work / "cache"), "TWEETGUARD_MAX_INFLIGHT": str(max(64, 2 * clients)),
-               "TWEETGUARD_CACHE_SIZE": str(size)}
-        server = _Server.start(SOURCE_TARGET, bentoml_home=home, log_path=work / f"serve-cache-{size}.log", env=env)
+        env = model_env(tag, threads=threads, path=path, clients=clients, work=work, cache_size=size)
+        server = _Server.start(SOURCE_TARGET, bentoml_home=home, log_path=work / f"serve-cache-{size}.log",
+                               env=env)
         try:
             load_run(server.url, [[t] for t in warmup], 1)
             hits0 = metric_sum(server.url, 'tweetguard_cache_lookups_total{result="hit"}')

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -66,42 +68,97 @@ def check_scores(result: dict, expected: dict[str, float]) -> bool:
     return all(abs(result["scores"][p] - expected[p]) <= TOLERANCE for p in POLICIES)
 
 
+class RawHTTP:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams: one connection, one request at a time; reconnects
+    when the server closed it. The fixed-rate generator uses it because at a 3x burst httpx's own CPU per request
+    took the cores from the server being measured (the soak's generator CPU is in every report)."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        fields = {"Host": f"{self.host}:{self.port}", "Content-Type": "application/json", **headers}
+        self.head = "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """(status, lower-cased headers, body)."""
+        for attempt in (0, 1):
+            fresh = self.writer is None
+            if fresh:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            try:
+                self.writer.write(f"POST {path} HTTP/1.1\r\n{self.head}Content-Length: {len(body)}\r\n\r\n"
+                                  .encode("latin-1") + body)
+                head = await self.reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError) as e:
+                await self.close()  # a kept-alive connection the server closed meanwhile: once more on a new one
+                if fresh or attempt or (isinstance(e, asyncio.IncompleteReadError) and e.partial):
+                    raise
+                continue
+            try:
+                lines = head.decode("latin-1").split("\r\n")
+                status = int(lines[0].split(" ", 2)[1])
+                headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+                if headers.get("transfer-encoding", "").lower() == "chunked":
+                    data = b""
+                    while size := int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                        data += (await self.reader.readexactly(size + 2))[:-2]
+                    await self.reader.readuntil(b"\r\n")
+                else:
+                    data = await self.reader.readexactly(int(headers.get("content-length", "0")))
+            except BaseException:
+                await self.close()  # a half-read answer leaves the connection unusable
+                raise
+            if headers.get("connection", "").lower() == "close":
+                await self.close()
+            return status, headers, data
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
 async def fixed_rate(url: str, texts: list[str], expected: dict[str, dict[str, float]], *, rate: float,
                      seconds: float, token: str | None = None, timeout: float = 30.0,
-                     out: Outcomes | None = None, offset_s: float = 0.0, max_inflight: int = 128) -> Outcomes:
+                     out: Outcomes | None = None, offset_s: float = 0.0, max_inflight: int = 512) -> Outcomes:
     """Send one text per request at `rate` requests/s for `seconds` (open loop: a slow answer does not slow the
     sending), texts taken in order and cycled; every answer checked against `expected[text]`."""
     out = out or Outcomes()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    # At most `max_inflight` requests open at once, each on a client of its own with one connection (as
-    # `load_run`'s workers). One shared client with a pool of `max_inflight` connections took 0.90 of a core in a
-    # quiet 10-minute soak at 110 requests/s, against 0.18 for this, and on two cores that starved the server it
-    # measures. A send that finds every client busy waits, and the phase reports the rate it really sent.
+    # At most `max_inflight` requests open at once, each on a connection of its own (512: a 3x burst whose
+    # accepted requests take ~1 s each needs ~400; with 128 the generator, not the server, capped one burst at
+    # half its rate). A send that finds every connection busy waits, and the phase reports the rate it really sent. (One shared httpx client with a pool
+    # of `max_inflight` connections took 0.90 of a core in a quiet 10-minute soak at 110 requests/s; one httpx
+    # client per connection 0.18; `RawHTTP` less again: the report's generator CPU.)
     loop = asyncio.get_running_loop()
-    idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+    idle: asyncio.Queue[RawHTTP] = asyncio.Queue()
 
-    async def one(client: httpx.AsyncClient, text: str, sent: float) -> None:
+    async def one(client: RawHTTP, text: str, sent: float) -> None:
         t0 = time.perf_counter()
         try:
-            r = await client.post("/classify", json={"texts": [text]})
-            status = r.status_code
-        except httpx.HTTPError:
-            status = 0
+            status, head, data = await asyncio.wait_for(
+                client.post("/classify", json.dumps({"texts": [text]}).encode()), timeout)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+            await client.close()
+            status, head, data = 0, {}, b""
         finally:
             idle.put_nowait(client)
         out.sent_at.append(offset_s + sent)
         out.latency_ms.append((time.perf_counter() - t0) * 1e3)
         out.status.append(status)
         if status == 200:
-            results = r.json()["results"]
+            results = json.loads(data)["results"]
             if len(results) != 1 or not check_scores(results[0], expected[text]):
                 out.mismatches += 1
-        elif status == 503 and "retry-after" not in r.headers:
+        elif status == 503 and "retry-after" not in head:
             out.retry_after_missing += 1
 
-    clients = [httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout,
-                                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
-               for _ in range(max_inflight)]
+    clients = [RawHTTP(url, headers) for _ in range(max_inflight)]
     for c in clients:
         idle.put_nowait(c)
     try:
@@ -117,7 +174,7 @@ async def fixed_rate(url: str, texts: list[str], expected: dict[str, dict[str, f
         await asyncio.gather(*tasks)
     finally:
         for c in clients:
-            await c.aclose()
+            await c.close()
     return out
 
 
@@ -169,12 +226,31 @@ def soak(url: str, pid: int, texts: list[str], expected: dict, *, rate: float, s
             "generator_cpu_share": (time.process_time() - cpu0) / wall}
 
 
+def model_call_buckets(url: str) -> dict[float, float]:
+    """The service's `tweetguard_model_call_seconds` histogram from /metrics: {upper bound: cumulative count}."""
+    out = {}
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith("tweetguard_model_call_seconds_bucket{"):
+            out[float(line.split('le="')[1].split('"')[0])] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
+    """Upper bound of the histogram bucket holding quantile `q` of the observations between two scrapes."""
+    delta = {le: after[le] - before.get(le, 0.0) for le in sorted(after)}
+    total = delta.get(float("inf"), 0.0)
+    return next((le for le, n in delta.items() if n >= q * total), None) if total else None
+
+
 def overload(url: str, texts: list[str], expected: dict, *, rate: float, burst_rate: float, burst_s: float,
              recover_s: float, baseline_p99_ms: float, token: str | None = None) -> dict:
     """`burst_rate` for `burst_s`, then `rate` for `recover_s`; recovery = first 1 s window after the burst whose
     p99 is within 1.2x `baseline_p99_ms` and stays so."""
+    calls: list[dict[float, float]] = [model_call_buckets(url)]
+
     async def main() -> tuple[Outcomes, Outcomes]:
         burst = await fixed_rate(url, texts, expected, rate=burst_rate, seconds=burst_s, token=token)
+        calls.append(await asyncio.to_thread(model_call_buckets, url))
         after = await fixed_rate(url, texts[::-1], expected, rate=rate, seconds=recover_s, token=token)
         return burst, after
 
@@ -187,7 +263,8 @@ def overload(url: str, texts: list[str], expected: dict, *, rate: float, burst_r
             break
     return {"burst_rate": burst_rate, "burst_s": burst_s, "burst": burst.summary(), "recover_rate": rate,
             "after": after.summary(), "after_windows_1s": per_second, "baseline_p99_ms": baseline_p99_ms,
-            "recovered_within_1_2x_after_s": recovered_at}
+            "recovered_within_1_2x_after_s": recovered_at,
+            "burst_model_call_s": {f"p{round(q * 100)}_at_most": bucket_quantile(*calls, q) for q in (0.5, 0.99)}}
 
 
 def generated_requests(url: str, path: str, mode: str, n: int, *, token: str | None = None,
@@ -246,7 +323,9 @@ def markdown(r: dict) -> str:
               f" / {b['ok_latency'].get('p99_ms', float('nan')):.0f} ms), {b['refused_503']} × 503 (answered in p50 / p99 "
               f"{b['refusal_latency'].get('p50_ms', float('nan')):.1f} / "
               f"{b['refusal_latency'].get('p99_ms', float('nan')):.1f} ms), {b['server_errors_5xx']} × other 5xx, "
-              f"{b['transport_errors']} transport errors, {b['mismatches']} mismatches.",
+              f"{b['transport_errors']} transport errors, {b['mismatches']} mismatches. Model calls during the "
+              f"burst (from /metrics' histogram, bucket bounds): p50 ≤ {o['burst_model_call_s']['p50_at_most']} s, "
+              f"p99 ≤ {o['burst_model_call_s']['p99_at_most']} s.",
               f"After: {a['ok']} ok of {a['requests']}; p99 within 1.2× the soak's first-window p99 "
               f"({o['baseline_p99_ms']:.1f} ms) from {o['recovered_within_1_2x_after_s']} s after the burst."]
     if r.get("generated"):

@@ -8,10 +8,11 @@ and a loaded server batches by itself.
 
 Overload is refused, never queued without bound: a request whose expected wait before its model call starts
 (the texts ahead of it times the measured seconds per text) is over `max_latency_s` is refused at once with
-`Overloaded`; one still waiting `max_latency_s` after it arrived (an estimate that was too low, e.g. when other
-work takes the cores) is refused right then by a timer, so a refusal never takes much longer than
-`max_latency_s` and an accepted request waits at most that before its model call. The service's in-flight
-limit bounds the number of waiting requests.
+`Overloaded`; the service's guard asks the same question (`refusal()`) before it reads a body, so most
+refusals cost only the headers. One still waiting `max_latency_s` after it arrived (an estimate that was too
+low, e.g. when other work takes the cores) is refused right then by a timer, so a refusal never takes much
+longer than `max_latency_s` and an accepted request waits at most that before its model call. The service's
+in-flight limit bounds the number of waiting requests.
 """
 
 from __future__ import annotations
@@ -44,10 +45,10 @@ class _Waiting:
 class MicroBatcher(Generic[Row]):
     """`await batcher.score(texts)` -> one row per text, from `score_fn(texts) -> rows` called in a worker thread
     with the texts of every request waiting at that moment (at most `max_size` texts, unless one request alone
-    has more). `on_call(requests, texts)` is told the size of each model call."""
+    has more). `on_call(requests, texts, seconds)` is told the size and duration of each model call."""
 
     def __init__(self, score_fn: Callable[[list[str]], list[Row]], *, max_size: int, max_latency_s: float,
-                 on_call: Callable[[int, int], None] | None = None) -> None:
+                 on_call: Callable[[int, int, float], None] | None = None) -> None:
         self.score_fn, self.max_size, self.max_latency_s, self.on_call = score_fn, max_size, max_latency_s, on_call
         self._waiting: deque[_Waiting] = deque()
         self._queued = 0  # texts waiting
@@ -67,10 +68,15 @@ class MicroBatcher(Generic[Row]):
         """Seconds a request arriving now waits before its model call starts (0 until a call was measured)."""
         return (self._queued + self._running) * (self._seconds_per_text or 0.0)
 
-    async def score(self, texts: Sequence[str]) -> list[Row]:
+    def refusal(self) -> str | None:
+        """Why a request arriving now would be refused (None: it is admitted). The service's guard asks this
+        before it reads a body, so an overloaded server refuses at the cost of the headers alone."""
         wait = self.expected_wait_s()
-        if wait > self.max_latency_s:
-            raise Overloaded(self._refusal(wait))
+        return self._refusal(wait) if wait > self.max_latency_s else None
+
+    async def score(self, texts: Sequence[str]) -> list[Row]:
+        if (why := self.refusal()) is not None:
+            raise Overloaded(why)
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="tweetguard-batcher")
@@ -128,9 +134,10 @@ class MicroBatcher(Generic[Row]):
                 continue
             finally:
                 self._running = 0
-            self.observe(len(texts), time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            self.observe(len(texts), seconds)
             if self.on_call is not None:
-                self.on_call(len(batch), len(texts))
+                self.on_call(len(batch), len(texts), seconds)
             start = 0
             for w in batch:
                 if not w.future.done():

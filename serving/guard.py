@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -97,10 +98,13 @@ def check_texts(req: Any, settings: ServiceSettings) -> None:
 
 
 class RequestGuard:
-    """``routes`` maps a public scoring path to its request model; other paths pass through untouched."""
+    """``routes`` maps a public scoring path to its request model; other paths pass through untouched.
+    ``queue_refusal()`` says why the batch queue would refuse a request arriving now (None: admit); it is asked
+    before the body is read, so an overloaded server refuses at the cost of the headers."""
 
-    def __init__(self, app, *, settings: ServiceSettings, routes: dict[str, type[BaseModel]], token: str | None):
-        self.app, self.settings, self.routes = app, settings, routes
+    def __init__(self, app, *, settings: ServiceSettings, routes: dict[str, type[BaseModel]], token: str | None,
+                 queue_refusal: Callable[[], str | None] | None = None):
+        self.app, self.settings, self.routes, self.queue_refusal = app, settings, routes, queue_refusal
         self.token = token.encode() if token else None
         self.inflight = 0
 
@@ -121,6 +125,8 @@ class RequestGuard:
                     code="overloaded",
                     headers={"Retry-After": "1"},
                 )
+            if self.queue_refusal is not None and (why := self.queue_refusal()) is not None:
+                raise Refusal(503, why, code="overloaded", headers={"Retry-After": "1"})
         except Refusal as r:
             logger.info("refused %s %s: %s %s", scope["method"], path, r.status, r.code)
             return await r.response()(scope, receive, send)

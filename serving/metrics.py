@@ -9,6 +9,7 @@ batch sizes). `bentoml.metrics` mirrors prometheus_client and handles BentoML's 
 - ``tweetguard_refusals_total{status,code}``           requests refused (4xx / 503), by status and error code
 - ``tweetguard_cache_lookups_total{result}``           exact-repeat cache hits / misses (hit rate = hit / all)
 - ``tweetguard_batch_requests`` / ``tweetguard_batch_texts``  histograms per model call: requests merged, texts
+- ``tweetguard_model_call_seconds``                    histogram of model call durations (one per merged batch)
 - ``tweetguard_model_info{model_name,version,...}``    1 for the served model (an info metric as a gauge: the
                                                         multiprocess mode has no Info type)
 Label values are fixed sets (policies, actions, status codes, our error codes), never request content.
@@ -44,6 +45,10 @@ BATCH_REQUESTS = bentoml.metrics.Histogram(name="tweetguard_batch_requests",
                                            documentation="Requests merged into one model call", buckets=_SIZES)
 BATCH_TEXTS = bentoml.metrics.Histogram(name="tweetguard_batch_texts", documentation="Texts in one model call",
                                         buckets=_SIZES)
+CALL_SECONDS = bentoml.metrics.Histogram(name="tweetguard_model_call_seconds",
+                                         documentation="Duration of one model call (a merged batch)",
+                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5,
+                                                  2.5, 5.0, 10.0))
 MODEL_INFO = bentoml.metrics.Gauge(name="tweetguard_model_info", documentation="The served model (value 1)",
                                    labelnames=["model_name", "version", "card_schema", "predict_path"])
 
@@ -76,9 +81,10 @@ def record_refusal(status: int, code: str) -> None:
     REFUSALS.labels(status=str(status), code=code).inc()
 
 
-def record_model_call(requests: int, texts: int) -> None:
+def record_model_call(requests: int, texts: int, seconds: float) -> None:
     BATCH_REQUESTS.observe(requests)
     BATCH_TEXTS.observe(texts)
+    CALL_SECONDS.observe(seconds)
 
 
 def record_model(model_name: str, version: str, card_schema: int, predict_path: str) -> None:

@@ -51,6 +51,12 @@ TOKEN_ENV = "TWEETGUARD_API_TOKEN"
 # `tweetguard package` pins the exact model version as a bento argument (stored in the bento), so a built
 # bento serves that model even when the store holds newer ones; otherwise the env/default tag.
 MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or SETTINGS.model_tag
+_batcher: MicroBatcher | None = None  # the worker's batcher once the model is loaded
+
+
+def queue_refusal() -> str | None:
+    """The guard asks this before reading a body: why the batch queue would refuse a request now (None: admit)."""
+    return None if _batcher is None else _batcher.refusal()
 
 
 @bentoml.service(
@@ -86,6 +92,8 @@ class TweetGuard:
         self.predictor.predict(warmup)
         self.batcher.observe(len(warmup), time.perf_counter() - t0)  # the first wait estimate
         record_model(self.card.model_name, self.version, self.card.schema_version, self.predictor.path)
+        global _batcher
+        _batcher = self.batcher
         self.ready = True
         logger.info("serving %s:%s (policies %s, thresholds %s, tiers %s, path %s)", self.card.model_name,
                     self.version, list(POLICIES), self.card.thresholds, self.card.tier_thresholds,
@@ -160,4 +168,5 @@ TweetGuard.add_asgi_middleware(
     settings=SETTINGS,
     routes={"/classify": ClassifyRequest, "/v1/moderations": ModerationRequest},
     token=os.environ.get(TOKEN_ENV) or None,
+    queue_refusal=queue_refusal,
 )

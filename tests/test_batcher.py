@@ -1,5 +1,6 @@
 """The service's micro-batcher (serving.batcher) in a real event loop with the tiny model's Predictor: merging,
-per-request rows, overload refusals, a failed call, a client that went away."""
+per-request rows, overload refusals (also by the service's guard, before the body), a failed call, a client that
+went away."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 
 from serving.batcher import MicroBatcher, Overloaded
+from serving.guard import RequestGuard
 from serving.predictor import Predictor
+from serving.schemas import ClassifyRequest, ServiceSettings
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,7 @@ def test_concurrent_requests_share_model_calls_and_each_gets_its_own_rows(predic
 
     async def main():
         batcher = MicroBatcher(predictor.predict, max_size=16, max_latency_s=30,
-                               on_call=lambda n_requests, n_texts: calls.append((n_requests, n_texts)))
+                               on_call=lambda n_requests, n_texts, s: calls.append((n_requests, n_texts)))
         return await asyncio.gather(*(batcher.score(texts) for texts in requests))
 
     got = asyncio.run(main())
@@ -46,7 +49,7 @@ def test_a_request_larger_than_max_size_is_scored_alone(predictor, mixed_texts):
 
     async def main():
         batcher = MicroBatcher(predictor.predict, max_size=2, max_latency_s=30,
-                               on_call=lambda n, t: calls.append((n, t)))
+                               on_call=lambda n, t, s: calls.append((n, t)))
         return await batcher.score(mixed_texts)
 
     rows = asyncio.run(main())
@@ -82,6 +85,54 @@ def test_overload_is_refused_at_once_and_a_late_request_at_its_deadline():
 
     refused_in, late_in, after = asyncio.run(main())
     assert refused_in < 0.1 and 0.05 <= late_in < 0.5 and after == [2]
+
+
+def test_the_guard_refuses_a_full_queue_before_reading_the_body():
+    """The service's guard asks the batcher first: with a full queue the answer is 503 + Retry-After and neither
+    the body nor the app behind the guard is touched; once the queue drains the same request passes."""
+    release = threading.Event()
+    settings = ServiceSettings.from_env({})
+    routes = {"/classify": ClassifyRequest}
+
+    def slow(texts):
+        release.wait(10)
+        return [len(t) for t in texts]
+
+    async def through_guard(batcher) -> tuple[int, dict, list]:
+        reached, sent = [], []
+
+        async def app(scope, receive, send):
+            reached.append((await receive())["body"])
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        async def receive():
+            reached.append("body read")
+            return {"type": "http.request", "body": b'{"text": "hi"}', "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        guard = RequestGuard(app, settings=settings, routes=routes, token=None, queue_refusal=batcher.refusal)
+        scope = {"type": "http", "method": "POST", "path": "/classify",
+                 "headers": [(b"content-type", b"application/json")]}
+        await guard(scope, receive, send)
+        return sent[0]["status"], dict(sent[0]["headers"]), reached
+
+    async def main():
+        batcher = MicroBatcher(slow, max_size=4, max_latency_s=0.05)
+        batcher.observe(1, 0.2)
+        assert batcher.refusal() is None
+        first = asyncio.ensure_future(batcher.score(["a"]))
+        await asyncio.sleep(0.01)
+        refused = await through_guard(batcher)
+        release.set()
+        await first
+        return refused, await through_guard(batcher)
+
+    (status, headers, reached), (status_after, _, reached_after) = asyncio.run(main())
+    assert status == 503 and headers[b"retry-after"] == b"1" and reached == []
+    assert status_after == 200 and reached_after == ["body read", b'{"text": "hi"}']
 
 
 def test_a_failed_call_fails_its_requests_only_and_a_gone_client_is_skipped():

@@ -271,7 +271,7 @@ def _metrics(url: str) -> dict[str, float]:
 
 def test_metrics_count_what_was_scored_and_refused(served, offline):
     before = _metrics(served.url)
-    texts = [*TEXTS, "you are a stupid idiot " * 10]  # the last one is truncated
+    texts = [*TEXTS, "zqx a text only this test sends", "you are a stupid idiot " * 10]  # the last one truncated
     assert httpx.post(served.url + "/classify", json={"texts": texts}).status_code == 200
     assert httpx.post(served.url + "/v1/moderations", json={"input": TEXTS[0]}).status_code == 200
     assert _post(served.url, "/classify", {"texts": []}).status_code == 400
@@ -292,6 +292,10 @@ def test_metrics_count_what_was_scored_and_refused(served, offline):
             n = sum(r["actions"][p] == action for r in [*want, first])
             assert delta(f'tweetguard_actions_total{{action="{action}",policy="{p}"}}') == n
     assert delta('tweetguard_refusals_total{code="empty",status="400"}') == 1
+    misses = delta('tweetguard_cache_lookups_total{result="miss"}')  # texts the exact-repeat cache passed on
+    calls = delta("tweetguard_model_call_seconds_count")  # one per merged batch, each timed
+    assert misses >= 1 and 1 <= calls == delta("tweetguard_batch_texts_count") <= 2
+    assert delta("tweetguard_batch_texts_sum") == misses and delta("tweetguard_model_call_seconds_sum") > 0
     info = [k for k, v in after.items() if k.startswith("tweetguard_model_info{") and v == 1]
     assert len(info) == 1 and 'model_name="tiny"' in info[0] and 'card_schema="2"' in info[0]
 
