@@ -14,6 +14,7 @@ Auth, limits and input errors are handled before any of this by `serving.guard.R
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -91,6 +92,11 @@ class TweetGuard:
         t0 = time.perf_counter()
         self.predictor.predict(warmup)
         self.batcher.observe(len(warmup), time.perf_counter() - t0)  # the first wait estimate
+        # The ~270k objects of torch, transformers and BentoML live as long as the process: moved out of the
+        # garbage collector's view, a full collection under load no longer scans them (~0.2 s each on a quiet
+        # core, far longer on busy ones: the served p99 blips).
+        gc.collect()
+        gc.freeze()
         record_model(self.card.model_name, self.version, self.card.schema_version, self.predictor.path)
         global _batcher
         _batcher = self.batcher
