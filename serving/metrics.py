@@ -45,10 +45,9 @@ BATCH_REQUESTS = bentoml.metrics.Histogram(name="tweetguard_batch_requests",
                                            documentation="Requests merged into one model call", buckets=_SIZES)
 BATCH_TEXTS = bentoml.metrics.Histogram(name="tweetguard_batch_texts", documentation="Texts in one model call",
                                         buckets=_SIZES)
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
 CALL_SECONDS = bentoml.metrics.Histogram(name="tweetguard_model_call_seconds",
-                                         documentation="Duration of one model call (a merged batch)",
-                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5,
-                                                  2.5, 5.0, 10.0))
+                                         documentation="Duration of one model call (a merged batch)", buckets=_SECONDS)
 MODEL_INFO = bentoml.metrics.Gauge(name="tweetguard_model_info", documentation="The served model (value 1)",
                                    labelnames=["model_name", "version", "card_schema", "predict_path"])
 
