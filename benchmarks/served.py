@@ -27,10 +27,15 @@ from training.release.package import (
 )
 
 
+def metric_samples(url: str, prefix: str, timeout: float = 5.0) -> dict[str, float]:
+    """Every sample at ``url``/metrics whose line starts with ``prefix``: {name and labels: value}."""
+    return {name: float(value) for name, _, value in (line.rpartition(" ") for line in
+            httpx.get(url + "/metrics", timeout=timeout).text.splitlines() if line.startswith(prefix))}
+
+
 def metric_sum(url: str, prefix: str) -> float:
     """The sum of every sample at ``url``/metrics whose line starts with ``prefix`` (name and labels)."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in httpx.get(url + "/metrics").text.splitlines()
-               if line.startswith(prefix))
+    return sum(metric_samples(url, prefix).values())
 
 
 def batch_sizes(url: str, what: str = "requests") -> tuple[float, float]:

@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 
 from benchmarks import measure
-from benchmarks.served import _Server, load_run
+from benchmarks.served import _Server, load_run, metric_samples
 from serving.policies import POLICIES
 
 TOLERANCE = 1e-5
@@ -228,11 +227,8 @@ def soak(url: str, pid: int, texts: list[str], expected: dict, *, rate: float, s
 
 def model_call_buckets(url: str) -> dict[float, float]:
     """The service's `tweetguard_model_call_seconds` histogram from /metrics: {upper bound: cumulative count}."""
-    out = {}
-    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
-        if line.startswith("tweetguard_model_call_seconds_bucket{"):
-            out[float(line.split('le="')[1].split('"')[0])] = float(line.rsplit(" ", 1)[1])
-    return out
+    samples = metric_samples(url, "tweetguard_model_call_seconds_bucket{", timeout=30)
+    return {float(name.split('le="')[1].split('"')[0]): value for name, value in samples.items()}
 
 
 def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
