@@ -12,7 +12,16 @@ import torch
 from serving.artifact import read_card
 from serving.policies import POLICIES
 from training.config import ConfigError, load_config
-from training.fit.batches import auto_pos_weight, collate, encode, epoch_batches, masked_bce, sampling_weights
+from training.fit.batches import (
+    Encoded,
+    auto_pos_weight,
+    collate,
+    encode,
+    epoch_batches,
+    mask_uncertain_negatives,
+    masked_bce,
+    sampling_weights,
+)
 from training.fit.command import HISTORY_FILE, train
 
 
@@ -102,6 +111,20 @@ def test_encode_normalizes_and_collate_pads_dynamically(tmp_path, make_tiny_back
     assert batch["labels"].tolist() == [[0, -1, 0], [1, 1, -1]]
 
 
+def test_uncertain_negatives_are_masked_only_where_the_rule_says():
+    # rows: gab abusive+ violence- (masked), gab abusive- violence- (kept), gab abusive+ violence+ (kept),
+    # other source abusive+ violence- (kept: the rule names gab only)
+    labels = np.array([[1, -1, 0], [0, -1, 0], [1, -1, 1], [1, -1, 0]], dtype=np.int8)
+    data = Encoded([[1]] * 4, labels, ["gab", "gab", "gab", "ethos"])
+    out, masked = mask_uncertain_negatives(data, {"gab": {"violence": "abusive"}})
+    assert masked == 1
+    assert out.labels.tolist() == [[1, -1, -1], [0, -1, 0], [1, -1, 1], [1, -1, 0]]
+    assert data.labels[0, 2] == 0  # the input is not changed
+    assert mask_uncertain_negatives(data, {}) == (data, 0)
+    with pytest.raises(ConfigError, match="no train rows of source 'olid'"):
+        mask_uncertain_negatives(data, {"olid": {"violence": "abusive"}})
+
+
 # -- config ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("override, key", [
     ("train.lr=-0.001", "train.lr"),
@@ -112,6 +135,7 @@ def test_encode_normalizes_and_collate_pads_dynamically(tmp_path, make_tiny_back
     ("train.pos_weight=[1,2]", "train.pos_weight"),
     ("train.pos_weight=sometimes", "train.pos_weight"),
     ("model.head=max", "model.head"),
+    ("train.uncertain_negatives={gab: {violence: threats}}", "train.uncertain_negatives"),
     ("train.learning_rate=0.1", "train.learning_rate"),
 ])
 def test_bad_train_config_names_the_key(override, key):

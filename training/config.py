@@ -145,6 +145,13 @@ class TrainConfig(Section):
         "subgroup of the same category (women -> men, muslim -> jewish), case kept; 0 = off. Transformer "
         "training only; the copies added are logged as derived.identity_swap_rows."
     )
+    uncertain_negatives: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="Train split only: {source: {policy: other_policy}}: a negative label of "
+        "`policy` on a train row of `source` whose `other_policy` label is positive is masked in the loss (unknown), "
+        "e.g. {gab_hate_corpus: {violence: abusive}}: Gab's call-for-violence label is rarely given to hateful posts "
+        "that do call for killing (data/README.md). Validation and test keep every source label; the masked count "
+        "is logged as derived.uncertain_negatives_masked."
+    )
     source_balance: float = Field(
         0.0, ge=0, le=1, description="Sampling weight per example ~ 1/size(source)^alpha: 0 = natural mix "
         "(each example once per epoch), 1 = every source equally often (with replacement)."
@@ -188,6 +195,15 @@ class TrainConfig(Section):
     output_dir: str = Field("runs", description="Run dirs (checkpoints, artifact) go to <output_dir>/<run_name>.")
     log_every_steps: int = Field(1, ge=1, description="Log train loss to MLflow every N steps.")
     system_metrics: bool = Field(True, description="Log CPU/memory system metrics to the MLflow run.")
+
+    @field_validator("uncertain_negatives")
+    @classmethod
+    def _uncertain_negatives_policies(cls, v):
+        for source, rules in v.items():
+            for policy, other in rules.items():
+                if policy not in POLICIES or other not in POLICIES or policy == other:
+                    raise ValueError(f"{source}: {policy}: {other}: expected two different policies of {POLICIES}")
+        return v
 
     @field_validator("pos_weight")
     @classmethod

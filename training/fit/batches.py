@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from serving.policies import NEGATIVE, POLICIES, POSITIVE
+from serving.policies import NEGATIVE, POLICIES, POSITIVE, UNKNOWN
 from serving.preprocess import normalize_tweet
+from training.config import ConfigError
 
 
 @dataclass
@@ -59,6 +60,26 @@ def pos_weights(train_cfg, labels: np.ndarray) -> list[float]:
     if train_cfg.pos_weight == "auto":
         return auto_pos_weight(labels, train_cfg.pos_weight_cap)
     return [1.0] * labels.shape[1] if train_cfg.pos_weight == "none" else list(train_cfg.pos_weight)
+
+
+def mask_uncertain_negatives(data: Encoded, rules: dict[str, dict[str, str]]) -> tuple[Encoded, int]:
+    """`train.uncertain_negatives` applied: for each {source: {policy: other}} rule, a `policy` negative on a row of
+    `source` whose `other` label is positive becomes unknown. Returns the data (a copy of the labels when a rule
+    applies) and how many labels were masked. A rule naming a source with no rows here is an error."""
+    if not rules:
+        return data, 0
+    sources = np.asarray(data.sources)
+    labels = data.labels.copy()
+    for source, by_policy in rules.items():
+        rows = sources == source
+        if not rows.any():
+            raise ConfigError(f"train.uncertain_negatives: no train rows of source {source!r} "
+                             f"(sources here: {sorted(set(data.sources))})")
+        for policy, other in by_policy.items():
+            j, k = POLICIES.index(policy), POLICIES.index(other)
+            labels[rows & (labels[:, j] == NEGATIVE) & (labels[:, k] == POSITIVE), j] = UNKNOWN
+    masked = int((labels != data.labels).sum())
+    return Encoded(data.input_ids, labels, data.sources), masked
 
 
 def sampling_weights(sources: list[str], alpha: float) -> np.ndarray:

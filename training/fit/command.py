@@ -20,7 +20,7 @@ from training.config import Config, ConfigError, repo_root, to_flat
 from training.data.prepare import prepare
 from training.fit.augment import augment_train
 from training.fit.baseline import describe_baseline, train_baseline
-from training.fit.batches import encode, pos_weights, sample_rows
+from training.fit.batches import encode, mask_uncertain_negatives, pos_weights, sample_rows
 from training.fit.calibration import fit_on_validation
 from training.fit.checkpoint import latest_checkpoint, seed_everything
 from training.fit.device import CPU, Accel, resolve_accel
@@ -187,8 +187,9 @@ def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool
     else:
         tokenizer, model = distiller.tokenizer(), distiller.student()
     train_split, swap_rows = augment_train(prepared.dataset, cfg)  # train.identity_swap; train split only
-    train_data = encode(train_split, tokenizer, cfg.model.max_length)
     tc = cfg.train
+    train_data, masked = mask_uncertain_negatives(encode(train_split, tokenizer, cfg.model.max_length),
+                                                  tc.uncertain_negatives)
     val_data = sample_rows(encode(prepared.dataset["validation"], tokenizer, cfg.model.max_length),
                            tc.eval_max_rows, tc.seed)
     pos_weight = pos_weights(tc, train_data.labels)
@@ -215,7 +216,7 @@ def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool
         loop.log, loop.flush = run.log_metrics, run.flush
         if state is None:
             _log_inputs(run, cfg, prepared, pos_weight, len(train_data), len(val_data),
-                        {"derived.identity_swap_rows": swap_rows, **({} if distiller is None else distiller.params())})
+                        {"derived.identity_swap_rows": swap_rows, "derived.uncertain_negatives_masked": masked, **({} if distiller is None else distiller.params())})
         else:
             print(f"resumed {run_dir} at step {loop.p.step} (epoch {loop.p.epoch}, batch {loop.p.batch})",
                   file=sys.stderr)
