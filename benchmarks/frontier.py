@@ -1,13 +1,13 @@
 """The fast tier's speed/quality frontier in one run: the teacher, its distilled student and the student in int8.
 
   .venv/bin/python -m benchmarks.frontier --teacher models:/tweetguard@champion \
-      --student models:/tweetguard-fast@challenger [--config configs/default.yaml] [--split test] [--n 2000] \
-      [--clients 16] [--out reports/frontier] [key=value ...]
+      --student models:/tweetguard-fast/1 [--int8 models:/tweetguard-fast/3] [--config configs/default.yaml] \
+      [--split test] [--n 2000] [--clients 16] [--out reports/frontier] [key=value ...]
 
 1. Quality: `tweetguard evaluate`'s scoring (the serving Predictor, each model at its own card) of the same `--split`
    rows; PR-AUC / ROC-AUC per policy, student - teacher with paired-bootstrap 95% CIs (`training.evaluation.compare`,
-   the behaviour suite and benchmarks included). The student in int8 (ONNX Runtime dynamic int8, per-channel
-   weights: `benchmarks.candidates`) scores the same rows at the student's card: int8 - student, paired.
+   the behaviour suite and benchmarks included). `--int8`: the student quantized by `tweetguard quantize` (its own
+   model and card), scored the same way: int8 - teacher (the same comparison) and int8 - student, paired.
 2. Speed, on the same `--n` distinct test tweets for everyone: in process (the `auto` path, batch 32; the stock
    `transformers` pipeline of the teacher as the baseline), rounds interleaved, the best of `--rounds`; served
    (`bentoml serve`, shipped defaults, exact-repeat cache off): `--clients` clients x 1 text and 1 client x 32 texts.
@@ -28,11 +28,14 @@ from benchmarks import measure
 from benchmarks.inference import WARMUP, bench_pipeline, bench_predictor
 from serving.policies import POLICIES
 
+INT8 = "student int8"
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.frontier", description=__doc__.split("\n")[0])
     ap.add_argument("--teacher", default="models:/tweetguard@champion")
     ap.add_argument("--student", default="models:/tweetguard-fast@challenger")
+    ap.add_argument("--int8", default=None, metavar="REF", help="the student's static int8 model (tweetguard quantize)")
     ap.add_argument("--config", default="configs/default.yaml", help="data and evaluation settings")
     ap.add_argument("--tracking-uri", default=None, help="MLflow store of the models (default: the config's)")
     ap.add_argument("--split", default="test", help="labelled split for the quality part (test: report only)")
@@ -50,25 +53,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def quality(args, cfg, uri: str, out: Path, student_dir: Path, int8) -> dict:
-    """Both models through `evaluate` on the same rows, compared; then the int8 student against the student."""
+def quality(args, cfg, uri: str, out: Path, dirs: dict[str, Path]) -> dict:
+    """Every model through `evaluate` on the same rows; student - teacher compared, and the int8 model (if any)
+    against the teacher (`int8_vs_teacher`, the same comparison) and the student (`int8_rows`, all rows)."""
     from training.evaluation.compare import compare, metric_rows
     from training.evaluation.evaluate import evaluate, load_split
-    from training.evaluation.scorer import score_split
 
     data = load_split(cfg, args.split)
-    teacher = evaluate(args.teacher, cfg, split=args.split, out_dir=out / "teacher", tracking_uri=uri, data=data,
-                       log_to_mlflow=False)
-    student = evaluate(str(student_dir), cfg, split=args.split, out_dir=out / "student", tracking_uri=uri,
-                       data=data, log_to_mlflow=False)
-    result = compare(teacher, student, n=cfg.evaluation.bootstrap_samples, seed=cfg.evaluation.seed,
-                     data_root=cfg.data.root)
-    quantized = score_split(int8, data)
-    thr = student.report["thresholds"]
-    result["int8_rows"] = metric_rows("all", np.ones(len(data), dtype=bool), student.scored, quantized, thr, thr,
-                                      cfg.evaluation.bootstrap_samples, cfg.evaluation.seed)
-    result["int8_agreement"] = measure.agreement(student.scored.probs, quantized.probs,
-                                                 [thr[p] for p in POLICIES])
+    n, seed = cfg.evaluation.bootstrap_samples, cfg.evaluation.seed
+    evals = {name: evaluate(str(d), cfg, split=args.split, out_dir=out / name.replace(" ", "-"), tracking_uri=uri,
+                            data=data, log_to_mlflow=False) for name, d in dirs.items()}
+    result = compare(evals["teacher"], evals["student"], n=n, seed=seed, data_root=cfg.data.root)
+    if INT8 in evals:
+        student, int8 = evals["student"], evals[INT8]
+        result["int8_vs_teacher"] = compare(evals["teacher"], int8, n=n, seed=seed, data_root=cfg.data.root)["rows"]
+        result["int8_rows"] = metric_rows("all", np.ones(len(data), dtype=bool), student.scored, int8.scored,
+                                          student.report["thresholds"], int8.report["thresholds"], n, seed)
     return result
 
 
@@ -97,7 +97,6 @@ def served(model_dir: Path, texts: list[str], warmup: list[str], *, threads: int
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from benchmarks.candidates import candidate_predictors
     from serving.fastpath import AUTO
     from serving.predictor import Predictor, read_model_config
     from training.config import load_config
@@ -110,20 +109,19 @@ def run(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     dirs = {"teacher": resolve_model_ref(args.teacher, tracking_uri=uri),
             "student": resolve_model_ref(args.student, tracking_uri=uri)}
+    if args.int8:
+        dirs[INT8] = resolve_model_ref(args.int8, tracking_uri=uri)
     cache_dir = Path(tempfile.mkdtemp(prefix="tgfrontier-"))
     torch.set_num_threads(args.threads)
     predictors = {name: Predictor.load(d, batch_size=args.batch_size, num_threads=args.threads, path=AUTO,
                                        cache_dir=cache_dir) for name, d in dirs.items()}
-    reference = Predictor.load(dirs["student"], batch_size=args.batch_size, num_threads=args.threads,
-                               path="reference")
-    predictors["student int8"] = candidate_predictors(reference, threads=args.threads,
-                                                      cache_dir=cache_dir)["ort-int8"]
-    report: dict = {"teacher": str(args.teacher), "student": str(args.student), "machine": measure.machine(),
+    report: dict = {"teacher": str(args.teacher), "student": str(args.student), "int8": args.int8,
+                    "machine": measure.machine(),
                     "models": {name: {"dir": str(d), "layers": read_model_config(d).num_hidden_layers}
                                for name, d in dirs.items()},
                     "settings": {"n": args.n, "split": args.split, "threads": args.threads, "rounds": args.rounds,
                                  "batch_size": args.batch_size, "clients": args.clients, "path": AUTO}}
-    report["quality"] = quality(args, cfg, uri, out, dirs["student"], predictors["student int8"])
+    report["quality"] = quality(args, cfg, uri, out, dirs)
 
     texts, _ = measure.shared_test_tweets(args.n + WARMUP, root=args.data_root, sources_file=args.sources_file)
     warmup, texts = texts[:WARMUP], texts[WARMUP:]
@@ -143,7 +141,7 @@ def run(args: argparse.Namespace) -> dict:
     report["inprocess"] = speed
     if not args.skip_served:
         report["served"] = {name: served(dirs[name], texts, warmup, threads=args.threads, clients=args.clients,
-                                         work=cache_dir / name) for name in ("teacher", "student")}
+                                         work=cache_dir / name.replace(" ", "-")) for name in dirs}
         for r in report["served"].values():
             for x in r.values():
                 x["ratio_vs_pipeline"] = x["texts_per_s"] / base
@@ -166,8 +164,7 @@ def markdown(r: dict) -> str:
              "interval excludes 0).", "",
              "## Speed", "", "| model | layers | texts/s in process | × teacher | × pipeline | one text p50 ms |",
              "|---|---:|---:|---:|---:|---:|"]
-    layers = {"teacher": r["models"]["teacher"]["layers"], "student": r["models"]["student"]["layers"],
-              "student int8": r["models"]["student"]["layers"]}
+    layers = {name: x["layers"] for name, x in r["models"].items()}
     for name, x in r["inprocess"].items():
         lines.append(f"| {name} | {layers.get(name, r['models']['teacher']['layers'])} | {x['texts_per_s']:.1f} | "
                      f"{x['ratio_vs_teacher']:.2f} | {x['ratio_vs_pipeline']:.2f} | {x['single']['p50_ms']:.1f} |")
@@ -181,23 +178,33 @@ def markdown(r: dict) -> str:
                          f"{many['texts_per_s']:.1f} | {many['ratio_vs_pipeline']:.2f} | "
                          f"{one['failures'] + many['failures']} |")
     rows = {(x["scope"], x["metric"]): x for x in q["rows"]}
-    int8 = {x["metric"]: x for x in q["int8_rows"]}
-    lines += ["", "## Quality (all rows of the split)", "",
-              "| policy | metric | teacher | student | student − teacher [95% CI] | student int8 | int8 − student "
-              "[95% CI] |", "|---|---|---:|---:|---|---:|---|"]
+    vs_teacher = {(x["scope"], x["metric"]): x for x in q.get("int8_vs_teacher", [])}
+    vs_student = {x["metric"]: x for x in q.get("int8_rows", [])}
+    head = "| policy | metric | teacher | student | student − teacher [95% CI] |"
+    if vs_teacher:
+        head += " student int8 | int8 − teacher [95% CI] | int8 − student [95% CI] |"
+    lines += ["", "## Quality (all rows of the split)", "", head, "|" + "---|" * (head.count("|") - 1)]
     for p in POLICIES:
         for k in ("pr_auc", "roc_auc"):
-            x, y = rows.get(("all", f"{p}/{k}")), int8.get(f"{p}/{k}")
-            if x and y:
-                lines.append(f"| {p} | {k} | {x['a']:.3f} | {x['b']:.3f} | {_ci(x)} | {y['b']:.3f} | {_ci(y)} |")
-    a = q["int8_agreement"]
-    lines += ["", f"int8 vs the student's fp32 scores on the split: max |Δp| {a['max_abs_dp']:.3f}, "
-              f"{a['flips']} of {a['flags']} flags flipped ({a['flip_share']:.2%}) at the student's thresholds.", ""]
+            x = rows.get(("all", f"{p}/{k}"))
+            if not x:
+                continue
+            line = f"| {p} | {k} | {x['a']:.3f} | {x['b']:.3f} | {_ci(x)} |"
+            y, z = vs_teacher.get(("all", f"{p}/{k}")), vs_student.get(f"{p}/{k}")
+            if y and z:
+                line += f" {y['b']:.3f} | {_ci(y)} | {_ci(z)} |"
+            lines.append(line)
+    lines.append("")
     other = [x for x in q["rows"] if x["scope"] != "all" and (x["scope"].startswith(("benchmark", "behaviour all")))]
     if other:
-        lines += ["## Benchmarks and behaviour suite (student − teacher)", "", "| scope | metric | teacher | student "
-                  "| Δ [95% CI] |", "|---|---|---:|---:|---|"]
-        lines += [f"| {x['scope']} | {x['metric']} | {x['a']:.3f} | {x['b']:.3f} | {_ci(x)} |" for x in other]
+        lines += ["## Benchmarks and behaviour suite (student − teacher" + (", int8 − teacher" if vs_teacher else "")
+                  + ")", "", "| scope | metric | teacher | student | Δ [95% CI] |" + (" int8 | Δ [95% CI] |" if
+                                                                                   vs_teacher else ""),
+                  "|---|---|---:|---:|---|" + ("---:|---|" if vs_teacher else "")]
+        for x in other:
+            y = vs_teacher.get((x["scope"], x["metric"]))
+            lines.append(f"| {x['scope']} | {x['metric']} | {x['a']:.3f} | {x['b']:.3f} | {_ci(x)} |"
+                         + (f" {y['b']:.3f} | {_ci(y)} |" if y else (" | |" if vs_teacher else "")))
     lines += ["", f"Wall time: {r['wall_s']:.0f} s.", ""]
     return "\n".join(lines)
 

@@ -23,9 +23,13 @@ from serving.preprocess import PREPROCESS_VERSION
 
 CARD_FILE = "policy_card.json"
 # v1: one threshold per policy (every version registered before decision tiers). v2 adds the optional `review`
-# and `remove` tiers per policy. Both load; a v1 card has no tiers, so its every action is "none".
+# and `remove` tiers per policy. v3 adds `quantization` (a model whose scores are a quantized graph it carries,
+# `tweetguard quantize`); only such a card is written as v3, so code that reads v2 refuses it with its version
+# instead of scoring the fp32 weights beside the graph. All three load; a v1 card has no tiers (every action
+# "none").
 CARD_SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
+QUANTIZED_SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 TIERS = ("review", "remove")  # in rising severity
 ACTIONS = ("none", *TIERS)
 
@@ -81,6 +85,20 @@ class PolicySpec(BaseModel):
         return getattr(self, name)
 
 
+class Quantization(BaseModel):
+    """Schema v3: the model's scores are those of `graph`, a statically quantized ONNX graph in the artifact
+    directory (training.fit.quantize), run by ONNX Runtime; the Hugging Face weights beside it are the fp32 model it
+    was made from (kept for lineage and the stock auto classes), not what this card's calibration was fit on."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["static-int8"] = "static-int8"
+    graph: str = Field(description="the quantized ONNX file, relative to the artifact directory")
+    source: str = Field(description="reference of the fp32 model it was made from")
+    source_sha256: str = Field(description="hash of that model's config and weights (training.fit.distill)")
+    calibration_rows: int = Field(ge=1, description="train texts the activation ranges were calibrated on")
+    note: str = Field("", description="what was quantized, how")
+
+
 class SourceRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -107,6 +125,7 @@ class PolicyCard(BaseModel):
     mlflow_run_id: str | None = None
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     config: dict[str, Any] = Field(default_factory=dict, description="the resolved training config")
+    quantization: Quantization | None = Field(None, description="schema v3: scores come from a quantized graph")
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -131,6 +150,9 @@ def check_card(card: PolicyCard, where: str) -> PolicyCard:
     _check_version(card.schema_version, where)
     if card.schema_version < 2 and any(p.tier(t) for p in card.policies for t in TIERS):
         raise ArtifactError(f"{where}: decision tiers (review / remove) need policy card schema_version 2")
+    if (card.quantization is not None) != (card.schema_version >= QUANTIZED_SCHEMA_VERSION):
+        raise ArtifactError(f"{where}: a quantized model's card (quantization set) is schema_version "
+                            f"{QUANTIZED_SCHEMA_VERSION}, and only such a card is")
     names = tuple(p.name for p in card.policies)
     if names != POLICIES:
         raise ArtifactError(f"{where}: card policies {names} do not match this code's {POLICIES} (names and order)")

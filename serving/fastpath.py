@@ -14,6 +14,10 @@ it is installed, else ``reference``. It never picks bf16: bf16 moves scores by u
 would stop matching offline evaluation scores (tested to 1e-5), and its speed-up over ONNX Runtime fp32 is
 unmeasured on AMX hosts. Set it explicitly there after running `benchmarks.inference`.
 
+A quantized model (policy card v3, `tweetguard quantize`) is its own model: its scores are the static int8 graph
+it carries (fixed activation scales, so a text's score does not depend on its batch-mates), run by ONNX Runtime
+through `onnx_forward`; the Predictor loads that graph instead of exporting one.
+
 Measured and rejected (`benchmarks/inference.py --candidates` reruns them): dynamic int8, in ONNX Runtime and
 torch, moved probabilities by up to 0.3-0.5 and flipped 1-5% of flags on a fine-tuned model, and its
 per-tensor activation scales make a text's score depend on its batch-mates; torch.compile took ~50 s to
@@ -107,7 +111,7 @@ def onnx_file(model_dir: Path, input_names: list[str], cache_dir: str | Path | N
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{ONNX_FILE}.{os.getpid()}")
     try:
-        _export(model_dir, input_names, tmp)
+        export_onnx(model_dir, input_names, tmp)
         os.replace(tmp, target)  # atomic: a concurrent loader sees no file or a complete one
     finally:
         tmp.unlink(missing_ok=True)
@@ -115,7 +119,10 @@ def onnx_file(model_dir: Path, input_names: list[str], cache_dir: str | Path | N
     return target
 
 
-def _export(model_dir: Path, input_names: list[str], out: Path) -> None:
+def export_onnx(model_dir: Path, input_names: list[str], out: Path, *, fuse: bool = True) -> None:
+    """The model's logits as an ONNX graph at `out` (dynamic batch and sequence axes). `fuse`: ONNX Runtime's BERT
+    fusions for the onnxruntime path; False keeps the plain MatMul / Softmax graph that static quantization
+    (training.fit.quantize) needs, since the fused Attention op has no int8 kernel taking per-channel weights."""
     import torch
     from onnxruntime.transformers import optimizer
     from transformers import AutoTokenizer, BertConfig
@@ -144,11 +151,11 @@ def _export(model_dir: Path, input_names: list[str], out: Path) -> None:
                               input_names=input_names, output_names=["logits"], dynamic_axes=dynamic,
                               opset_version=17)
         config = model.config
-        if isinstance(config, BertConfig):  # the encoder decides the fusion: bert, and our tweetguard_bert head
+        if fuse and isinstance(config, BertConfig):  # the encoder decides the fusion: bert, and our tweetguard_bert head
             fused = optimizer.optimize_model(str(raw), model_type="bert", num_heads=config.num_attention_heads,
                                              hidden_size=config.hidden_size)
             fused.save_model_to_file(str(out))
-        else:  # ORT's own session-time fusions still apply
+        else:  # unfused, or not BERT: ORT's own session-time fusions still apply
             os.replace(raw, out)
     finally:
         raw.unlink(missing_ok=True)

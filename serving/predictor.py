@@ -87,14 +87,18 @@ class Predictor:
         """
         model_dir = Path(model_dir)
         card = read_card(model_dir)  # validates schema, policy names/order, preprocessing version
-        path = fastpath.resolve_path(path)
+        requested, path = path, fastpath.resolve_path(path)
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         config = read_model_config(model_dir)
         _check_model(config, card, model_dir)
         # With the config given, the auto tokenizer does not look up the model type (ours is remote code to it).
         tokenizer = AutoTokenizer.from_pretrained(model_dir, config=config)
-        if path == "onnxruntime":
+        if card.quantization is not None:  # its scores are the graph it carries (serving.fastpath)
+            path = _quantized_path(card, requested, model_dir)
+            forward = fastpath.onnx_forward(model_dir / card.quantization.graph, list(tokenizer.model_input_names),
+                                            torch.get_num_threads())
+        elif path == "onnxruntime":
             names = list(tokenizer.model_input_names)
             graph = fastpath.onnx_file(model_dir, names, cache_dir)
             forward = fastpath.onnx_forward(graph, names, torch.get_num_threads())
@@ -215,6 +219,21 @@ def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
             batches.append([])
         batches[-1].append(i)
     return batches
+
+
+def _quantized_path(card: PolicyCard, requested: str, model_dir: Path) -> str:
+    """A quantized model runs its graph under ONNX Runtime: `requested` "auto" and "onnxruntime" mean that; the torch
+    paths would score the fp32 weights it was made from, which are not this model (nor what its card was fit on)."""
+    q = card.quantization
+    if requested not in (fastpath.AUTO, "onnxruntime"):
+        why = f"path={requested!r} would score the fp32 weights of {q.source}, not this model; use auto or onnxruntime"
+    elif fastpath.resolve_path(fastpath.AUTO) != "onnxruntime":
+        why = "onnxruntime is not installed"
+    elif not (model_dir / q.graph).is_file():
+        why = "that file is missing"
+    else:
+        return "onnxruntime"
+    raise ArtifactError(f"{model_dir}: a {q.method} model scores through its graph {q.graph} under ONNX Runtime: {why}")
 
 
 def read_model_config(model_dir: str | Path) -> PretrainedConfig:

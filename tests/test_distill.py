@@ -186,11 +186,13 @@ def make_teacher_version(world) -> str:
     return train(cfg, progress_bar=False).model_version
 
 
-def test_frontier_benchmark_reports_teacher_student_and_int8(world, tmp_path):
-    """`benchmarks.frontier` end to end on the tiny pair: quality paired on one split, speed, served."""
+def test_frontier_benchmark_reports_teacher_student_and_int8(world, quantized, tmp_path):
+    """`benchmarks.frontier` end to end on the tiny pair and the student's int8 model: quality paired on one split,
+    speed, served."""
     from benchmarks.frontier import main
 
-    report = main(["--teacher", "models:/tweetguard@champion", "--student", "models:/tweetguard-fast@challenger",
+    report = main(["--teacher", "models:/tweetguard@champion", "--student", "models:/tweetguard-fast/1",
+                   "--int8", f"models:/tweetguard-fast/{quantized.model_version}",
                    "--config", str(world["config"]), "--tracking-uri", world["uri"], "--split", "validation",
                    "--n", "64", "--rounds", "1", "--threads", "1", "--clients", "2", "--out", str(tmp_path),
                    "evaluation.bootstrap_samples=100"])
@@ -200,5 +202,68 @@ def test_frontier_benchmark_reports_teacher_student_and_int8(world, tmp_path):
     q = report["quality"]
     assert q["split"] == "validation" and q["bootstrap_samples"] == 100
     assert {r["metric"] for r in q["int8_rows"]} >= {f"{p}/pr_auc" for p in POLICIES}
+    assert {r["metric"] for r in q["int8_vs_teacher"] if r["scope"] == "all"} >= {f"{p}/pr_auc" for p in POLICIES}
+    assert set(report["served"]) == {"teacher", "student", "student int8"}
     assert all(r["failures"] == 0 for s in report["served"].values() for r in s.values())
+    assert "int8 − teacher" in (tmp_path / "frontier.md").read_text()
     assert "student − teacher" in (tmp_path / "frontier.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def quantized(world):
+    """The student (tweetguard-fast v1) quantized to static int8: a new tweetguard-fast version."""
+    from training.fit.quantize import quantize
+
+    cfg = load_config(world["config"], [*world["overrides"], "run_name=int8", "quantize.calibration_rows=64"])
+    return quantize(cfg, f"models:/tweetguard-fast/{world['student'].model_version}", progress=False)
+
+
+def test_quantize_registers_a_calibrated_batch_independent_int8_model(world, quantized, mixed_texts, monkeypatch):
+    from serving.artifact import ArtifactError
+    from training.cli import main
+
+    client, uri = MlflowClient(world["uri"]), world["uri"]
+    tags = client.get_model_version("tweetguard-fast", quantized.model_version).tags
+    assert tags["kind"] == "quantized" and tags["quantized_from.version"] == "tweetguard-fast/1"
+    assert tags["teacher.name"] == "tweetguard" and tags["teacher.version"] == "1"  # the student's lineage kept
+    model_dir = resolve_model_ref(f"models:/tweetguard-fast/{quantized.model_version}", tracking_uri=uri)
+    card = read_card(model_dir)
+    assert card.schema_version == 3 and card.model_name == "tweetguard-fast"
+    assert card.quantization.source == "tweetguard-fast/1" and card.quantization.calibration_rows == 64
+    assert (model_dir / card.quantization.graph).is_file() and "MatMuls (those with a weight)" in card.quantization.note
+    assert "## Quantization" in (model_dir / "README.md").read_text()
+    assert all(p.calibration.method == "platt" and "static int8" in p.threshold_method for p in card.policies)
+    assert "abusive/pr_auc" in card.validation_metrics and card.mlflow_run_id == quantized.run_id
+    metrics = client.get_run(quantized.run_id).data.metrics
+    assert metrics["batch_dependence_max_abs_dp"] <= 1e-5  # fixed activation scales: batch-mates change nothing
+    assert "final_val_mean_pr_auc" in metrics and "source_vs_int8_uncalibrated_mean_abs_dp" in metrics
+
+    predictor = Predictor.load(model_dir)
+    assert predictor.path == "onnxruntime"
+    probs = predictor.predict_proba(mixed_texts)
+    together, alone = probs[:8], np.concatenate([predictor.predict_proba([t]) for t in mixed_texts[:8]])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    student = Predictor.load(resolve_model_ref("models:/tweetguard-fast/1", tracking_uri=uri))
+    assert np.abs(student.logits(mixed_texts) - predictor.logits(mixed_texts)).max() > 0  # int8 is its own model
+    with pytest.raises(ArtifactError, match=r"static-int8 model scores through its graph model.int8.onnx under ONNX "
+                                            r"Runtime: path='reference' would score the fp32 weights"):
+        Predictor.load(model_dir, path="reference")
+    # MLflow's pyfunc of the version scores through the same Predictor.
+    import mlflow.pyfunc
+    import pandas as pd
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    served = mlflow.pyfunc.load_model(f"models:/tweetguard-fast/{quantized.model_version}")
+    out = served.predict(pd.DataFrame({"text": mixed_texts}))
+    np.testing.assert_allclose(out[[f"{p}_probability" for p in POLICIES]].to_numpy(), probs, atol=1e-6)
+    # evaluate takes it like any model; quantizing it again and promoting it are refused.
+    assert main(["evaluate", "--model", str(model_dir), "--config", str(world["config"]), "--tracking-uri", uri,
+                 "--out", str(world["root"] / "int8-report"), "--no-mlflow", "evaluation.bootstrap_samples=50",
+                 "evaluation.behaviour_suite=null"]) == 0
+    with pytest.raises(ConfigError, match="already quantized"):
+        from training.fit.quantize import quantize
+
+        quantize(load_config(world["config"], world["overrides"]), str(model_dir), progress=False)
+    with pytest.raises(ValueError, match="is a distilled fast-tier student"):
+        promote(f"models:/tweetguard-fast/{quantized.model_version}", load_config(world["config"], world["overrides"]),
+                validation=None, tracking_uri=uri)

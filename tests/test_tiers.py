@@ -72,10 +72,10 @@ def test_v1_card_loads_and_scores_as_before(tiny_artifact, v1_artifact, mixed_te
 def test_unknown_schema_version_and_v1_with_tiers_are_refused(tiny_artifact, tmp_path):
     model_dir = shutil.copytree(tiny_artifact, tmp_path / "future")
     raw = json.loads((model_dir / CARD_FILE).read_text())
-    raw["schema_version"] = 3
+    raw["schema_version"] = 4
     raw["policies"][0]["appeal"] = {"threshold": 0.2}  # a field this code does not know: the version speaks first
     (model_dir / CARD_FILE).write_text(json.dumps(raw))
-    with pytest.raises(ArtifactError, match=r"schema_version 3 is unknown; this code reads \[1, 2\]"):
+    with pytest.raises(ArtifactError, match=r"schema_version 4 is unknown; this code reads \[1, 2, 3\]"):
         read_card(model_dir)
     card = read_card(tiny_artifact).model_copy(update={"schema_version": 1})
     with pytest.raises(ArtifactError, match="need policy card schema_version 2"):

@@ -3,8 +3,8 @@ Nothing heavy at import time: each command imports its stage when it runs.
 
 The subcommands follow `make run`: data -> train -> evaluate -> promote -> package (-> serve), plus predict,
 config, tune (a hyper-parameter search around train), distill (a fast tier: a smaller student of a registered
-model, trained like train) and monitor (drift of what is served). Their names and flags are part of the product: keep
-them stable.
+model, trained like train), quantize (static int8 of a model, calibrated as its own model) and monitor (drift
+of what is served). Their names and flags are part of the product: keep them stable.
 """
 
 from __future__ import annotations
@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                                        "like train, registered as distill.registered_model (never @champion)")
     _add_model_arg(p, "--teacher", required=False)
     add_train_arguments(p)
+
+    p = sub.add_parser("quantize", help="static int8 of a model (ONNX Runtime, calibrated on train texts): a new "
+                                        "model, calibrated on validation, registered as distill.registered_model")
+    _add_model_arg(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_config_args(p, "YAML config (data, tracking, calibration, quantize sections)", "quantize.calibration_rows=512")
 
     p = sub.add_parser("tune", help="hyper-parameter search (Optuna, resumable): short trials as nested MLflow "
                                     "runs, then one full run of the winner, registered")
@@ -177,6 +183,14 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     result, distiller = distill(cfg, config_file=args.config, resume=args.resume, progress_bar=not args.no_progress)
     print(f"student: layers {distiller.layers} of {cfg.distill.teacher} | " + result.summary(cfg.train.metric)
           + f" | wall {(time.monotonic() - started) / 60:.1f} min", flush=True)
+    return 0
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from training.fit.quantize import quantize
+
+    result = quantize(load_config(args.config, args.overrides), args.model, progress=not args.no_progress)
+    print(result.summary(), flush=True)
     return 0
 
 
@@ -310,6 +324,7 @@ COMMANDS = {
     "data": _cmd_data,
     "train": _cmd_train,
     "distill": _cmd_distill,
+    "quantize": _cmd_quantize,
     "tune": _cmd_tune,
     "evaluate": _cmd_evaluate,
     "promote": _cmd_promote,

@@ -443,6 +443,15 @@ class DistillConfig(Section):
         return v
 
 
+class QuantizeConfig(Section):
+    """`tweetguard quantize` (training.fit.quantize): static int8 of a registered model, registered under
+    distill.registered_model; calibration, thresholds and tiers come from the `calibration` section."""
+
+    calibration_rows: int = Field(
+        1024, ge=1, description="Train texts (a train.seed sample) whose activations set the int8 ranges (MinMax)."
+    )
+
+
 class Config(Section):
     run_name: str | None = Field(None, description="MLflow run name; null = generated.")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -455,6 +464,7 @@ class Config(Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
 
     @model_validator(mode="after")
     def _fast_tier_apart(self):

@@ -37,6 +37,7 @@ def model_card_markdown(card: PolicyCard, *, name: str | None = None, version: s
         *[f"- **{p}**: {DESCRIPTIONS[p]}" for p in POLICIES], "",
         f"Backbone: {card.backbone or 'n/a'} ({card.head}); max {card.max_length} tokens; preprocessing "
         f"v{card.preprocess_version}; training run {card.mlflow_run_id or 'n/a'}; created {card.created}.", "",
+        *_quantization_lines(card),
         "## Training data and licenses",
         *_non_commercial_lines(card),
         "| source | license | content hash |", "|---|---|---|",
@@ -73,6 +74,17 @@ def model_card_markdown(card: PolicyCard, *, name: str | None = None, version: s
         *USAGE_LINES,
     ]
     return "\n".join(lines)
+
+
+def _quantization_lines(card: PolicyCard) -> list[str]:
+    q = card.quantization
+    if q is None:
+        return []
+    return ["## Quantization",
+            f"This model is the static int8 graph `{q.graph}` made from {q.source} ({q.note}; activation ranges "
+            f"from {q.calibration_rows} train texts). Its scores, calibration, thresholds and tiers are the graph's, "
+            "fit on validation as for any model; the Hugging Face weights beside it are the fp32 source model, "
+            "which scores differently. The Predictor and the registered MLflow Model run the graph.", ""]
 
 
 # How to get the numbers the tables above describe: the weights alone give uncalibrated logits.
