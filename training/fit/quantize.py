@@ -138,6 +138,9 @@ def quantize(cfg: Config, ref: str, *, progress: bool = True) -> QuantizeResult:
                      if k.startswith("teacher.")})
 
     prepared = load_data(cfg, progress=progress)
+    if card.dataset_hash and prepared.fingerprint != card.dataset_hash:
+        print(f"WARNING quantize: calibrating on dataset {prepared.fingerprint}, but {ref} was trained on "
+              f"{card.dataset_hash}: pass the config it was trained with", file=sys.stderr)
     train, validation = prepared.dataset["train"], prepared.dataset["validation"]
     n = min(cfg.quantize.calibration_rows, len(train))
     rows = np.sort(np.random.default_rng(cfg.train.seed).choice(len(train), size=n, replace=False))
