@@ -35,7 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.frontier", description=__doc__.split("\n")[0])
     ap.add_argument("--teacher", default="models:/tweetguard@champion")
     ap.add_argument("--student", default="models:/tweetguard-fast@challenger")
-    ap.add_argument("--int8", default=None, metavar="REF", help="the student's static int8 model (tweetguard quantize)")
+    ap.add_argument("--int8", default=None, metavar="REF",
+                    help="the student's static int8 model (tweetguard quantize)")
     ap.add_argument("--config", default="configs/default.yaml", help="data and evaluation settings")
     ap.add_argument("--tracking-uri", default=None, help="MLflow store of the models (default: the config's)")
     ap.add_argument("--split", default="test", help="labelled split for the quality part (test: report only)")
@@ -66,7 +67,8 @@ def quality(args, cfg, uri: str, out: Path, dirs: dict[str, Path]) -> dict:
     result = compare(evals["teacher"], evals["student"], n=n, seed=seed, data_root=cfg.data.root)
     if INT8 in evals:
         student, int8 = evals["student"], evals[INT8]
-        result["int8_vs_teacher"] = compare(evals["teacher"], int8, n=n, seed=seed, data_root=cfg.data.root)["rows"]
+        result["int8_vs_teacher"] = compare(evals["teacher"], int8, n=n, seed=seed,
+                                            data_root=cfg.data.root)["rows"]
         result["int8_rows"] = metric_rows("all", np.ones(len(data), dtype=bool), student.scored, int8.scored,
                                           student.report["thresholds"], int8.report["thresholds"], n, seed)
     return result
@@ -197,9 +199,9 @@ def markdown(r: dict) -> str:
     lines.append("")
     other = [x for x in q["rows"] if x["scope"] != "all" and (x["scope"].startswith(("benchmark", "behaviour all")))]
     if other:
-        lines += ["## Benchmarks and behaviour suite (student − teacher" + (", int8 − teacher" if vs_teacher else "")
-                  + ")", "", "| scope | metric | teacher | student | Δ [95% CI] |" + (" int8 | Δ [95% CI] |" if
-                                                                                   vs_teacher else ""),
+        more = ", int8 − teacher" if vs_teacher else ""
+        lines += [f"## Benchmarks and behaviour suite (student − teacher{more})", "",
+                  "| scope | metric | teacher | student | Δ [95% CI] |" + (" int8 | Δ [95% CI] |" if vs_teacher else ""),
                   "|---|---|---:|---:|---|" + ("---:|---|" if vs_teacher else "")]
         for x in other:
             y = vs_teacher.get((x["scope"], x["metric"]))

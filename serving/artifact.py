@@ -87,8 +87,8 @@ class PolicySpec(BaseModel):
 
 class Quantization(BaseModel):
     """Schema v3: the model's scores are those of `graph`, a statically quantized ONNX graph in the artifact
-    directory (training.fit.quantize), run by ONNX Runtime; the Hugging Face weights beside it are the fp32 model it
-    was made from (kept for lineage and the stock auto classes), not what this card's calibration was fit on."""
+    directory (training.fit.quantize), run by ONNX Runtime; the Hugging Face weights beside it are the fp32 model
+    it was made from (kept for lineage and the stock auto classes), not what this card's calibration was fit on."""
 
     model_config = ConfigDict(extra="forbid")
     method: Literal["static-int8"] = "static-int8"

@@ -151,7 +151,8 @@ def export_onnx(model_dir: Path, input_names: list[str], out: Path, *, fuse: boo
                               input_names=input_names, output_names=["logits"], dynamic_axes=dynamic,
                               opset_version=17)
         config = model.config
-        if fuse and isinstance(config, BertConfig):  # the encoder decides the fusion: bert, and our tweetguard_bert head
+        # The encoder decides the fusion: bert, and our tweetguard_bert head.
+        if fuse and isinstance(config, BertConfig):
             fused = optimizer.optimize_model(str(raw), model_type="bert", num_heads=config.num_attention_heads,
                                              hidden_size=config.hidden_size)
             fused.save_model_to_file(str(out))

@@ -222,18 +222,21 @@ def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
 
 
 def _quantized_path(card: PolicyCard, requested: str, model_dir: Path) -> str:
-    """A quantized model runs its graph under ONNX Runtime: `requested` "auto" and "onnxruntime" mean that; the torch
-    paths would score the fp32 weights it was made from, which are not this model (nor what its card was fit on)."""
+    """A quantized model runs its graph under ONNX Runtime: `requested` "auto" and "onnxruntime" mean that; the
+    torch paths would score the fp32 weights it was made from, which are not this model (nor what its card was fit
+    on)."""
     q = card.quantization
     if requested not in (fastpath.AUTO, "onnxruntime"):
-        why = f"path={requested!r} would score the fp32 weights of {q.source}, not this model; use auto or onnxruntime"
+        why = f"path={requested!r} would score the fp32 weights of {q.source}, not this model; use auto or " \
+              "onnxruntime"
     elif fastpath.resolve_path(fastpath.AUTO) != "onnxruntime":
         why = "onnxruntime is not installed"
     elif not (model_dir / q.graph).is_file():
         why = "that file is missing"
     else:
         return "onnxruntime"
-    raise ArtifactError(f"{model_dir}: a {q.method} model scores through its graph {q.graph} under ONNX Runtime: {why}")
+    raise ArtifactError(f"{model_dir}: a {q.method} model scores through its graph {q.graph} under ONNX Runtime: "
+                        f"{why}")
 
 
 def read_model_config(model_dir: str | Path) -> PretrainedConfig:

@@ -218,7 +218,8 @@ def quantized(world):
     return quantize(cfg, f"models:/tweetguard-fast/{world['student'].model_version}", progress=False)
 
 
-def test_quantize_registers_a_calibrated_batch_independent_int8_model(world, quantized, mixed_texts, monkeypatch):
+def test_quantize_registers_a_calibrated_batch_independent_int8_model(world, quantized, mixed_texts,
+                                                                      monkeypatch):
     from serving.artifact import ArtifactError
     from training.cli import main
 
@@ -230,7 +231,8 @@ def test_quantize_registers_a_calibrated_batch_independent_int8_model(world, qua
     card = read_card(model_dir)
     assert card.schema_version == 3 and card.model_name == "tweetguard-fast"
     assert card.quantization.source == "tweetguard-fast/1" and card.quantization.calibration_rows == 64
-    assert (model_dir / card.quantization.graph).is_file() and "MatMuls (those with a weight)" in card.quantization.note
+    assert (model_dir / card.quantization.graph).is_file()
+    assert "MatMuls (those with a weight)" in card.quantization.note
     assert "## Quantization" in (model_dir / "README.md").read_text()
     assert all(p.calibration.method == "platt" and "static int8" in p.threshold_method for p in card.policies)
     assert "abusive/pr_auc" in card.validation_metrics and card.mlflow_run_id == quantized.run_id
@@ -245,8 +247,8 @@ def test_quantize_registers_a_calibrated_batch_independent_int8_model(world, qua
     np.testing.assert_allclose(together, alone, atol=1e-5)
     student = Predictor.load(resolve_model_ref("models:/tweetguard-fast/1", tracking_uri=uri))
     assert np.abs(student.logits(mixed_texts) - predictor.logits(mixed_texts)).max() > 0  # int8 is its own model
-    with pytest.raises(ArtifactError, match=r"static-int8 model scores through its graph model.int8.onnx under ONNX "
-                                            r"Runtime: path='reference' would score the fp32 weights"):
+    with pytest.raises(ArtifactError, match=r"static-int8 model scores through its graph model.int8.onnx under "
+                                            r"ONNX Runtime: path='reference' would score the fp32 weights"):
         Predictor.load(model_dir, path="reference")
     # MLflow's pyfunc of the version scores through the same Predictor.
     import mlflow.pyfunc
@@ -265,5 +267,5 @@ def test_quantize_registers_a_calibrated_batch_independent_int8_model(world, qua
 
         quantize(load_config(world["config"], world["overrides"]), str(model_dir), progress=False)
     with pytest.raises(ValueError, match="is a distilled fast-tier student"):
-        promote(f"models:/tweetguard-fast/{quantized.model_version}", load_config(world["config"], world["overrides"]),
-                validation=None, tracking_uri=uri)
+        promote(f"models:/tweetguard-fast/{quantized.model_version}",
+                load_config(world["config"], world["overrides"]), validation=None, tracking_uri=uri)

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "model, calibrated on validation, registered as distill.registered_model")
     _add_model_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_config_args(p, "YAML config (data, tracking, calibration, quantize sections)", "quantize.calibration_rows=512")
+    _add_config_args(p, "YAML config (data, tracking, calibration, quantize sections)",
+                     "quantize.calibration_rows=512")
 
     p = sub.add_parser("tune", help="hyper-parameter search (Optuna, resumable): short trials as nested MLflow "
                                     "runs, then one full run of the winner, registered")

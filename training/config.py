@@ -146,11 +146,11 @@ class TrainConfig(Section):
         "training only; the copies added are logged as derived.identity_swap_rows."
     )
     uncertain_negatives: dict[str, dict[str, str]] = Field(
-        default_factory=dict, description="Train split only: {source: {policy: other_policy}}: a negative label of "
-        "`policy` on a train row of `source` whose `other_policy` label is positive is masked in the loss (unknown), "
-        "e.g. {gab_hate_corpus: {violence: abusive}}: Gab's call-for-violence label is rarely given to hateful posts "
-        "that do call for killing (data/README.md). Validation and test keep every source label; the masked count "
-        "is logged as derived.uncertain_negatives_masked."
+        default_factory=dict, description="Train split only: {source: {policy: other_policy}}: a negative label "
+        "of `policy` on a train row of `source` whose `other_policy` label is positive is masked in the loss "
+        "(unknown), e.g. {gab_hate_corpus: {violence: abusive}} (Gab's rare call-for-violence label misses hateful "
+        "posts that call for killing; measured over a full epoch: no validation gain, data/README.md). Validation "
+        "and test keep every source label; the masked count is logged as derived.uncertain_negatives_masked."
     )
     source_balance: float = Field(
         0.0, ge=0, le=1, description="Sampling weight per example ~ 1/size(source)^alpha: 0 = natural mix "

@@ -63,8 +63,8 @@ def pos_weights(train_cfg, labels: np.ndarray) -> list[float]:
 
 
 def mask_uncertain_negatives(data: Encoded, rules: dict[str, dict[str, str]]) -> tuple[Encoded, int]:
-    """`train.uncertain_negatives` applied: for each {source: {policy: other}} rule, a `policy` negative on a row of
-    `source` whose `other` label is positive becomes unknown. Returns the data (a copy of the labels when a rule
+    """`train.uncertain_negatives` applied: for each {source: {policy: other}} rule, a `policy` negative on a row
+    of `source` whose `other` label is positive becomes unknown. Returns the data (a copy of the labels when a rule
     applies) and how many labels were masked. A rule naming a source with no rows here is an error."""
     if not rules:
         return data, 0
@@ -74,7 +74,7 @@ def mask_uncertain_negatives(data: Encoded, rules: dict[str, dict[str, str]]) ->
         rows = sources == source
         if not rows.any():
             raise ConfigError(f"train.uncertain_negatives: no train rows of source {source!r} "
-                             f"(sources here: {sorted(set(data.sources))})")
+                              f"(sources here: {sorted(set(data.sources))})")
         for policy, other in by_policy.items():
             j, k = POLICIES.index(policy), POLICIES.index(other)
             labels[rows & (labels[:, j] == NEGATIVE) & (labels[:, k] == POSITIVE), j] = UNKNOWN

@@ -216,7 +216,8 @@ def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool
         loop.log, loop.flush = run.log_metrics, run.flush
         if state is None:
             _log_inputs(run, cfg, prepared, pos_weight, len(train_data), len(val_data),
-                        {"derived.identity_swap_rows": swap_rows, "derived.uncertain_negatives_masked": masked, **({} if distiller is None else distiller.params())})
+                        {"derived.identity_swap_rows": swap_rows, "derived.uncertain_negatives_masked": masked,
+                         **({} if distiller is None else distiller.params())})
         else:
             print(f"resumed {run_dir} at step {loop.p.step} (epoch {loop.p.epoch}, batch {loop.p.batch})",
                   file=sys.stderr)

@@ -2,17 +2,17 @@
 
     tweetguard quantize --model models:/tweetguard-fast@challenger [--config configs/default.yaml] [key=value ...]
 
-Static int8 in ONNX Runtime (QDQ format): the model is exported *unfused* (`serving.fastpath.export_onnx`), and every
-MatMul that multiplies by a weight matrix (the encoder's projections and feed-forward layers, 18 of 24 MatMuls in a
-3-layer BERT; attention's activation x activation products stay fp32) gets per-channel symmetric int8 weights and
-uint8 activations whose ranges (MinMax) are calibrated once on `quantize.calibration_rows` train texts, batched by
-the Predictor exactly as it batches at serving time. Fixed activation scales make a text's score independent of its
+Static int8 in ONNX Runtime (QDQ format): the model is exported *unfused* (`serving.fastpath.export_onnx`), and
+every MatMul that multiplies by a weight matrix (the encoder's projections and feed-forward layers, 18 of 24 MatMuls
+in a 3-layer BERT; attention's activation x activation products stay fp32) gets per-channel symmetric int8 weights
+and uint8 activations whose ranges (MinMax) are calibrated once on `quantize.calibration_rows` train texts, batched
+by the Predictor exactly as it batches at serving time. Fixed activation scales make a text's score independent of its
 batch-mates, which dynamic int8 (scales per padded batch) is not, so served == offline holds.
 
 Quantization moves each text's probability (measured on the 3-layer student: mean |dp| ~0.03), so the result is a
 new model, not a numeric path of the old one: a new artifact directory (the source's files, the graph
-`model.int8.onnx`, and a policy card v3 whose `quantization` names the graph), calibrated, thresholded and tiered on
-validation through the same `fit_on_validation` as training, logged as its own MLflow run and registered under
+`model.int8.onnx`, and a policy card v3 whose `quantization` names the graph), calibrated, thresholded and tiered
+on validation through the same `fit_on_validation` as training, logged as its own MLflow run and registered under
 `distill.registered_model` (the fast tier; never @champion: `tweetguard promote` refuses it like a student). The
 Predictor, evaluation, `tweetguard package` and the service load it like any model (`serving.predictor`).
 """
@@ -102,8 +102,8 @@ def build_int8(model_dir: Path, input_names: list[str], batches: list[dict[str, 
                         calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=["MatMul"],
                         nodes_to_quantize=chosen, extra_options={"WeightSymmetric": True})
         tmp_out.replace(out)
-    return (f"ONNX Runtime quantize_static, QDQ: {len(chosen)} of {len(matmuls)} MatMuls (those with a weight) with "
-            "per-channel symmetric int8 weights and uint8 activations (MinMax ranges); everything else fp32")
+    return (f"ONNX Runtime quantize_static, QDQ: {len(chosen)} of {len(matmuls)} MatMuls (those with a weight) "
+            "with per-channel symmetric int8 weights and uint8 activations (MinMax ranges); everything else fp32")
 
 
 def quantize(cfg: Config, ref: str, *, progress: bool = True) -> QuantizeResult:
@@ -124,9 +124,11 @@ def quantize(cfg: Config, ref: str, *, progress: bool = True) -> QuantizeResult:
     source_dir = resolve_model_ref(ref, tracking_uri=uri)
     card = read_card(source_dir)
     if card.quantization is not None:
-        raise ConfigError(f"--model {ref}: already quantized ({card.quantization.method} of {card.quantization.source})")
+        q = card.quantization
+        raise ConfigError(f"--model {ref}: already quantized ({q.method} of {q.source})")
     if not (source_dir / "config.json").is_file():
-        raise ConfigError(f"--model {ref}: not a transformer model (no config.json); the TF-IDF baseline has no graph")
+        raise ConfigError(f"--model {ref}: not a transformer model (no config.json); the TF-IDF baseline has no "
+                          "graph")
     identity = identify(ref, uri, card.mlflow_run_id)
     name = cfg.distill.registered_model
     tags = {"kind": KIND, "backbone": card.backbone, SOURCE_REF_TAG: ref, "quantized_from.sha256": weights_sha256(
@@ -159,8 +161,8 @@ def quantize(cfg: Config, ref: str, *, progress: bool = True) -> QuantizeResult:
         shutil.copytree(source_dir, artifact, ignore=shutil.ignore_patterns("README.md"))
         note = build_int8(source_dir, list(source.tokenizer.model_input_names), batches, artifact / GRAPH_FILE)
         print(f"quantize: {note}", file=sys.stderr)
-        card.quantization = Quantization(graph=GRAPH_FILE, source=tags.get(SOURCE_VERSION_TAG, ref),
-                                         source_sha256=tags["quantized_from.sha256"], calibration_rows=n, note=note)
+        card.quantization = Quantization(graph=GRAPH_FILE, source=tags.get(SOURCE_VERSION_TAG, ref), note=note,
+                                         source_sha256=tags["quantized_from.sha256"], calibration_rows=n)
         card.schema_version = QUANTIZED_SCHEMA_VERSION
         card.model_name, card.mlflow_run_id = name, run.run_id
         card.validation_metrics = {}

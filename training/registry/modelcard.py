@@ -82,9 +82,9 @@ def _quantization_lines(card: PolicyCard) -> list[str]:
         return []
     return ["## Quantization",
             f"This model is the static int8 graph `{q.graph}` made from {q.source} ({q.note}; activation ranges "
-            f"from {q.calibration_rows} train texts). Its scores, calibration, thresholds and tiers are the graph's, "
-            "fit on validation as for any model; the Hugging Face weights beside it are the fp32 source model, "
-            "which scores differently. The Predictor and the registered MLflow Model run the graph.", ""]
+            f"from {q.calibration_rows} train texts). Its scores, calibration, thresholds and tiers are the "
+            "graph's, fit on validation as for any model; the Hugging Face weights beside it are the fp32 source "
+            "model, which scores differently. The Predictor and the registered MLflow Model run the graph.", ""]
 
 
 # How to get the numbers the tables above describe: the weights alone give uncalibrated logits.
