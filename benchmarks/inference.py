@@ -6,7 +6,8 @@
 Measured over `--n` distinct tweets from the shared test files (OLID, SOLID, TweetEval hate), with the same torch
 threads and the same warm-up texts (not among the measured ones) for everyone:
  1. the stock baseline: `transformers.pipeline("text-classification", top_k=None, function_to_apply="sigmoid")`,
-    batch_size 32 (it loads the stock CLS-pooler head, so its scores are not ours; its compute is the same);
+    batch_size 32, `trust_remote_code=True` (a mean-head artifact's model class is the code saved beside its
+    weights); its scores are uncalibrated, so only its speed is compared;
  2. the Predictor's reference path and 3. every other path in `serving.fastpath.PATHS` (bf16 only on CPUs with
     native bf16), batch_size 32, plus the rejected candidates with `--candidates`;
  4. the served endpoint (`bentoml serve`, `auto` path) over loopback HTTP: 1 client and `--clients` clients;
@@ -36,7 +37,7 @@ WARMUP = 64  # texts scored before timing, never timed themselves
 
 COLD = {  # process start -> first prediction, in a fresh interpreter; then it prints its peak RSS (VmHWM, kB)
     "pipeline": "from transformers import pipeline; p = pipeline('text-classification', model=sys.argv[1], "
-                "top_k=None, function_to_apply='sigmoid'); p(['warm up'])",
+                "top_k=None, function_to_apply='sigmoid', trust_remote_code=True); p(['warm up'])",
     "predictor": "from serving.predictor import Predictor; p = Predictor.load(sys.argv[1], path=sys.argv[2], "
                  "num_threads=int(sys.argv[3]), cache_dir=sys.argv[4]); p.predict(['warm up'])",
 }
@@ -84,7 +85,8 @@ def cold_start(kind: str, model_dir: Path, path: str, threads: int, cache_dir: P
 def bench_pipeline(model_dir: Path, texts, warmup, single, args, max_length: int) -> dict:
     from transformers import pipeline
 
-    pipe = pipeline("text-classification", model=str(model_dir), top_k=None, function_to_apply="sigmoid")
+    pipe = pipeline("text-classification", model=str(model_dir), top_k=None, function_to_apply="sigmoid",
+                    trust_remote_code=True)  # a mean-head artifact's class is its own saved code
     kwargs = dict(batch_size=args.batch_size, truncation=True, max_length=max_length)
     score = lambda xs: list(pipe(xs, **kwargs))  # noqa: E731
     score(warmup)

@@ -9,6 +9,7 @@ ETHOS, which label all three policies) for 50 steps at a high learning rate, the
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -180,6 +181,18 @@ def test_benchmark_harness_runs_end_to_end_on_the_tiny_model(tiny_artifact, tmp_
     assert on["failures"] == 0 and 0.5 * repeats <= on["hit_rate"] <= repeats + 1e-9
     assert (tmp_path / "bench" / "bench.json").is_file()
     assert "## Targets" in (tmp_path / "bench" / "bench.md").read_text()
+
+
+
+def test_cold_starts_load_a_mean_head_artifact_in_a_fresh_process(tiny_artifact, tmp_path):
+    """The stock pipeline's cold start runs in a fresh interpreter, where nothing has imported our model class:
+    the mean head loads from the code saved beside its weights."""
+    from benchmarks.inference import cold_start
+
+    assert json.loads((tiny_artifact / "config.json").read_text())["model_type"] == "tweetguard_bert"
+    for kind, path in (("pipeline", ""), ("predictor", "reference")):
+        out = cold_start(kind, tiny_artifact, path, 1, tmp_path)
+        assert out["cold_start_s"] > 0 and out["process_peak_rss_mb"] > 0, out
 
 
 @pytest.mark.benchmark
