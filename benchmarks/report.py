@@ -86,7 +86,7 @@ def markdown(r: dict) -> str:
         agree = (f"{a['max_abs_dp']:.2g} | {a['flip_share']:.2%} ({a['flips']}/{a['flags']}) | "
                  f"{a['batch_dependence_max_abs_dp']:.2g}") if a else "(reference) | | "
         if x["name"].startswith("pipeline"):
-            agree = "n/a (stock CLS head) | | "
+            agree = "n/a (uncalibrated) | | "
         cold = f"{_f(x['cold_start_s'])} | {_f(x['process_peak_rss_mb'], 0)}" if "cold_start_s" in x else " | "
         name = x["name"] + ("" if x.get("shipped", True) else " (rejected)")
         if x.get("path") == r["default_path"] and x.get("shipped", True):
