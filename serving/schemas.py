@@ -56,6 +56,8 @@ class ServiceSettings(BaseModel):
     cache_dir: str | None = Field(
         None, description="where the onnxruntime path caches its exported graph (default ~/.cache/tweetguard)"
     )
+    access_log: bool = Field(True, description="BentoML's access log: one line per request (client, method, path, "
+                             "status, sizes, latency, trace ids; never texts)")
     log_texts: bool = Field(False, description="log request texts (off: logs carry counts and sizes only); also "
                             "puts each text in the score log")
     score_log: str | None = Field(

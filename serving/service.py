@@ -64,6 +64,7 @@ def queue_refusal() -> str | None:
     name="tweetguard",
     workers=1,  # one model copy; torch uses the cores inside a batch
     traffic={"timeout": SETTINGS.timeout_s},
+    logging={"access": {"enabled": SETTINGS.access_log}},
 )
 class TweetGuard:
     model = bentoml.models.BentoModel(MODEL_TAG)

@@ -21,9 +21,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def served(serve_tiny):
     # Two scoring requests in flight and a 1 ms batch queue limit, so both overload answers (the guard's and
     # the batch queue's) are reachable with a few clients; texts logged on request (the default, off, is
-    # checked in test_service_http).
+    # checked in test_service_http); BentoML's access log off (on by default, also checked there).
     return serve_tiny({"TWEETGUARD_API_TOKEN": TOKEN, "TWEETGUARD_MAX_INFLIGHT": "2",
-                       "TWEETGUARD_BATCH_MAX_LATENCY_MS": "1", "TWEETGUARD_LOG_TEXTS": "1"})
+                       "TWEETGUARD_BATCH_MAX_LATENCY_MS": "1", "TWEETGUARD_LOG_TEXTS": "1",
+                       "TWEETGUARD_ACCESS_LOG": "false"})
 
 
 @pytest.mark.parametrize("path, payload", [("/classify", {"texts": ["hi"]}), ("/v1/moderations", {"input": "hi"})])
@@ -58,6 +59,7 @@ def test_texts_logged_only_when_enabled(served):
     assert httpx.post(served.url + "/classify", json={"text": marker}, headers=AUTH).status_code == 200
     assert marker in served.log()
     assert "refused POST /classify: 401 unauthorized" in served.log()  # refusals are logged, without texts
+    assert "path=/classify" not in served.log()  # TWEETGUARD_ACCESS_LOG=false: no access log lines
 
 
 def test_clients_with_token(served):
