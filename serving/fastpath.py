@@ -10,9 +10,10 @@
                    it is emulated and several times slower than fp32 (`torch_forward` warns).
 
 ``auto`` (the service default) is the fastest path that agrees with reference on every CPU: ``onnxruntime`` when
-it is installed, else ``reference``. It never picks bf16: bf16 moves scores by up to ~0.01, so served scores
-would stop matching offline evaluation scores (tested to 1e-5), and its speed-up over ONNX Runtime fp32 is
-unmeasured on AMX hosts. Set it explicitly there after running `benchmarks.inference`.
+it is installed, else ``reference``. It never picks bf16: bf16 moves scores by up to ~0.01 and makes a text's score
+depend on its batch-mates (~2e-3), so served scores would stop matching offline evaluation scores (tested to
+1e-5). Measured on a 2-core Intel Xeon with AMX (`benchmarks.inference`, README): bf16 1.70x onnxruntime's batch
+throughput but 2.9x its one-text latency, so on AMX hosts it is an opt-in for bulk offline scoring only.
 
 A quantized model (policy card v3, `tweetguard quantize`) is its own model: its scores are the static int8 graph
 it carries (fixed activation scales, so a text's score does not depend on its batch-mates), run by ONNX Runtime
