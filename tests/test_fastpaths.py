@@ -183,7 +183,6 @@ def test_benchmark_harness_runs_end_to_end_on_the_tiny_model(tiny_artifact, tmp_
     assert "## Targets" in (tmp_path / "bench" / "bench.md").read_text()
 
 
-
 def test_cold_starts_load_a_mean_head_artifact_in_a_fresh_process(tiny_artifact, tmp_path):
     """The stock pipeline's cold start runs in a fresh interpreter, where nothing has imported our model class:
     the mean head loads from the code saved beside its weights."""
