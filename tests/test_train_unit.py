@@ -18,6 +18,7 @@ from training.fit.batches import (
     collate,
     encode,
     epoch_batches,
+    label_weights,
     mask_uncertain_negatives,
     masked_bce,
     sampling_weights,
@@ -125,6 +126,30 @@ def test_uncertain_negatives_are_masked_only_where_the_rule_says():
         mask_uncertain_negatives(data, {"olid": {"violence": "abusive"}})
 
 
+
+def test_label_weights_scale_each_known_label_and_keep_the_mean_over_known_labels():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 4.0, 1.0]], requires_grad=True)
+    labels = torch.tensor([[1, -1, 0], [0, -1, 1]])
+    weights = torch.tensor([[0.5, 7.0, 1.0], [0.0, 7.0, 2.0]])
+    loss = masked_bce(logits, labels, None, weights)
+    loss.backward()
+    per = torch.nn.functional.binary_cross_entropy_with_logits(logits.detach(), labels.clamp(min=0).float(),
+                                                               reduction="none")
+    assert loss.item() == pytest.approx(((0.5 * per[0, 0] + per[0, 2] + 2.0 * per[1, 2]) / 4).item(), rel=1e-6)
+    assert logits.grad[0, 1] == 0 and logits.grad[1, 1] == 0 and logits.grad[1, 0] == 0  # unknown, unknown, w=0
+    ones = masked_bce(logits.detach(), labels, None, torch.ones(2, 3))
+    assert ones.item() == masked_bce(logits.detach(), labels, None).item()  # weight 1 everywhere = unweighted
+
+
+def test_label_weights_are_built_per_source_and_policy():
+    data = Encoded([[1]] * 3, np.zeros((3, 3), dtype=np.int8), ["davidson", "olid", "davidson"])
+    w = label_weights(data, {"davidson": {"abusive": 0.5}})
+    assert w.tolist() == [[0.5, 1, 1], [1, 1, 1], [0.5, 1, 1]]
+    assert label_weights(data, {}) is None
+    with pytest.raises(ConfigError, match="no train rows of source 'gab'"):
+        label_weights(data, {"gab": {"abusive": 0.5}})
+
+
 # -- config ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("override, key", [
     ("train.lr=-0.001", "train.lr"),
@@ -136,6 +161,8 @@ def test_uncertain_negatives_are_masked_only_where_the_rule_says():
     ("train.pos_weight=sometimes", "train.pos_weight"),
     ("model.head=max", "model.head"),
     ("train.uncertain_negatives={gab: {violence: threats}}", "train.uncertain_negatives"),
+    ("train.label_weights={davidson: {threats: 0.5}}", "train.label_weights"),
+    ("train.label_weights={davidson: {abusive: -1}}", "train.label_weights"),
     ("train.learning_rate=0.1", "train.learning_rate"),
 ])
 def test_bad_train_config_names_the_key(override, key):
@@ -165,6 +192,18 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path, mlflow_uri, write_t
     assert len(ha["losses"]) == 12
     assert ha["losses"] == hb["losses"] and ha["evals"] == hb["evals"] and ma == mb
     assert ha["losses"] != hc["losses"]
+
+
+def test_label_weights_reach_the_training_loss(tmp_path, mlflow_uri, write_tiny_train_config):
+    path = write_tiny_train_config(tmp_path, max_steps=4, eval_every_steps=4)
+    zero = {"abusive": 0, "harassment": 0, "violence": 0}
+    losses = {}
+    for name, weights in (("plain", "{}"), ("double", "{tiny_violence: {violence: 2}}"),
+                          ("zero", f"{{tiny_full: {zero}, tiny_violence: {{violence: 0}}}}")):
+        cfg = load_config(path, [f"run_name={name}", f"train.label_weights={weights}"])
+        losses[name] = _history(train(cfg, progress_bar=False).artifact_dir.parent)["losses"]
+    assert losses["zero"] == [0.0] * 4  # every known label weighted 0: nothing to learn
+    assert losses["double"] != losses["plain"]
 
 
 def test_artifact_is_complete_and_thresholds_come_from_validation(

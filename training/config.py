@@ -152,6 +152,13 @@ class TrainConfig(Section):
         "posts that call for killing; measured over a full epoch: no validation gain, data/README.md). Validation "
         "and test keep every source label; the masked count is logged as derived.uncertain_negatives_masked."
     )
+    label_weights: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Train split only: {source: {policy: weight}}: each known label of "
+        "`policy` on a train row of `source` counts `weight` times in the loss (default 1; 0 = ignored, like an "
+        "unknown label; the batch loss still divides by the number of known labels), e.g. {davidson_hate_offensive: "
+        "{abusive: 0.5}} to weigh a profanity-inclusive notion down against the sources whose labels are the policy. "
+        "Validation, calibration and test are unweighted."
+    )
     source_balance: float = Field(
         0.0, ge=0, le=1, description="Sampling weight per example ~ 1/size(source)^alpha: 0 = natural mix "
         "(each example once per epoch), 1 = every source equally often (with replacement)."
@@ -203,6 +210,15 @@ class TrainConfig(Section):
             for policy, other in rules.items():
                 if policy not in POLICIES or other not in POLICIES or policy == other:
                     raise ValueError(f"{source}: {policy}: {other}: expected two different policies of {POLICIES}")
+        return v
+
+    @field_validator("label_weights")
+    @classmethod
+    def _label_weights_policies(cls, v):
+        for source, weights in v.items():
+            for policy, weight in weights.items():
+                if policy not in POLICIES or not 0 <= weight < float("inf"):
+                    raise ValueError(f"{source}: {policy}: {weight}: expected a policy of {POLICIES} and a weight >= 0")
         return v
 
     @field_validator("pos_weight")

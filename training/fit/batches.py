@@ -82,6 +82,23 @@ def mask_uncertain_negatives(data: Encoded, rules: dict[str, dict[str, str]]) ->
     return Encoded(data.input_ids, labels, data.sources), masked
 
 
+def label_weights(data: Encoded, weights: dict[str, dict[str, float]]) -> np.ndarray | None:
+    """`train.label_weights` as a [N, P] float32 array over `data`'s rows (1 where no weight is given), or None
+    when there is none. A weight naming a source with no rows here is an error."""
+    if not weights:
+        return None
+    sources = np.asarray(data.sources)
+    out = np.ones(data.labels.shape, dtype=np.float32)
+    for source, by_policy in weights.items():
+        rows = sources == source
+        if not rows.any():
+            raise ConfigError(f"train.label_weights: no train rows of source {source!r} "
+                              f"(sources here: {sorted(set(data.sources))})")
+        for policy, weight in by_policy.items():
+            out[rows, POLICIES.index(policy)] = weight
+    return out
+
+
 def sampling_weights(sources: list[str], alpha: float) -> np.ndarray:
     """Per-example probability ~ 1 / size(source)^alpha (alpha=1: each source equally likely)."""
     sizes = Counter(sources)
@@ -139,11 +156,13 @@ def collate(data: Encoded, idx: np.ndarray, pad_id: int, source_ids: np.ndarray 
     return batch
 
 
-def masked_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None) -> torch.Tensor:
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean BCE over the known labels only: an unknown (-1) label adds neither loss nor gradient.
 
-    logits [B, P] float, labels [B, P] in {-1, 0, 1}, pos_weight [P] or None. A batch with no known label
-    returns a zero that still belongs to the graph (backward works, gradients are zero).
+    logits [B, P] float, labels [B, P] in {-1, 0, 1}, pos_weight [P] or None, weights [B, P] or None (each known
+    label's loss times its weight, `train.label_weights`; the mean still divides by the known count). A batch with
+    no known label returns a zero that still belongs to the graph (backward works, gradients are zero).
     """
     known = labels >= 0  # [B, P]
     targets = labels.clamp(min=0).float()
@@ -152,6 +171,8 @@ def masked_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Ten
         logits.float(), targets, pos_weight=pos_weight, reduction="none"
     )  # [B, P]
     # where() rather than multiply: an unknown label's logit must not even receive a 0 * inf = NaN gradient.
+    if weights is not None:
+        per = per * weights.float()
     per = torch.where(known, per, torch.zeros_like(per))
     return per.sum() / known.sum().clamp(min=1)
 

@@ -27,7 +27,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from serving.policies import POLICIES
 from training.config import TrainConfig
-from training.fit.batches import Encoded, TeacherTargets, collate, epoch_batches, masked_bce
+from training.fit.batches import Encoded, TeacherTargets, collate, epoch_batches, label_weights, masked_bce
 from training.fit.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.fit.device import CPU, Accel
 from training.fit.distributed import World
@@ -131,6 +131,7 @@ class TrainingLoop:
         self.modules = [model] if self.terms is None else [model, self.terms]  # what is trained and all-reduced
         self.world.sync_parameters(self.modules)
         self.pos_weight = torch.tensor(pos_weight, dtype=torch.float32, device=accel.device)
+        self.label_weights = label_weights(train, cfg.label_weights)  # [N, P] or None (train.label_weights)
         self.lengths = np.array([len(x) for x in train.input_ids])
         self.plan = make_plan(len(train), cfg, self.world.size)
         self.optimizer, self.scheduler = make_optimizer(model, cfg, self.plan.total_steps, self.terms)
@@ -202,7 +203,9 @@ class TrainingLoop:
             plain = logits = self.model(**batch).logits  # [B, P]
             if self.terms is not None:
                 logits = self.terms(logits, source_ids)  # the loss's view of this row's source
-        loss = masked_bce(logits, labels, self.pos_weight)
+        weights = None if self.label_weights is None else torch.from_numpy(self.label_weights[idx]).to(
+            self.accel.device)  # [B, P]
+        loss = masked_bce(logits, labels, self.pos_weight, weights)
         if self.teacher is not None:  # the teacher's logits are plain (served) logits: compared with ours, no terms
             loss = self.teacher.loss(plain, teacher_logits, loss)
         # The terms' L2 once per step (1/n_micro of it per micro-batch); the logged train loss is the BCE alone
