@@ -155,9 +155,9 @@ class TrainConfig(Section):
     label_weights: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Train split only: {source: {policy: weight}}: each known label of "
         "`policy` on a train row of `source` counts `weight` times in the loss (default 1; 0 = ignored, like an "
-        "unknown label; the batch loss still divides by the number of known labels), e.g. {davidson_hate_offensive: "
-        "{abusive: 0.5}} to weigh a profanity-inclusive notion down against the sources whose labels are the policy. "
-        "Validation, calibration and test are unweighted."
+        "unknown label; the batch loss still divides by the number of known labels), e.g. "
+        "{davidson_hate_offensive: {abusive: 0.5}} to weigh a profanity-inclusive notion down against the sources "
+        "whose labels are the policy. Validation, calibration and test are unweighted."
     )
     source_balance: float = Field(
         0.0, ge=0, le=1, description="Sampling weight per example ~ 1/size(source)^alpha: 0 = natural mix "
@@ -218,7 +218,8 @@ class TrainConfig(Section):
         for source, weights in v.items():
             for policy, weight in weights.items():
                 if policy not in POLICIES or not 0 <= weight < float("inf"):
-                    raise ValueError(f"{source}: {policy}: {weight}: expected a policy of {POLICIES} and a weight >= 0")
+                    raise ValueError(f"{source}: {policy}: {weight}: expected a policy of {POLICIES} and a "
+                                     "weight >= 0")
         return v
 
     @field_validator("pos_weight")

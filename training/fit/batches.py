@@ -71,10 +71,7 @@ def mask_uncertain_negatives(data: Encoded, rules: dict[str, dict[str, str]]) ->
     sources = np.asarray(data.sources)
     labels = data.labels.copy()
     for source, by_policy in rules.items():
-        rows = sources == source
-        if not rows.any():
-            raise ConfigError(f"train.uncertain_negatives: no train rows of source {source!r} "
-                              f"(sources here: {sorted(set(data.sources))})")
+        rows = source_rows(sources, source, "train.uncertain_negatives")
         for policy, other in by_policy.items():
             j, k = POLICIES.index(policy), POLICIES.index(other)
             labels[rows & (labels[:, j] == NEGATIVE) & (labels[:, k] == POSITIVE), j] = UNKNOWN
@@ -90,13 +87,19 @@ def label_weights(data: Encoded, weights: dict[str, dict[str, float]]) -> np.nda
     sources = np.asarray(data.sources)
     out = np.ones(data.labels.shape, dtype=np.float32)
     for source, by_policy in weights.items():
-        rows = sources == source
-        if not rows.any():
-            raise ConfigError(f"train.label_weights: no train rows of source {source!r} "
-                              f"(sources here: {sorted(set(data.sources))})")
+        rows = source_rows(sources, source, "train.label_weights")
         for policy, weight in by_policy.items():
             out[rows, POLICIES.index(policy)] = weight
     return out
+
+
+def source_rows(sources: np.ndarray, source: str, key: str) -> np.ndarray:
+    """Which rows are `source`'s; a rule of config `key` naming a source with no rows here is an error."""
+    rows = sources == source
+    if not rows.any():
+        raise ConfigError(f"{key}: no train rows of source {source!r} "
+                          f"(sources here: {sorted(set(sources.tolist()))})")
+    return rows
 
 
 def sampling_weights(sources: list[str], alpha: float) -> np.ndarray:
@@ -170,9 +173,9 @@ def masked_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Ten
     per = torch.nn.functional.binary_cross_entropy_with_logits(
         logits.float(), targets, pos_weight=pos_weight, reduction="none"
     )  # [B, P]
-    # where() rather than multiply: an unknown label's logit must not even receive a 0 * inf = NaN gradient.
     if weights is not None:
         per = per * weights.float()
+    # where() rather than multiply: an unknown label's logit must not even receive a 0 * inf = NaN gradient.
     per = torch.where(known, per, torch.zeros_like(per))
     return per.sum() / known.sum().clamp(min=1)
 
