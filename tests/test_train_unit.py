@@ -150,6 +150,43 @@ def test_label_weights_are_built_per_source_and_policy():
         label_weights(data, {"gab": {"abusive": 0.5}})
 
 
+# -- optimizer -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("decay", [1.0, 0.5])
+def test_layer_lr_decay_gives_each_depth_its_learning_rate(tmp_path, make_tiny_backbone, decay):
+    from serving.modeling import build_model
+    from training.config import TrainConfig
+    from training.fit.loop import make_optimizer
+
+    model = build_model(make_tiny_backbone(tmp_path / "bb"), "mean")  # 2 layers
+    optimizer, scheduler = make_optimizer(model, TrainConfig(lr=1e-3, layer_lr_decay=decay), total_steps=10)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert set(lr_of) == {id(p) for p in named.values()}  # every parameter, once
+    for name, p in named.items():
+        depth = 3 if "embeddings" in name else 2 if ".layer.0." in name else 1 if ".layer.1." in name else 0
+        no_decay = p.ndim < 2 or "LayerNorm" in name
+        assert lr_of[id(p)] == pytest.approx((1e-3 * decay ** depth, 0.0 if no_decay else 0.01)), name
+    assert len(optimizer.param_groups) == (2 if decay == 1 else 8)
+    for _ in range(3):  # warmup and decay scale every group alike: the ratios stay
+        optimizer.step()
+        scheduler.step()
+    ratios = {g["lr"] / g["initial_lr"] for g in optimizer.param_groups}
+    assert len({round(r, 12) for r in ratios}) == 1
+
+
+def test_layer_lr_decay_refuses_a_model_whose_layers_it_cannot_name():
+    from transformers import PretrainedConfig
+
+    from training.config import TrainConfig
+    from training.fit.loop import make_optimizer
+
+    model = torch.nn.Linear(4, 3)
+    model.config = PretrainedConfig(num_hidden_layers=2)
+    with pytest.raises(ValueError, match="train.layer_lr_decay"):
+        make_optimizer(model, TrainConfig(layer_lr_decay=0.8), total_steps=10)
+    assert len(make_optimizer(model, TrainConfig(), total_steps=10)[0].param_groups) == 2
+
+
 # -- config ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("override, key", [
     ("train.lr=-0.001", "train.lr"),
@@ -163,6 +200,7 @@ def test_label_weights_are_built_per_source_and_policy():
     ("train.uncertain_negatives={gab: {violence: threats}}", "train.uncertain_negatives"),
     ("train.label_weights={davidson: {threats: 0.5}}", "train.label_weights"),
     ("train.label_weights={davidson: {abusive: -1}}", "train.label_weights"),
+    ("train.layer_lr_decay=1.5", "train.layer_lr_decay"),
     ("train.learning_rate=0.1", "train.learning_rate"),
 ])
 def test_bad_train_config_names_the_key(override, key):

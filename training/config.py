@@ -130,6 +130,11 @@ class TrainConfig(Section):
     )
     lr: float = Field(5e-5, gt=0, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases / LayerNorm).")
+    layer_lr_decay: float = Field(
+        1.0, gt=0, le=1, description="Layer-wise learning-rate decay: the head keeps `lr`, the top encoder layer "
+        "gets lr x d, the next lr x d^2, ..., the embeddings lr x d^(layers + 1), so the lower, more general layers "
+        "move less from the pre-trained backbone; 1 = one lr for all."
+    )
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of the steps with linear warmup from 0.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping (global L2 norm); null = off.")
     pos_weight: Literal["auto", "none"] | list[float] = Field(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -81,13 +82,33 @@ def make_plan(n_train: int, cfg: TrainConfig, world: int = 1) -> Plan:
     return Plan(batches, steps_per_epoch, min(total, cfg.max_steps) if cfg.max_steps else total)
 
 
+_LAYER = re.compile(r"\.layers?\.(\d+)\.")  # bert.encoder.layer.3., distilbert.transformer.layer.3., ...
+
+
+def layer_depth(name: str, n_layers: int) -> int:
+    """How many layers below the head a parameter sits: 0 = head (and pooler), 1 = top encoder layer, ...,
+    n_layers = the bottom one, n_layers + 1 = the embeddings."""
+    if "embeddings" in name:
+        return n_layers + 1
+    found = _LAYER.search(name)
+    return n_layers - int(found.group(1)) if found else 0
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int, terms: SourceTerms | None = None):
-    # No weight decay on biases and LayerNorm weights (standard for BERT fine-tuning).
-    decay, no_decay = [], []
+    # No weight decay on biases and LayerNorm weights (standard for BERT fine-tuning); with train.layer_lr_decay
+    # one pair of groups per depth, each at lr x decay^depth (the schedule scales every group alike).
+    n_layers = model.config.num_hidden_layers
+    grouped: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            depth = layer_depth(name, n_layers) if cfg.layer_lr_decay < 1 else 0
+            no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+            grouped.setdefault((depth, no_decay), []).append(p)
+    if cfg.layer_lr_decay < 1 and not any(0 < depth <= n_layers for depth, _ in grouped):
+        raise ValueError(f"train.layer_lr_decay: {type(model).__name__} names no encoder layer like "
+                         f"'<prefix>.layer.<i>.': cannot tell the layers apart")
+    groups = [{"params": params, "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+               "lr": cfg.lr * cfg.layer_lr_decay ** depth} for (depth, no_decay), params in sorted(grouped.items())]
     if terms is not None:  # their own group: own peak lr (same schedule), no weight decay (their L2 is in the loss)
         groups.append({"params": list(terms.parameters()), "weight_decay": 0.0, "lr": cfg.source_terms_lr})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
