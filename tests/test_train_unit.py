@@ -180,11 +180,12 @@ def test_layer_lr_decay_refuses_a_model_whose_layers_it_cannot_name():
     from training.config import TrainConfig
     from training.fit.loop import make_optimizer
 
-    model = torch.nn.Linear(4, 3)
-    model.config = PretrainedConfig(num_hidden_layers=2)
-    with pytest.raises(ValueError, match="train.layer_lr_decay"):
-        make_optimizer(model, TrainConfig(layer_lr_decay=0.8), total_steps=10)
+    model = torch.nn.Linear(4, 3)  # no config at all: one lr is still fine, layer-wise decay is refused
     assert len(make_optimizer(model, TrainConfig(), total_steps=10)[0].param_groups) == 2
+    for config in (None, PretrainedConfig(num_hidden_layers=2)):  # no layer count / no parameter named by layer
+        model.config = config
+        with pytest.raises(ValueError, match="train.layer_lr_decay"):
+            make_optimizer(model, TrainConfig(layer_lr_decay=0.8), total_steps=10)
 
 
 # -- config ----------------------------------------------------------------------------------------------

@@ -97,16 +97,16 @@ def layer_depth(name: str, n_layers: int) -> int:
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int, terms: SourceTerms | None = None):
     # No weight decay on biases and LayerNorm weights (standard for BERT fine-tuning); with train.layer_lr_decay
     # one pair of groups per depth, each at lr x decay^depth (the schedule scales every group alike).
-    n_layers = model.config.num_hidden_layers
+    n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", 0) if cfg.layer_lr_decay < 1 else 0
     grouped: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            depth = layer_depth(name, n_layers) if cfg.layer_lr_decay < 1 else 0
+            depth = layer_depth(name, n_layers) if n_layers else 0
             no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
             grouped.setdefault((depth, no_decay), []).append(p)
     if cfg.layer_lr_decay < 1 and not any(0 < depth <= n_layers for depth, _ in grouped):
-        raise ValueError(f"train.layer_lr_decay: {type(model).__name__} names no encoder layer like "
-                         f"'<prefix>.layer.<i>.': cannot tell the layers apart")
+        raise ValueError(f"train.layer_lr_decay: {type(model).__name__} has no config.num_hidden_layers or names no "
+                         "encoder layer like '<prefix>.layer.<i>.': cannot tell the layers apart")
     groups = [{"params": params, "weight_decay": 0.0 if no_decay else cfg.weight_decay,
                "lr": cfg.lr * cfg.layer_lr_decay ** depth} for (depth, no_decay), params in sorted(grouped.items())]
     if terms is not None:  # their own group: own peak lr (same schedule), no weight decay (their L2 is in the loss)
