@@ -14,6 +14,7 @@ the head is recorded in ``config.architectures``. Mean-head models saved before 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,9 @@ from serving.policies import POLICIES
 from serving.tweetguard_bert import BertMeanPoolForMultiLabel, TweetGuardBertConfig
 
 Head = Literal["cls", "mean"]
+# A parameter's encoder layer index: bert.encoder.layer.3., distilbert.transformer.layer.3., model.layers.3., ...
+# (layer-wise learning rates in training.fit.loop; the layers a distilled student copies in training.fit.distill).
+ENCODER_LAYER = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
 # In our own processes the head loads without remote code: the auto classes know its model_type.
 AutoConfig.register(TweetGuardBertConfig.model_type, TweetGuardBertConfig, exist_ok=True)
 AutoModelForSequenceClassification.register(TweetGuardBertConfig, BertMeanPoolForMultiLabel, exist_ok=True)

@@ -192,7 +192,9 @@ class TrainConfig(Section):
     early_stopping_patience: int | None = Field(
         3, ge=1, description="Stop after this many validations without improving the metric; null = never."
     )
-    metric: str = Field("mean_pr_auc", description="Validation metric to maximize (key of training.evaluation.metrics output).")
+    metric: str = Field(
+        "mean_pr_auc", description="Validation metric to maximize (key of training.evaluation.metrics output)."
+    )
     checkpoint_every_steps: int = Field(200, ge=1, description="Write a resumable checkpoint every N steps.")
     bf16: bool = Field(False, description="CPU: bfloat16 autocast for forward/backward (fast on CPUs with AMX).")
     device: Literal["auto", "cpu", "cuda"] = Field(

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from serving.modeling import ENCODER_LAYER
 from training.config import Config, ConfigError
 from training.fit.batches import Encoded, TeacherTargets
 from training.fit.command import Registration, TrainResult, _train_transformer
@@ -35,7 +35,6 @@ from training.registry.versions import TEACHER_REF_TAG, TEACHER_VERSION_TAG
 
 KIND = "distill"
 TEACHER_CACHE_DIR = "teacher-logits"  # under train.output_dir
-_LAYER_KEY = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")  # BERT-family encoder layer parameters
 
 
 def evenly_spaced(n_layers: int, n: int) -> list[int]:
@@ -69,7 +68,7 @@ def student_from_teacher(teacher, layers: list[int]):
     theirs = teacher.state_dict()
     state = {}
     for key in student.state_dict():
-        m = _LAYER_KEY.search(key)
+        m = ENCODER_LAYER.search(key)
         source = key if m is None else f"{key[:m.start(1)]}{layers[int(m[1])]}{key[m.end(1):]}"
         state[key] = theirs[source].detach().clone()
     student.load_state_dict(state, strict=True)

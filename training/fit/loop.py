@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from serving.modeling import ENCODER_LAYER
 from serving.policies import POLICIES
 from training.config import TrainConfig
 from training.fit.batches import Encoded, TeacherTargets, collate, epoch_batches, label_weights, masked_bce
@@ -82,15 +82,12 @@ def make_plan(n_train: int, cfg: TrainConfig, world: int = 1) -> Plan:
     return Plan(batches, steps_per_epoch, min(total, cfg.max_steps) if cfg.max_steps else total)
 
 
-_LAYER = re.compile(r"\.layers?\.(\d+)\.")  # bert.encoder.layer.3., distilbert.transformer.layer.3., ...
-
-
 def layer_depth(name: str, n_layers: int) -> int:
     """How many layers below the head a parameter sits: 0 = head (and pooler), 1 = top encoder layer, ...,
     n_layers = the bottom one, n_layers + 1 = the embeddings."""
     if "embeddings" in name:
         return n_layers + 1
-    found = _LAYER.search(name)
+    found = ENCODER_LAYER.search(name)
     return n_layers - int(found.group(1)) if found else 0
 
 
