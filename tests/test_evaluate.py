@@ -164,6 +164,11 @@ def test_new_data_benchmarks_by_hand():
     assert (swear["metric"], swear["value"], swear["n"]) == ("false_positive_rate", pytest.approx(0.2), 5)
     for b in (abuse, recall, edos, swear):
         assert b["ci_low"] <= b["value"] <= b["ci_high"]
+    # the validation variants take only the rows carved from the sources' training data
+    val_recall = out["AbuseEval abusive recall (OLID validation rows)"]
+    val_swear = out["Swearing that attacks nobody (vulgar_functions validation rows)"]
+    assert (val_recall["value"], val_recall["n"], val_swear["value"], val_swear["n"]) == (0.0, 1, 1.0, 1)
+    assert "AbuseEval (OLID validation rows)" in out and val_swear["published_best"] is None
     # reported under the metric's own name: the report table, the CLI table and the MLflow metric keys
     text = benchmark_table(list(out.values()))
     swearing = "| Swearing that attacks nobody (vulgar_functions held-out test) | false-positive rate | 0.200 ["

@@ -6,7 +6,8 @@ turns one policy's flag at the card's threshold into the benchmark's binary pred
 over both classes, as OffensEval and TweetEval do. Where our policy is not exactly the benchmark's task the
 `note` says so; such numbers are indicative, not a leaderboard entry. A few benchmarks are a rate rather than
 macro-F1 (`metric`): the false-positive rate on rows that are all negatives (swearing that attacks nobody), or
-the recall on rows that are all positives. Every value comes with a bootstrap 95% CI (tweets resampled with
+the recall on rows that are all positives. AbuseEval and the swearing rate also have validation variants
+(rows carved from the sources' training data) so that tuning decisions never need the test set. Every value comes with a bootstrap 95% CI (tweets resampled with
 `metrics.resample_counts`). A benchmark with no published number (`published_row` None) says so.
 
 Published bests are read from data/published.yaml (the one place they are written down), validated by
@@ -97,6 +98,19 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               "aggression", frozenset(), frozenset({"0"}), "abusive", None, 0,
               "held-out 20% (by tweet-id hash) of Vulgar Functions tweets none of whose vulgar words is "
               "aggression: share flagged abusive (lower is better); no published abuse benchmark on this data",
+              metric="false_positive_rate"),
+    # The same three rules on validation rows (OLID's and Vulgar Functions' rows our splitter carved from their
+    # training data, subset "train"), so a tuning decision reads them from `tweetguard evaluate --split
+    # validation` / `--compare-to` without touching a test set. Not comparable with anything published.
+    Benchmark("AbuseEval (OLID validation rows)", "olid", "train", "abuse", frozenset({"EXP", "IMP"}),
+              frozenset({"NOTABU"}), "abusive", None, 0,
+              "validation variant of AbuseEval (OLID test) for tuning: no published number for these rows"),
+    Benchmark("AbuseEval abusive recall (OLID validation rows)", "olid", "train", "abuse",
+              frozenset({"EXP", "IMP"}), frozenset(), "abusive", None, 0,
+              "validation variant of AbuseEval abusive recall, for tuning", metric="recall"),
+    Benchmark("Swearing that attacks nobody (vulgar_functions validation rows)", "vulgar_functions", "train",
+              "aggression", frozenset(), frozenset({"0"}), "abusive", None, 0,
+              "validation variant of the swearing false-positive rate, for tuning: no published number",
               metric="false_positive_rate"),
 )
 
