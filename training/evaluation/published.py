@@ -7,8 +7,9 @@ over both classes, as OffensEval and TweetEval do. Where our policy is not exact
 `note` says so; such numbers are indicative, not a leaderboard entry. A few benchmarks are a rate rather than
 macro-F1 (`metric`): the false-positive rate on rows that are all negatives (swearing that attacks nobody), or
 the recall on rows that are all positives. AbuseEval and the swearing rate also have validation variants
-(rows carved from the sources' training data) so that tuning decisions never need the test set. Every value comes with a bootstrap 95% CI (tweets resampled with
-`metrics.resample_counts`). A benchmark with no published number (`published_row` None) says so.
+(rows carved from the sources' training data) so that tuning decisions never need the test set. Every value
+comes with a bootstrap 95% CI (tweets resampled with `metrics.resample_counts`). A benchmark with no published
+number (`published_row` None) says so.
 
 Published bests are read from data/published.yaml (the one place they are written down), validated by
 `PublishedTable`.
