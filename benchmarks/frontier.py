@@ -76,14 +76,14 @@ def quality(args, cfg, uri: str, out: Path, dirs: dict[str, Path]) -> dict:
 
 def served(model_dir: Path, texts: list[str], warmup: list[str], *, threads: int, clients: int, work: Path) -> dict:
     """`clients` x one text over the first half of `texts`, then 1 client x 32 texts over the rest."""
-    from benchmarks.served import _Server, load_run, model_env
+    from benchmarks.served import load_run, model_env
     from serving.fastpath import AUTO
-    from training.release.package import SOURCE_TARGET, import_into_store
+    from training.release.package import SOURCE_TARGET, Served, import_into_store
 
     home = work / "bentoml"
     tag = import_into_store(model_dir, home)
     env = model_env(tag, threads=threads, path=AUTO, clients=clients, work=work)
-    server = _Server.start(SOURCE_TARGET, bentoml_home=home, log_path=work / "serve.log", env=env)
+    server = Served.start(SOURCE_TARGET, bentoml_home=home, log_path=work / "serve.log", env=env)
     half = len(texts) // 2
     try:
         load_run(server.url, [[t] for t in warmup], 1)
@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> dict:
     from serving.fastpath import AUTO
     from serving.predictor import Predictor, read_model_config
     from training.config import load_config
-    from training.registry.refs import resolve_model_ref
-    from training.registry.tracking import resolve_uri
+    from training.tracking.refs import resolve_model_ref
+    from training.tracking.runs import resolve_uri
 
     started = time.time()
     cfg = load_config(args.config, args.overrides)

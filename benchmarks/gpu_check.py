@@ -1,28 +1,31 @@
-"""GPU training check that runs on a bare CUDA machine: torch and transformers only (no mlflow, no datasets, no
-../shared), Python 3.11+.
+"""GPU training check: tweetguard's own training loop (training.fit.loop.TrainingLoop, on the device and at the
+precision training.fit.device resolves, exactly as `tweetguard train` runs it) on synthetic data. Needs torch,
+transformers and the project's light dependencies (numpy, scipy, scikit-learn, pydantic, pyyaml, tqdm, emoji);
+no mlflow, no datasets, no ../shared. Python 3.11+.
 
     python benchmarks/gpu_check.py                      # auto: cuda if torch sees one; ~300 steps per precision
     python benchmarks/gpu_check.py --device cpu --steps 5 --texts 256   # what the test suite runs
 
-The model is tweetguard's mean-pooling head (`serving/tweetguard_bert.py`, itself torch + transformers only) at
-the bundled backbone's shape (BERT MiniLM-L6: 6 layers, 384 hidden, 12 heads, 1,536 FFN, 30,522 vocab), randomly
-initialised. The texts are synthetic token-id sequences with tweet-like lengths (8-64 tokens) and multi-label
-targets with unknown labels masked, generated from a seed: this is a check of the mechanics and speed of training
-on the device (fp32, and mixed precision as `train.amp` picks it: bf16 where supported, else fp16 with a gradient
-scaler), not of quality, and the project's datasets never leave ../shared.
+The model is tweetguard's mean-pooling head (`serving/tweetguard_bert.py`) at the bundled backbone's shape (BERT
+MiniLM-L6: 6 layers, 384 hidden, 12 heads, 1,536 FFN, 30,522 vocab), randomly initialised. The texts are
+synthetic token-id sequences with tweet-like lengths (8-64 tokens) from a few synthetic sources, and multi-label
+targets with unknown labels masked, generated from a seed; the loss is training's (masked BCE, with the default
+config's per-source terms). This is a check of the mechanics and speed of training on the device (fp32, and mixed
+precision as `train.amp` picks it: bf16 where supported, else fp16 with a gradient scaler), not of quality, and
+the project's datasets never leave ../shared.
 
 Phases, reported as JSON and a summary line: fp32 steps, AMP steps (CUDA only; examples/s after a warm-up, the
-GPU synchronised), then a kill: a child process trains with checkpoints, is SIGKILLed after its first one, and a
-second child resumes from that checkpoint to the end; the resumed run must reach the last step, and its final
-loss is compared with the fp32 phase's, the same run uninterrupted (equal on CPU; close on a GPU, whose kernels
-need not be deterministic).
+GPU synchronised, validations left out), then a kill: a child process trains with the loop's checkpoints, is
+SIGKILLed after its first one, and a second child resumes from that checkpoint (`TrainingLoop.resume`) to the end;
+the resumed run must reach the last step, and its final loss is compared with the fp32 phase's, the same run
+uninterrupted (equal on CPU; close on a GPU, whose kernels need not be deterministic).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import platform
 import signal
 import subprocess
@@ -31,113 +34,110 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: serving/ is importable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: serving/, training/ importable
 
+from serving.policies import POLICIES  # noqa: E402
 from serving.tweetguard_bert import BertMeanPoolForMultiLabel, TweetGuardBertConfig  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.fit.batches import Encoded  # noqa: E402
+from training.fit.checkpoint import latest_checkpoint, load_checkpoint, seed_everything  # noqa: E402
+from training.fit.device import Accel, resolve_accel  # noqa: E402
+from training.fit.loop import TrainingLoop  # noqa: E402
 
 SHAPE = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
              max_position_embeddings=512)
-POLICIES = 3
+SOURCES = 4  # synthetic sources, so the per-source loss terms of the default config have something to learn
+PAD_ID = 0
 
 
-def synthetic(n: int, seed: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+def synthetic(n: int, seed: int) -> Encoded:
+    """`n` rows: token ids of 8-64 tokens, labels [n, P] in {-1, 0, 1} (40% unknown), round-robin sources."""
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(8, 65, (n,), generator=g)
-    texts = [torch.randint(1000, SHAPE["vocab_size"], (int(k),), generator=g) for k in lengths]
-    labels = torch.randint(0, 2, (n, POLICIES), generator=g)
-    labels[torch.rand(n, POLICIES, generator=g) < 0.4] = -1  # unknown: masked out of the loss
-    return texts, labels
+    ids = [torch.randint(1000, SHAPE["vocab_size"], (int(k),), generator=g).tolist() for k in lengths]
+    labels = torch.randint(0, 2, (n, len(POLICIES)), generator=g)
+    labels[torch.rand(n, len(POLICIES), generator=g) < 0.4] = -1  # unknown: masked out of the loss
+    return Encoded(ids, labels.numpy().astype(np.int8), [f"synthetic{i % SOURCES}" for i in range(n)])
 
 
-def batch_of(texts, labels, idx, device) -> dict[str, torch.Tensor]:
-    width = max(len(texts[i]) for i in idx)
-    ids = torch.zeros(len(idx), width, dtype=torch.long)
-    mask = torch.zeros(len(idx), width, dtype=torch.long)
-    for row, i in enumerate(idx):
-        ids[row, :len(texts[i])], mask[row, :len(texts[i])] = texts[i], 1
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels[idx]}
-    if device.type == "cuda":
-        return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
-    return batch
+def device_setting(device: str) -> tuple[str, int]:
+    """`--device` as (train.device, local rank): auto, cpu, cuda or cuda:N."""
+    kind, _, index = device.partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (index and (kind != "cuda" or not index.isdigit())):
+        raise SystemExit(f"--device {device}: expected auto, cpu, cuda or cuda:N")
+    return kind, int(index or 0)
 
 
-def masked_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    known = labels >= 0
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.clamp(min=0).float(),
-                                                                reduction="none")
-    return (loss * known).sum() / known.sum().clamp(min=1)
+def check_config(args, *, amp: bool, checkpoint_every: int | None = None) -> TrainConfig:
+    """The defaults of `tweetguard train` for the loss and optimizer, sized for this check: `args.steps` steps of
+    `args.batch`, no early stopping or time budget, validation at epoch ends and the end only."""
+    return TrainConfig(seed=args.seed, epochs=max(args.steps, 1), max_steps=args.steps, batch_size=args.batch,
+                       device=device_setting(args.device)[0], amp=amp, bf16=False, label_weights={},
+                       eval_every_steps=None, eval_max_rows=None, early_stopping_patience=None, max_minutes=None,
+                       checkpoint_every_steps=checkpoint_every or args.steps + 1, system_metrics=False)
 
 
-def train(args, device: torch.device, amp: bool, steps: int, ckpt: Path | None = None, resume: bool = False) -> dict:
-    """`steps` optimizer steps of batch `args.batch`; returns examples/s (after warm-up), final loss, precision."""
-    torch.manual_seed(args.seed)
-    texts, labels = synthetic(args.texts, args.seed)
-    model = BertMeanPoolForMultiLabel(TweetGuardBertConfig(**SHAPE, num_labels=POLICIES)).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-5)
-    dtype = None
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    start = 0
-    if resume and ckpt and (ckpt / "state.pt").is_file():
-        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        torch.set_rng_state(state["rng"])
-        start = state["step"]
-    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(args.seed))
-    warm, t0, loss = min(args.warmup, max(steps - start - 1, 0)), None, float("nan")
-    for step in range(start, steps):
-        if step - start == warm:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-        idx = [int(order[(step * args.batch + j) % len(texts)]) for j in range(args.batch)]
-        batch = batch_of(texts, labels, idx, device)
-        y = batch.pop("labels")
-        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            value = masked_bce(model(**batch).logits, y)
-        (value if scaler is None else scaler.scale(value)).backward()
-        if scaler is not None:
-            scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        if scaler is None:
-            opt.step()
-        else:
-            scaler.step(opt)
-            scaler.update()
-        opt.zero_grad(set_to_none=True)
-        loss = float(value)
-        if ckpt and (step + 1) % args.checkpoint_every == 0:
-            tmp = ckpt / "state.pt.tmp"
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "rng": torch.get_rng_state(),
-                        "step": step + 1}, tmp)
-            os.replace(tmp, ckpt / "state.pt")  # atomic: a kill never leaves half a checkpoint
-            print(json.dumps({"checkpoint": step + 1}), flush=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    timed = steps - start - warm
-    rate = timed * args.batch / (time.perf_counter() - t0) if t0 is not None and timed > 0 else float("nan")
-    return {"steps": steps, "resumed_from": start, "examples_per_s": rate, "final_loss": loss,
-            "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]}
+def train(args, accel: Accel, cfg: TrainConfig, run_dir: Path, *, resume: bool = False,
+          announce: bool = False) -> dict:
+    """`cfg.max_steps` steps of `TrainingLoop`; returns examples/s (after `args.warmup` steps, validations left
+    out), the final train loss, the precision and the step it resumed from. ``announce``: print
+    `{"checkpoint": step}` on stdout after each checkpoint (the kill-and-resume parent waits for it)."""
+    seed_everything(args.seed)
+    model = BertMeanPoolForMultiLabel(TweetGuardBertConfig(**SHAPE, num_labels=len(POLICIES)))
+    stdout = sys.stdout
+    marks: dict[str, tuple[float, float, int]] = {}  # "warm" / "end" -> (time, validation seconds, examples)
+
+    class Loop(TrainingLoop):  # the real loop; it only tells the parent when a checkpoint is on disk
+        def checkpoint(self, extra):
+            super().checkpoint(extra)
+            if announce:
+                print(json.dumps({"checkpoint": self.p.step}), file=stdout, flush=True)
+
+    def log(metrics: dict[str, float], step: int) -> None:  # after every optimizer step (log_every_steps=1)
+        if "train_loss" not in metrics or step not in (start + warm, cfg.max_steps):
+            return
+        if accel.cuda:
+            torch.cuda.synchronize(accel.device)
+        marks["warm" if step == start + warm else "end"] = (time.perf_counter(), loop.p.eval_seconds, loop.p.examples)
+
+    train_rows, val_rows = synthetic(args.texts, args.seed), synthetic(max(args.texts // 8, 32), args.seed + 1)
+    loop = Loop(model, train_rows, val_rows, cfg, run_dir, pad_id=PAD_ID, pos_weight=[1.0] * len(POLICIES),
+                log=log, progress_bar=False, accel=accel)
+    if resume:
+        loop.resume()  # the newest checkpoint under run_dir, if any
+    start = loop.p.step
+    warm = min(args.warmup, max(cfg.max_steps - start - 1, 0))
+    with contextlib.redirect_stdout(sys.stderr):  # the loop's validation lines: stdout carries the JSON only
+        progress = loop.fit()
+    rate = float("nan")
+    if "warm" in marks and "end" in marks and marks["end"][2] > marks["warm"][2]:
+        (t0, eval0, ex0), (t1, eval1, ex1) = marks["warm"], marks["end"]
+        rate = (ex1 - ex0) / max(t1 - t0 - (eval1 - eval0), 1e-9)
+    return {"steps": progress.step, "resumed_from": start, "examples_per_s": rate,
+            "final_loss": progress.losses[-1], "precision": accel.precision}
 
 
-def kill_and_resume(args, device: torch.device, uninterrupted_loss: float) -> dict:
+def kill_and_resume(args, uninterrupted_loss: float) -> dict:
     """Child 1 trains with checkpoints and is SIGKILLed after its first; child 2 resumes to the end; its final loss
     is compared with the fp32 phase's (the same run, uninterrupted)."""
-    ckpt = Path(tempfile.mkdtemp(prefix="gpu-check-"))
-    base = [sys.executable, __file__, "--child", "--device", str(device), "--steps", str(args.steps),
-            "--texts", str(args.texts), "--batch", str(args.batch), "--seed", str(args.seed),
-            "--checkpoint-every", str(args.checkpoint_every), "--ckpt", str(ckpt)]
+    with tempfile.TemporaryDirectory(prefix="gpu-check-kill-") as run_dir:
+        return _kill_and_resume(args, Path(run_dir), uninterrupted_loss)
+
+
+def _kill_and_resume(args, run_dir: Path, uninterrupted_loss: float) -> dict:
+    base = [sys.executable, __file__, "--child", "--device", args.device, "--steps", str(args.steps),
+            "--texts", str(args.texts), "--batch", str(args.batch), "--warmup", str(args.warmup),
+            "--seed", str(args.seed), "--checkpoint-every", str(args.checkpoint_every), "--ckpt", str(run_dir)]
     child = subprocess.Popen(base, stdout=subprocess.PIPE, text=True)
     for line in child.stdout:  # the first checkpoint is on disk: kill mid-run
         if '"checkpoint"' in line:
             child.send_signal(signal.SIGKILL)
             break
     child.wait()
-    killed_at = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)["step"]
+    killed_at = load_checkpoint(latest_checkpoint(run_dir))["progress"]["step"]
     out = subprocess.run([*base, "--resume"], capture_output=True, text=True, check=True)
     resumed = json.loads(out.stdout.strip().splitlines()[-1])
     return {"killed_after_checkpoint": killed_at, "resumed": resumed,
@@ -158,19 +158,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ckpt", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.checkpoint_every = args.checkpoint_every or max(args.steps // 3, 1)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
-    if args.child:  # a kill-and-resume leg: fp32, prints its result as the last line
-        print(json.dumps(train(args, device, amp=False, steps=args.steps, ckpt=args.ckpt, resume=args.resume)))
+    fp32 = check_config(args, amp=False)
+    accel = resolve_accel(fp32, device_setting(args.device)[1])  # what `tweetguard train` would run on
+    if args.child:  # a kill-and-resume leg: fp32 with checkpoints, prints its result as the last line
+        cfg = check_config(args, amp=False, checkpoint_every=args.checkpoint_every)
+        print(json.dumps(train(args, accel, cfg, args.ckpt, resume=args.resume, announce=not args.resume)))
         return 0
+    device = accel.device
     report = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "device": str(device),
-                          "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                          "gpu": torch.cuda.get_device_name(device) if accel.cuda else None,
                           "cpu": platform.processor() or platform.machine()},
               "settings": {k: v for k, v in vars(args).items() if k not in ("child", "resume", "ckpt")}}
-    report["fp32"] = train(args, device, amp=False, steps=args.steps)
-    # AMP is CUDA only (train.amp); on CPU it would repeat the fp32 run.
-    report["amp"] = train(args, device, amp=True, steps=args.steps) if device.type == "cuda" else None
-    report["kill_and_resume"] = kill_and_resume(args, device, report["fp32"]["final_loss"])
+    with tempfile.TemporaryDirectory(prefix="gpu-check-fp32-") as run_dir:  # checkpoints and weights: gone after
+        report["fp32"] = train(args, accel, fp32, Path(run_dir))
+    # AMP is CUDA only (train.amp); on CPU it would repeat the fp32 run (CPU precision is train.bf16).
+    report["amp"] = None
+    if accel.cuda:
+        amp = check_config(args, amp=True)
+        with tempfile.TemporaryDirectory(prefix="gpu-check-amp-") as run_dir:
+            report["amp"] = train(args, resolve_accel(amp, device_setting(args.device)[1]), amp, Path(run_dir))
+    report["kill_and_resume"] = kill_and_resume(args, report["fp32"]["final_loss"])
     print(json.dumps(report, indent=1))
     ok = report["kill_and_resume"]["resumed"]["steps"] == args.steps and report["kill_and_resume"]["resumed"][
         "resumed_from"] > 0

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from serving.fastpath import AUTO, PATHS, native_bf16, resolve_path
     from serving.predictor import Predictor, length_batches, read_model_config
-    from training.registry.refs import resolve_model_ref
+    from training.tracking.refs import resolve_model_ref
 
     started = time.time()
     model_dir = resolve_model_ref(args.model)

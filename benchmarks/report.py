@@ -194,7 +194,7 @@ def _flat(prefix: str, value, out: dict) -> None:
 def log_mlflow(report: dict, files: list[Path]) -> str:
     """One run in experiment `tweetguard-bench` (tracking URI as training resolves it); returns its id."""
     from training.config import repo_root
-    from training.registry.tracking import Run, git_commit, resolve_uri
+    from training.tracking.runs import Run, git_commit, resolve_uri
 
     metrics: dict[str, float] = {}
     for x in report["inprocess"]:

@@ -1,7 +1,7 @@
 """The served endpoint over HTTP on loopback: a real `bentoml serve` of the model (started, awaited and stopped
-with the server helpers of `training.release.package`), first started with an empty export cache, then restarted
-warm; 1 and N concurrent clients, each request one unique text (plus one run of 32-text requests), every non-2xx
-or transport error counted as a failure."""
+by `training.release.package.Served`, the harness the tests use too), first started with an empty export cache,
+then restarted warm; 1 and N concurrent clients, each request one unique text (plus one run of 32-text requests),
+every non-2xx or transport error counted as a failure."""
 
 from __future__ import annotations
 
@@ -11,20 +11,12 @@ import random
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from benchmarks.measure import PeakRSS, quantiles, tree_cpu_s
-from training.release.package import (
-    SOURCE_TARGET,
-    free_port,
-    import_into_store,
-    start_server,
-    stop_server,
-    wait_ready,
-)
+from training.release.package import SOURCE_TARGET, Served, import_into_store
 
 
 def metric_samples(url: str, prefix: str, timeout: float = 5.0) -> dict[str, float]:
@@ -45,31 +37,6 @@ def batch_sizes(url: str, what: str = "requests") -> tuple[float, float]:
 
 
 ECHO_TARGET = "benchmarks.echo_service:Echo"
-
-
-@dataclass
-class _Server:
-    url: str
-    proc: subprocess.Popen
-    startup_s: float  # process start to the first 200 from /readyz
-
-    @classmethod
-    def start(cls, target: str, *, bentoml_home: Path, log_path: Path, env: dict[str, str]) -> _Server:
-        port = free_port()
-        full_env = {**os.environ, "BENTOML_HOME": str(bentoml_home), **env}
-        full_env.pop("TWEETGUARD_API_TOKEN", None)  # the load runs send no token
-        t0 = time.monotonic()
-        proc = start_server(target, port=port, log_path=log_path, env=full_env)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(url, proc, log_path=log_path)
-        except BaseException:
-            stop_server(proc)
-            raise
-        return cls(url, proc, time.monotonic() - t0)
-
-    def stop(self) -> None:
-        stop_server(self.proc)
 
 
 def load_run(url: str, requests: list[list[str]], clients: int, *, server_pid: int | None = None,
@@ -180,7 +147,7 @@ def profiled_runs(url: str, pid: int, texts: list[str], clients: int, work: Path
 
 def bench_echo(texts: list[str], *, clients: int, work: Path) -> dict:
     """E: the same one-text load against a stock BentoML service with no model (`benchmarks.echo_service`)."""
-    server = _Server.start(ECHO_TARGET, bentoml_home=work / "bentoml", log_path=work / "echo.log", env={})
+    server = Served.start(ECHO_TARGET, bentoml_home=work / "bentoml", log_path=work / "echo.log", env={})
     try:
         load_run(server.url, [[t] for t in texts[:50]], 1)  # warm-up
         n1 = min(200, len(texts) // 4)
@@ -209,9 +176,9 @@ def bench_served(model_dir: Path, texts: list[str], warmup: list[str], *, thread
     tag = import_into_store(model_dir, home)
     env = model_env(tag, threads=threads, path=path, clients=clients, work=work)
     target = SOURCE_TARGET
-    first = _Server.start(target, bentoml_home=home, log_path=work / "serve-cold.log", env=env)
+    first = Served.start(target, bentoml_home=home, log_path=work / "serve-cold.log", env=env)
     first.stop()
-    server = _Server.start(target, bentoml_home=home, log_path=work / "serve.log", env=env)
+    server = Served.start(target, bentoml_home=home, log_path=work / "serve.log", env=env)
     out = {"model_tag": tag, "path": path, "threads": threads, "cold_start_empty_cache_s": first.startup_s,
            "cold_start_s": server.startup_s, "runs": []}
     n = len(texts)  # disjoint slices: 1 client one text each, N clients one text each, 1 client 32 per request
@@ -274,8 +241,8 @@ def bench_cache(model_dir: Path, texts: list[str], warmup: list[str], *, threads
            "cache_size": default}
     for name, size in (("cache off", 0), ("cache on (default size)", default)):
         env = model_env(tag, threads=threads, path=path, clients=clients, work=work, cache_size=size)
-        server = _Server.start(SOURCE_TARGET, bentoml_home=home, log_path=work / f"serve-cache-{size}.log",
-                               env=env)
+        server = Served.start(SOURCE_TARGET, bentoml_home=home, log_path=work / f"serve-cache-{size}.log",
+                              env=env)
         try:
             load_run(server.url, [[t] for t in warmup], 1)
             hits0 = metric_sum(server.url, 'tweetguard_cache_lookups_total{result="hit"}')

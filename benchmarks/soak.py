@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from benchmarks import measure
-from benchmarks.served import _Server, load_run, metric_samples
+from benchmarks.served import load_run, metric_samples
 from serving.policies import POLICIES
 
 TOLERANCE = 1e-5
@@ -338,8 +338,8 @@ def _save(report: dict, out: Path) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from serving.predictor import Predictor
-    from training.registry.refs import resolve_model_ref
-    from training.release.package import import_into_store
+    from training.tracking.refs import resolve_model_ref
+    from training.release.package import Served, import_into_store
 
     model_dir = resolve_model_ref(args.model)
     pool, _ = measure.shared_test_tweets(args.texts, root=args.data_root, sources_file=args.sources_file, seed=0)
@@ -350,8 +350,8 @@ def run(args: argparse.Namespace) -> dict:
     env = {"TWEETGUARD_MODEL_TAG": tag, "TWEETGUARD_CACHE_SIZE": "0", "TWEETGUARD_MAX_INFLIGHT": "256",
            "TWEETGUARD_TORCH_THREADS": str(args.threads),
            "TWEETGUARD_BATCH_MAX_LATENCY_MS": str(args.batch_max_latency_ms)}
-    server = _Server.start("serving.service:TweetGuard", bentoml_home=work / "bentoml", log_path=work / "serve.log",
-                           env=env)
+    server = Served.start("serving.service:TweetGuard", bentoml_home=work / "bentoml", log_path=work / "serve.log",
+                          env=env)
     report: dict = {"model": str(args.model), "machine": measure.machine(), "texts": len(pool),
                     "batch_max_latency_ms": args.batch_max_latency_ms}
     try:

@@ -12,7 +12,7 @@
 ``auto`` (the service default) is the fastest path that agrees with reference on every CPU: ``onnxruntime`` when
 it is installed, else ``reference``. It never picks bf16: bf16 moves scores by up to ~0.01 and makes a text's score
 depend on its batch-mates (~2e-3), so served scores would stop matching offline evaluation scores (tested to
-1e-5). Measured on a 2-core Intel Xeon with AMX (`benchmarks.inference`, README): bf16 1.70x onnxruntime's batch
+1e-5). Measured on a 2-core Intel Xeon with AMX (`benchmarks.inference`, docs/performance.md): bf16 1.70x onnxruntime's batch
 throughput but 2.9x its one-text latency, so on AMX hosts it is an opt-in for bulk offline scoring only.
 
 A quantized model (policy card v3, `tweetguard quantize`) is its own model: its scores are the static int8 graph

@@ -1,6 +1,6 @@
 """Our three policies in the OpenAI moderation response shape (``POST /v1/moderations``).
 
-Mapping (documented in the README; the score and the flag of a category come from the same rule):
+Mapping (documented in docs/serving.md; the score and the flag of a category come from the same rule):
 
 - ``harassment``             <- max(abusive, harassment); flagged if abusive or harassment is flagged
 - ``harassment/threatening`` <- min(harassment, violence); flagged if both are flagged

@@ -10,7 +10,7 @@ import yaml
 from mlflow import MlflowClient
 
 from training.config import ConfigError, load_config, repo_root
-from training.evaluation.bias import load_identity_terms, slice_masks
+from training.data.identity import load_identity_terms, slice_masks
 from training.fit.augment import SWAP_ID, augment_train, match_case, swap_identity_terms
 
 # Two subgroups per category: the target of a swap is forced, so texts can be checked exactly.
@@ -171,7 +171,7 @@ def test_no_copy_repeats_a_text_of_the_dataset():
 # -- config and the training command --------------------------------------------------------------------------
 @pytest.mark.parametrize("value", ["1.5", "-0.1"])
 def test_identity_swap_is_validated(value):
-    assert load_config(None).train.identity_swap == 0.0
+    assert load_config(None).train.identity_swap == 0.5  # the default config's share
     with pytest.raises(ConfigError, match=r"train\.identity_swap"):
         load_config(None, [f"train.identity_swap={value}"])
 
@@ -180,7 +180,7 @@ def test_augment_train_off_reads_nothing_and_never_touches_validation_or_test(tm
     dd = datasets.DatasetDict({"train": split_of(["a gay guy", "a heterosexual guy", "no"]),
                                "validation": split_of(["a gay lady"]),
                                "test": split_of(["the muslims"])})
-    off = load_config(None, ["evaluation.identity_terms=/nonexistent/terms.yaml"])
+    off = load_config(None, ["evaluation.identity_terms=/nonexistent/terms.yaml", "train.identity_swap=0"])
     train, added = augment_train(dd, off)
     assert train is dd["train"] and added == 0
     terms = tmp_path / "terms.yaml"
@@ -198,7 +198,8 @@ def test_training_logs_the_copies_added(tmp_path, mlflow_uri, write_tiny_train_c
     terms.write_text(yaml.safe_dump({"mood": {"lovers": ["love"], "haters": ["hate"]}}), encoding="utf-8")
     cfg = load_config(write_tiny_train_config(tmp_path, max_steps=2),
                       ["train.identity_swap=0.5", f"evaluation.identity_terms={terms}"])
-    from training.fit.command import load_data, train
+    from training.fit.command import load_data
+    from training.pipeline.train import train
 
     result = train(cfg, progress_bar=False)
     params = MlflowClient(mlflow_uri).get_run(result.run_id).data.params

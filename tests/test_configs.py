@@ -2,6 +2,7 @@
 
 configs/ holds run configs only; the dataset facts they point at live in data/ (tests/test_data_files.py)."""
 
+import json
 import warnings
 from pathlib import Path
 
@@ -35,3 +36,10 @@ def test_quick_is_small_and_default_is_budgeted():
     assert quick.train.max_steps and quick.data.max_train_rows_per_source
     assert default.data.max_train_rows_per_source is None and default.train.max_minutes <= 55
     assert quick.data.sources_file == default.data.sources_file == Config().data.sources_file
+
+
+def test_the_defaults_are_the_default_config():
+    """A bare `tweetguard train` trains the measured default model: `Config()` is configs/default.yaml, the whole
+    of it, compared as JSON (so 55 and 55.0 differ: both reach the MLflow params and the artifact's config)."""
+    default = load_config(CONFIGS / "default.yaml")
+    assert json.dumps(Config().model_dump(mode="json")) == json.dumps(default.model_dump(mode="json"))

@@ -394,7 +394,7 @@ def test_id_hash_holdout_is_stable_and_kept_out_of_train_and_validation(tmp_path
 def test_non_commercial_license_marks_the_model_card():
     from serving.artifact import PolicyCard, SourceRef
     from training.data.sources import is_non_commercial
-    from training.registry.modelcard import model_card_markdown
+    from training.evaluation.modelcard import model_card_markdown
 
     assert is_non_commercial("CC-BY-NC-SA-4.0") and is_non_commercial("unverified:CC-BY-NC-4.0")
     assert not any(map(is_non_commercial, ["CC-BY-4.0", "none-stated", "CC0-1.0", "GPL-3.0", "MIT"]))

@@ -11,7 +11,7 @@ import yaml
 from training.config import MOVED_DATA_FILES, Config, ConfigError, DataConfig, EvalConfig, load_config, repo_root
 from training.data.sources import load_sources
 from training.evaluation.behaviour import load_suite
-from training.evaluation.bias import load_identity_terms
+from training.data.identity import load_identity_terms
 from training.evaluation.published import (
     BENCHMARKS,
     NOT_PUBLISHED,

@@ -17,10 +17,11 @@ from serving.policies import POLICIES
 from serving.predictor import Predictor
 from training.config import ConfigError, load_config
 from training.fit.batches import TeacherTargets, masked_bce, soft_bce
-from training.fit.command import train
-from training.fit.distill import distill, evenly_spaced, resolve_layers, student_from_teacher
+from training.fit.distill import evenly_spaced, resolve_layers, student_from_teacher
+from training.pipeline.distill import distill
+from training.pipeline.train import train
 from training.registry.promote import promote
-from training.registry.refs import resolve_model_ref
+from training.tracking.refs import resolve_model_ref
 
 TEACHER_LAYERS = 4
 
@@ -78,6 +79,7 @@ def test_soft_term_and_mixing():
     assert torch.allclose(mixed, 0.25 * soft_bce(student, teacher, 2.0) + 0.75 * labels_only)
 
 
+@pytest.mark.integration  # trains, registers and distills tiny models (slow)
 def test_student_starts_as_the_teachers_copied_layers(world):
     teacher = load_model(resolve_model_ref("models:/tweetguard@champion", tracking_uri=world["uri"]))
     layers = [0, 3]
@@ -95,6 +97,7 @@ def test_student_starts_as_the_teachers_copied_layers(world):
     assert world["distiller"].layers == [0, 3]  # distill.layers=2 of 4: the first and the last
 
 
+@pytest.mark.integration  # trains, registers and distills tiny models (slow)
 def test_registered_as_fast_tier_with_teacher_tags_never_champion(world):
     client, uri = MlflowClient(world["uri"]), world["uri"]
     student = world["student"]
@@ -124,6 +127,7 @@ def test_registered_as_fast_tier_with_teacher_tags_never_champion(world):
     assert {k: str(v) for k, v in client.get_registered_model("tweetguard-fast").aliases.items()} == {"challenger": "1"}
 
 
+@pytest.mark.integration  # trains, registers and distills tiny models (slow)
 def test_student_serves_and_evaluates(world, tmp_path, mixed_texts):
     from training.cli import main
 
@@ -137,6 +141,7 @@ def test_student_serves_and_evaluates(world, tmp_path, mixed_texts):
     assert (tmp_path / "report" / "report.md").is_file()
 
 
+@pytest.mark.integration  # trains, registers and distills tiny models (slow)
 def test_teacher_logits_are_cached_and_the_teacher_pinned_on_resume(world):
     first = world["distiller"]
     assert first.cache_hit is False
@@ -158,8 +163,9 @@ def test_teacher_logits_are_cached_and_the_teacher_pinned_on_resume(world):
     distiller.check_resume({"teacher_sha256": distiller.teacher_sha})
 
 
+@pytest.mark.integration  # trains, registers and distills tiny models (slow)
 def test_resume_continues_from_the_checkpoint_and_refuses_a_moved_teacher(world, capsys):
-    from training.registry.versions import set_alias
+    from training.tracking.versions import set_alias
 
     uri, root = world["uri"], world["root"]
     overrides = [*world["overrides"], "run_name=resumed", "distill.layers=2", "train.max_steps=3",
@@ -186,6 +192,7 @@ def make_teacher_version(world) -> str:
     return train(cfg, progress_bar=False).model_version
 
 
+@pytest.mark.integration  # trains, registers and distills tiny models (slow)
 def test_frontier_benchmark_reports_teacher_student_and_int8(world, quantized, tmp_path):
     """`benchmarks.frontier` end to end on the tiny pair and the student's int8 model: quality paired on one split,
     speed, served."""
@@ -212,12 +219,13 @@ def test_frontier_benchmark_reports_teacher_student_and_int8(world, quantized, t
 @pytest.fixture(scope="module")
 def quantized(world):
     """The student (tweetguard-fast v1) quantized to static int8: a new tweetguard-fast version."""
-    from training.fit.quantize import quantize
+    from training.pipeline.quantize import quantize
 
     cfg = load_config(world["config"], [*world["overrides"], "run_name=int8", "quantize.calibration_rows=64"])
     return quantize(cfg, f"models:/tweetguard-fast/{world['student'].model_version}", progress=False)
 
 
+@pytest.mark.integration  # trains, registers and distills tiny models (slow)
 def test_quantize_registers_a_calibrated_batch_independent_int8_model(world, quantized, mixed_texts,
                                                                       monkeypatch):
     from serving.artifact import ArtifactError
@@ -263,7 +271,7 @@ def test_quantize_registers_a_calibrated_batch_independent_int8_model(world, qua
                  "--out", str(world["root"] / "int8-report"), "--no-mlflow", "evaluation.bootstrap_samples=50",
                  "evaluation.behaviour_suite=null"]) == 0
     with pytest.raises(ConfigError, match="already quantized"):
-        from training.fit.quantize import quantize
+        from training.pipeline.quantize import quantize
 
         quantize(load_config(world["config"], world["overrides"]), str(model_dir), progress=False)
     with pytest.raises(ValueError, match="is a distilled fast-tier student"):

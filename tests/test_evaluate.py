@@ -17,7 +17,8 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from serving.policies import POLICIES
 from training.config import load_config, repo_root
-from training.evaluation.bias import TOO_SMALL, bias_slices, load_identity_terms, slice_masks, worst_slices
+from training.data.identity import load_identity_terms, slice_masks
+from training.evaluation.bias import TOO_SMALL, bias_slices, worst_slices
 from training.evaluation.evaluate import (
     REPORT_JSON,
     REPORT_MD,
@@ -26,7 +27,7 @@ from training.evaluation.evaluate import (
     precision_at_prevalence,
     top_errors,
 )
-from training.evaluation.metrics import masked_metrics
+from training.metrics import masked_metrics
 from training.evaluation.published import (
     BENCHMARKS,
     EDOS_THREAT,
@@ -36,7 +37,7 @@ from training.evaluation.published import (
     run_benchmarks,
 )
 from training.evaluation.render import benchmark_table, comparison_table
-from training.evaluation.scorer import Scored
+from training.scorer import Scored
 
 A, H, V = (POLICIES.index(p) for p in POLICIES)
 REPO = repo_root()
@@ -298,7 +299,7 @@ def test_evaluating_a_logged_model_links_metrics_dataset_and_hub_card(tmp_path, 
                                                                        register_pyfunc_dir):
     from huggingface_hub import ModelCard
 
-    from training.registry.versions import logged_model_id
+    from training.tracking.versions import logged_model_id
 
     version = register_pyfunc_dir(tiny_artifact, mlflow_uri)
     model_id = logged_model_id("tweetguard", version, mlflow_uri)

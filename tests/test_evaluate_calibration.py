@@ -12,7 +12,7 @@ from serving.artifact import write_card
 from serving.policies import POLICIES
 from serving.predictor import Predictor
 from training.config import load_config
-from training.evaluation.metrics import choose_thresholds, choose_tier
+from training.metrics import choose_thresholds, choose_tier
 from training.fit.calibration import finalize_card
 
 TRUE_T = 3.0  # labels are drawn from sigmoid(logit / 3): the raw model is over-confident

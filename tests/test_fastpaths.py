@@ -2,7 +2,7 @@
 ONNX export cache; the service's path setting; and the benchmark harness end to end on the tiny model.
 
 Agreement needs spread outputs: a random head scores everything near its bias, so any path agrees with it.
-The fixture fine-tunes the bundled MiniLM through the real `training.fit.command` on real shared data (OLID +
+The fixture fine-tunes the bundled MiniLM through the real `training.pipeline.train` on real shared data (OLID +
 ETHOS, which label all three policies) for 50 steps at a high learning rate, then checks the spread.
 """
 
@@ -36,7 +36,7 @@ N_TWEETS = {"onnxruntime": 600, "bf16": 600 if native_bf16() else 160}
 def finetuned(tmp_path_factory: pytest.TempPathFactory, _mlflow_template_db: Path, data_root: Path) -> Path:
     """A MiniLM artifact fine-tuned for 50 steps on real OLID + ETHOS train rows (max_length 64, lr 3e-4)."""
     from training.config import load_config
-    from training.fit.command import train
+    from training.pipeline.train import train
 
     folder = tmp_path_factory.mktemp("finetuned")
     shutil.copy(_mlflow_template_db, folder / "mlflow.db")
@@ -46,6 +46,9 @@ def finetuned(tmp_path_factory: pytest.TempPathFactory, _mlflow_template_db: Pat
         "model.max_length=64", "train.max_steps=50", "train.batch_size=16", "train.lr=3e-4",
         "train.warmup_ratio=0.1", "train.eval_batch_size=128", "train.early_stopping_patience=null",
         "train.num_threads=2", "train.system_metrics=false", f"train.output_dir={folder / 'runs'}",
+        # plain training: the defaults' loss terms, weights (of sources left out here) and augmentation off
+        "train.source_terms=none", "train.label_weights={}", "train.identity_swap=0", "train.source_balance=0",
+        "train.eval_every_steps=null", "train.eval_max_rows=null", "train.max_minutes=null",
         f"tracking.uri=sqlite:///{folder / 'mlflow.db'}", "run_name=fastpath-agreement",
     ])
     return train(cfg, progress_bar=False).artifact_dir
@@ -156,6 +159,7 @@ def test_export_is_cached_by_content_and_never_touches_the_model_dir(tiny_artifa
 
 
 # ---- the benchmark harness ---------------------------------------------------------------------------------
+@pytest.mark.integration  # the whole benchmark harness in subprocesses (~55 s)
 def test_benchmark_harness_runs_end_to_end_on_the_tiny_model(tiny_artifact, tmp_path):
     from benchmarks.inference import main
 
@@ -183,6 +187,7 @@ def test_benchmark_harness_runs_end_to_end_on_the_tiny_model(tiny_artifact, tmp_
     assert "## Targets" in (tmp_path / "bench" / "bench.md").read_text()
 
 
+@pytest.mark.integration  # fresh Python processes load the artifact (~13 s)
 def test_cold_starts_load_a_mean_head_artifact_in_a_fresh_process(tiny_artifact, tmp_path):
     """The stock pipeline's cold start runs in a fresh interpreter, where nothing has imported our model class:
     the mean head loads from the code saved beside its weights."""

@@ -8,9 +8,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from training.config import repo_root
 
 
+@pytest.mark.integration  # trains a MiniLM-shaped model in subprocesses (slow)
 def test_gpu_check_runs_on_cpu_with_a_kill_and_resume():
     out = subprocess.run([sys.executable, str(repo_root() / "benchmarks" / "gpu_check.py"), "--device", "cpu",
                           "--steps", "5", "--texts", "64", "--batch", "8", "--warmup", "1", "--checkpoint-every", "2"],

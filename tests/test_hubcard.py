@@ -9,7 +9,7 @@ from serving.artifact import SourceRef, read_card, write_card
 from serving.policies import POLICIES
 from training.config import repo_root
 from training.data.sources import load_sources
-from training.registry.hubcard import EVAL_METRICS, HUB_README, hub_model_card, write_hub_readme
+from training.evaluation.hubcard import EVAL_METRICS, HUB_README, hub_model_card, write_hub_readme
 
 VALIDATION = {f"{p}/{m}": 0.5 + 0.01 * i + 0.001 * j for i, p in enumerate(POLICIES)
               for j, m in enumerate(EVAL_METRICS)}

@@ -1,4 +1,4 @@
-"""training.evaluation.metrics: masking, agreement with scikit-learn, thresholds, bootstrap, calibration fitting."""
+"""training.metrics: masking, agreement with scikit-learn, thresholds, bootstrap, calibration fitting."""
 
 import math
 
@@ -8,7 +8,7 @@ from sklearn.metrics import average_precision_score, f1_score, precision_score, 
 
 from serving.artifact import PolicyCard, calibrate
 from serving.policies import POLICIES
-from training.evaluation.metrics import (
+from training.metrics import (
     bootstrap_ci,
     choose_thresholds,
     expected_calibration_error,

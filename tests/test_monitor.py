@@ -16,7 +16,7 @@ from serving.policies import POLICIES
 from training.cli import main
 from training.config import MonitorConfig, load_config
 from training.evaluation.monitor import EXIT_DRIFT, EXIT_OK, EXIT_TOO_FEW, monitor, psi, read_score_log
-from training.registry.reference import ARTIFACT_PATH, REFERENCE_FILE, load_reference
+from training.evaluation.reference import ARTIFACT_PATH, REFERENCE_FILE, load_reference
 
 
 def test_psi_known_values():

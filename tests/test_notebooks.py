@@ -40,7 +40,7 @@ def notebook_env(tmp_path, tiny_artifact, mlflow_uri, monkeypatch, write_tiny_tr
     config = write_tiny_train_config(tmp_path)
     cfg = load_config(config, ["baseline.min_df=1"])
     from training.fit.baseline import train_baseline
-    from training.registry.versions import CHALLENGER, CHAMPION, set_alias
+    from training.tracking.versions import CHALLENGER, CHAMPION, set_alias
 
     tfidf, _ = train_baseline(cfg, prepare(cfg.data), tmp_path / "tfidf")
     set_alias("tweetguard", CHAMPION, register_dir(tiny_artifact, mlflow_uri), mlflow_uri)
@@ -67,6 +67,7 @@ def _text(nb: nbformat.NotebookNode) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.integration  # a Jupyter kernel runs the notebook (slow)
 def test_evaluation_notebook_runs(notebook_env):
     nb = _run("evaluation.ipynb")
     text = _text(nb)
@@ -76,6 +77,7 @@ def test_evaluation_notebook_runs(notebook_env):
     assert (notebook_env / "reports" / "tweetguard-v1-validation" / "report.md").is_file()
 
 
+@pytest.mark.integration  # a Jupyter kernel runs the notebook (slow)
 def test_compare_notebook_runs(notebook_env, monkeypatch):
     nb = _run("compare.ipynb")
     text = _text(nb)

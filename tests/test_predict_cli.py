@@ -17,7 +17,7 @@ from serving.artifact import ArtifactError
 from serving.policies import POLICIES, output_columns
 from serving.predictor import Predictor
 from training.cli import main
-from training.registry.refs import resolve_model_ref
+from training.tracking.refs import resolve_model_ref
 
 TEXTS = ["you are a stupid idiot", "go home, nobody wants you here", "what a great day", "i will hurt you"]
 SCORE_COLUMNS = output_columns(POLICIES)

@@ -16,7 +16,7 @@ from training.config import load_config
 from training.data.prepare import prepare
 from training.fit.baseline import train_baseline
 from training.registry.promote import promote, rollback
-from training.registry.versions import HISTORY_TAG
+from training.tracking.versions import HISTORY_TAG
 
 FAST = ["evaluation.bootstrap_samples=200"]
 
@@ -102,7 +102,7 @@ def test_cli_refusal_exit_codes(tiny_world, mlflow_uri, capsys, register_dir):
 
 
 def test_model_card_attached_to_version(tiny_world, mlflow_uri, register_dir):
-    from training.registry.modelcard import CARD_MD, attach_model_card
+    from training.evaluation.cards import CARD_MD, attach_model_card
 
     version = register_dir(tiny_world["good"], mlflow_uri)
     text = attach_model_card("tweetguard", version, tiny_world["good"], tracking_uri=mlflow_uri)

@@ -24,9 +24,9 @@ from serving.policies import POLICIES, output_columns, threshold_param
 from serving.predictor import Predictor
 from training.cli import main
 from training.registry.pyfunc import EXAMPLE_TEXTS, pip_requirements, register_pyfunc
-from training.registry.refs import resolve_model_ref
-from training.registry.tracking import Run
-from training.registry.versions import MODEL_VERSIONS_TAG, logged_model_id, set_alias
+from training.tracking.refs import resolve_model_ref
+from training.tracking.runs import Run
+from training.tracking.versions import MODEL_VERSIONS_TAG, logged_model_id, set_alias
 
 
 def frame(expected: list[dict], policies: tuple[str, ...]) -> pd.DataFrame:
@@ -174,6 +174,7 @@ def test_an_old_plain_version_is_registered_again_as_pyfunc(v1_artifact, mlflow_
     assert json.loads((new_dir / CARD_FILE).read_text()) == json.loads((v1_artifact / CARD_FILE).read_text())
 
 
+@pytest.mark.integration  # a real `mlflow models serve` process
 def test_mlflow_models_serve_answers_invocations(tmp_path, tiny_artifact, mlflow_server, register_pyfunc_dir,
                                                   mixed_texts):
     """On a real `mlflow server`: the registered version served by `mlflow models serve --env-manager local`

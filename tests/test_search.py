@@ -1,4 +1,4 @@
-"""`tweetguard tune` (training.fit.search) on the tiny model: 2 trials x 5 steps, a sqlite study in tmp_path,
+"""`tweetguard tune` (training.pipeline.search) on the tiny model: 2 trials x 5 steps, a sqlite study in tmp_path,
 nested MLflow runs in the test store, resuming, the winner's registration, pruning and a crashed trial."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from training.cli import main
 from training.config import ConfigError, load_config
-from training.fit.search import TARGETS, run_search, sample
+from training.pipeline.search import TARGETS, run_search, sample
 
 
 def search_overrides(tmp_path, n_trials: int, winner: bool) -> list[str]:
@@ -30,6 +30,7 @@ def children(client: MlflowClient, parent_id: str) -> list:
     return sorted(runs, key=lambda r: r.info.start_time)
 
 
+@pytest.mark.integration  # an Optuna study of tiny training runs (slow)
 def test_trials_are_nested_runs_the_study_resumes_and_the_winner_registers_once(
         tmp_path, mlflow_uri, write_tiny_train_config, capsys):
     config = write_tiny_train_config(tmp_path)
@@ -84,6 +85,7 @@ def test_trials_are_nested_runs_the_study_resumes_and_the_winner_registers_once(
     assert len(client.search_model_versions("name='tweetguard'")) == 1
 
 
+@pytest.mark.integration  # an Optuna study of tiny training runs (slow)
 def test_pruned_trial_and_a_crashed_trial_rerun(tmp_path, mlflow_uri, write_tiny_train_config):
     config = write_tiny_train_config(tmp_path)
     cfg = load_config(config, search_overrides(tmp_path, 1, winner=True))

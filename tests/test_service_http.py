@@ -14,6 +14,7 @@ import openai
 import pytest
 from openai.types import ModerationCreateResponse
 
+from benchmarks.served import batch_sizes
 from serving.moderation import map_scores
 from serving.policies import POLICIES
 from serving.predictor import Predictor
@@ -226,14 +227,14 @@ def test_wrong_content_type_method_size_and_internal_route(served):
 
 
 def test_concurrent_requests_are_batched(served, offline):
-    before = served.metric_batch_sizes()
+    before = batch_sizes(served.url)
     texts = [f"{TEXTS[i % len(TEXTS)]} {'!' * (i % 7)} n{i}" for i in range(224)]  # distinct: no cache hits
     with httpx.Client(base_url=served.url) as client, ThreadPoolExecutor(16) as pool:
         responses = list(pool.map(lambda t: client.post("/classify", json={"text": t}), texts))
     assert all(r.status_code == 200 for r in responses), {r.status_code for r in responses}
     got = [r.json()["results"][0] for r in responses]
     _assert_same_scores(got, offline.predict(texts))
-    after = served.metric_batch_sizes()
+    after = batch_sizes(served.url)
     calls, merged = after[1] - before[1], after[0] - before[0]  # model calls, requests they carried
     assert merged == len(texts)
     assert calls < merged, f"no request was batched with another: {calls} model calls for {merged} requests"

@@ -59,8 +59,12 @@ def _loop(tiny, run_dir: Path, mode: str, log=lambda m, s: None, **train) -> Tra
     backbone, tok, data, val = tiny
     seed_everything(0)  # the same head initialisation for every loop of a test
     model = build_model(backbone, "mean")
-    cfg = TrainConfig(source_terms=mode, batch_size=16, lr=2e-3, num_threads=1, system_metrics=False,
-                      early_stopping_patience=None, output_dir=str(run_dir.parent), **train)
+    # Plain training but for the terms (the defaults' weights name real sources, their sampling is balanced).
+    plain = {"epochs": 3, "label_weights": {}, "source_balance": 0.0, "eval_every_steps": None, "eval_max_rows": None,
+             "max_minutes": None}
+    cfg = TrainConfig(**{**plain, "source_terms": mode, "batch_size": 16, "lr": 2e-3, "num_threads": 1,
+                         "system_metrics": False, "early_stopping_patience": None,
+                         "output_dir": str(run_dir.parent), **train})
     return TrainingLoop(model, data, val, cfg, run_dir, pad_id=tok.pad_token_id or 0, pos_weight=[1.0, 1.0, 1.0],
                         log=log, progress_bar=False)
 
@@ -187,7 +191,7 @@ def test_artifact_and_serving_carry_no_trace_of_the_terms(tmp_path, mlflow_uri, 
     from mlflow import MlflowClient
 
     from serving.predictor import Predictor
-    from training.fit.command import train
+    from training.pipeline.train import train
 
     config = write_tiny_train_config(tmp_path, max_steps=4)
     results = {mode: train(load_config(config, [f"run_name={mode}", f"train.source_terms={mode}"]),

@@ -17,7 +17,7 @@ import pytest
 
 from serving.policies import POLICIES, output_columns
 from training.cli import main as tweetguard
-from training.registry.versions import set_alias
+from training.tracking.versions import set_alias
 from training.release import spark_score
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from serving.artifact import CARD_FILE, ArtifactError, Tier, action_of, read_car
 from serving.policies import POLICIES
 from serving.predictor import Predictor
 from training.evaluation.evaluate import tier_report
-from training.evaluation.metrics import choose_tier
+from training.metrics import choose_tier
 from training.evaluation.render import tier_table
 
 

@@ -14,7 +14,8 @@ from mlflow import MlflowClient
 from safetensors.torch import load_file
 
 from training.config import load_config, repo_root
-from training.fit.command import HISTORY_FILE, train
+from training.fit.command import HISTORY_FILE
+from training.pipeline.train import train
 from training.fit.loop import LAST_DIR
 
 pytestmark = pytest.mark.integration

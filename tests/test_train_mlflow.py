@@ -13,11 +13,11 @@ from mlflow import MlflowClient
 from serving.artifact import CARD_FILE, file_sha256, read_card
 from serving.policies import POLICIES
 from training.config import load_config
-from training.fit.command import train
-from training.registry.hubcard import EVAL_METRICS, HUB_README
-from training.registry.reference import compute_reference, fetch_reference
-from training.registry.refs import resolve_model_ref
-from training.registry.tracking import TrackingError
+from training.pipeline.train import train
+from training.evaluation.hubcard import EVAL_METRICS, HUB_README
+from training.evaluation.reference import compute_reference, fetch_reference
+from training.tracking.refs import resolve_model_ref
+from training.tracking.runs import TrackingError
 
 STEPS = 6
 

@@ -11,12 +11,14 @@ import torch
 from safetensors.torch import load_file
 
 from training.config import load_config, repo_root
-from training.fit.command import HISTORY_FILE, train
+from training.fit.command import HISTORY_FILE
+from training.pipeline.train import train
 from training.fit.loop import LAST_DIR
 
 CHECKPOINT_EVERY = 8
 
 
+@pytest.mark.integration  # trains in subprocesses and SIGKILLs one (~10 s or more each)
 @pytest.mark.parametrize("source_terms", ["none", "affine"])
 def test_resume_after_sigkill_repeats_no_batch_and_matches_uninterrupted(
         tmp_path, mlflow_uri, write_tiny_train_config, kill_after_unsaved_steps, source_terms):
@@ -82,8 +84,9 @@ def test_resume_accepts_a_run_saved_before_a_config_key_existed(tmp_path):
     from training.config import Config, ConfigError, to_flat
     from training.fit.command import CONFIG_FILE, check_resume_config
 
-    saved = {k: v for k, v in to_flat(Config()).items() if k not in ("train.identity_swap", "train.source_terms")}
+    # Keys whose default is what code without them did: one lr for all layers, no gradient accumulation.
+    saved = {k: v for k, v in to_flat(Config()).items() if k not in ("train.layer_lr_decay", "train.grad_accum")}
     (tmp_path / CONFIG_FILE).write_text(json.dumps(saved))
     check_resume_config(tmp_path, Config())
-    with pytest.raises(ConfigError, match=r"train\.source_terms: 'none' -> 'offset'"):
-        check_resume_config(tmp_path, load_config(None, ["train.source_terms=offset"]))
+    with pytest.raises(ConfigError, match=r"train\.layer_lr_decay: 1\.0 -> 0\.8"):
+        check_resume_config(tmp_path, load_config(None, ["train.layer_lr_decay=0.8"]))

@@ -23,7 +23,8 @@ from training.fit.batches import (
     masked_bce,
     sampling_weights,
 )
-from training.fit.command import HISTORY_FILE, train
+from training.fit.command import HISTORY_FILE
+from training.pipeline.train import train
 
 
 # -- loss ------------------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ import sys
 import time
 
 from training.config import ConfigError, load_config
-from training.registry.refs import REF_FORMS
-from training.registry.tracking import TrackingError
+from training.tracking.refs import REF_FORMS
+from training.tracking.runs import TrackingError
 
 # Nothing here should ever reach a model hub or a dataset hub unless the user opts in explicitly.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -158,7 +158,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     import yaml
 
-    from training.fit.command import train
+    from training.pipeline.train import train
 
     cfg = load_config(args.config, args.overrides)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
@@ -174,7 +174,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_distill(args: argparse.Namespace) -> int:
     import yaml
 
-    from training.fit.distill import distill
+    from training.pipeline.distill import distill
 
     cfg = load_config(args.config, args.overrides)
     if args.teacher:
@@ -188,7 +188,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from training.fit.quantize import quantize
+    from training.pipeline.quantize import quantize
 
     result = quantize(load_config(args.config, args.overrides), args.model, progress=not args.no_progress)
     print(result.summary(), flush=True)
@@ -196,7 +196,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from training.fit.search import run_search
+    from training.pipeline.search import run_search
 
     extra = ([f"search.n_trials={args.trials}"] if args.trials is not None else []) + \
         (["search.train_winner=false"] if args.no_winner else [])
@@ -237,7 +237,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_promote(args: argparse.Namespace) -> int:
     from training.evaluation.evaluate import load_split
     from training.registry.promote import describe_decision, promote, rollback
-    from training.registry.tracking import check_reachable, resolve_uri
+    from training.tracking.runs import check_reachable, resolve_uri
 
     cfg = load_config(args.config, args.overrides)
     uri = resolve_uri(args.tracking_uri or cfg.tracking.uri)
@@ -259,7 +259,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 def _cmd_monitor(args: argparse.Namespace) -> int:
     from training.evaluation.monitor import describe, monitor
-    from training.registry.tracking import check_reachable, resolve_uri
+    from training.tracking.runs import check_reachable, resolve_uri
 
     cfg = load_config(args.config, args.overrides)
     check_reachable(resolve_uri(args.tracking_uri or cfg.tracking.uri))
@@ -269,7 +269,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def _cmd_package(args: argparse.Namespace) -> int:
-    from training.registry.refs import resolve_model_ref
+    from training.tracking.refs import resolve_model_ref
     from training.release.package import PackageError, package
 
     model_dir = resolve_model_ref(args.model)
@@ -298,8 +298,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from training.registry.refs import resolve_model_ref
-    from training.release.predict import check_input, describe_bad_rows, predict_job
+    from training.tracking.refs import resolve_model_ref
+    from training.data.tables import describe_bad_rows
+    from training.release.predict import check_input, predict_job
 
     # The input is checked before torch is imported and the model fetched: its mistakes fail in a second.
     job = check_input(args.input, args.output, text_column=args.text_column, skip_bad_rows=args.skip_bad_rows)

@@ -116,16 +116,16 @@ class TrainConfig(Section):
     """Fine-tuning hyperparameters (`tweetguard train`). Steps are optimizer steps (after accumulation)."""
 
     seed: int = Field(42, description="Seeds python, numpy and torch: same seed + data + config -> same metrics.")
-    epochs: int = Field(3, ge=1, description="Passes over the training data (upper bound; see max_steps/max_minutes).")
+    epochs: int = Field(1, ge=1, description="Passes over the training data (upper bound; see max_steps/max_minutes).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps; null = epochs decide.")
     max_minutes: float | None = Field(
-        None, gt=0, description="Wall-clock budget in minutes (training + evaluation); null = none. Not reproducible."
+        55.0, gt=0, description="Wall-clock budget in minutes (training + evaluation); null = none. Not reproducible."
     )
     batch_size: int = Field(32, ge=1, description="Examples per micro-batch.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step (effective batch = product).")
-    eval_batch_size: int = Field(128, ge=1, description="Examples per batch when scoring validation.")
+    eval_batch_size: int = Field(256, ge=1, description="Examples per batch when scoring validation.")
     eval_max_rows: int | None = Field(
-        None, ge=1, description="Validate during training on a seeded sample of this many validation rows "
+        3000, ge=1, description="Validate during training on a seeded sample of this many validation rows "
         "(cheaper early stopping); null = all. Calibration and thresholds always use the whole split."
     )
     lr: float = Field(5e-5, gt=0, description="Peak AdamW learning rate.")
@@ -144,7 +144,7 @@ class TrainConfig(Section):
     )
     pos_weight_cap: float = Field(10.0, ge=1, description="Upper bound for pos_weight=auto.")
     identity_swap: float = Field(
-        0.0, ge=0, le=1, description="Counterfactual identity-term swap augmentation of the train split only "
+        0.5, ge=0, le=1, description="Counterfactual identity-term swap augmentation of the train split only "
         "(training.fit.augment): of the train rows that mention a term of evaluation.identity_terms (the bias "
         "slices' matcher), this share get one copy, labels kept, with each term replaced by a term of another "
         "subgroup of the same category (women -> men, muslim -> jewish), case kept; 0 = off. Transformer "
@@ -154,22 +154,24 @@ class TrainConfig(Section):
         default_factory=dict, description="Train split only: {source: {policy: other_policy}}: a negative label "
         "of `policy` on a train row of `source` whose `other_policy` label is positive is masked in the loss "
         "(unknown), e.g. {gab_hate_corpus: {violence: abusive}} (Gab's rare call-for-violence label misses hateful "
-        "posts that call for killing; measured over a full epoch: no validation gain, data/README.md). Validation "
-        "and test keep every source label; the masked count is logged as derived.uncertain_negatives_masked."
+        "posts that call for killing). Validation and test keep every source label; the masked count is logged "
+        "as derived.uncertain_negatives_masked."
     )
     label_weights: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="Train split only: {source: {policy: weight}}: each known label of "
-        "`policy` on a train row of `source` counts `weight` times in the loss (default 1; 0 = ignored, like an "
+        default_factory=lambda: {"davidson_hate_offensive": {"abusive": 0.5}, "olid": {"abusive": 2.0},
+                                 "vulgar_functions": {"abusive": 2.0}},
+        description="Train split only: {source: {policy: weight}}: each known label of "
+        "`policy` on a train row of `source` counts `weight` times in the loss (1 where none is given; 0 = ignored, like an "
         "unknown label; the batch loss still divides by the number of known labels), e.g. "
         "{davidson_hate_offensive: {abusive: 0.5}} to weigh a profanity-inclusive notion down against the sources "
         "whose labels are the policy. Validation, calibration and test are unweighted."
     )
     source_balance: float = Field(
-        0.0, ge=0, le=1, description="Sampling weight per example ~ 1/size(source)^alpha: 0 = natural mix "
+        0.3, ge=0, le=1, description="Sampling weight per example ~ 1/size(source)^alpha: 0 = natural mix "
         "(each example once per epoch), 1 = every source equally often (with replacement)."
     )
     source_terms: Literal["none", "offset", "affine"] = Field(
-        "none", description="Per-(source, policy) label-semantics terms in the training loss only "
+        "affine", description="Per-(source, policy) label-semantics terms in the training loss only "
         "(training.fit.source_terms): offset = a learned bias b[s,p] added to the logit of a row from source s "
         "for policy p (absorbs the source's base rate); affine = logit * exp(a[s,p]) + b[s,p] (also absorbs how "
         "broad or sharp its notion is). Centred per policy over the sources that label it, so the shared logit "
@@ -181,19 +183,19 @@ class TrainConfig(Section):
     )
     source_terms_lr: float = Field(
         1e-2, gt=0, description="Peak learning rate of the source terms (own AdamW group, same schedule, no "
-        "weight decay): at the encoder's lr they could move only ~0.1 logit in a whole run."
+        "weight decay)."
     )
     length_group: int = Field(
         50, ge=1, description="Batches per length-sorted mega-batch (dynamic padding wastes less); 1 = no grouping."
     )
     eval_every_steps: int | None = Field(
-        None, ge=1, description="Validate every N steps as well as at each epoch end; null = epoch ends only."
+        300, ge=1, description="Validate every N steps as well as at each epoch end; null = epoch ends only."
     )
     early_stopping_patience: int | None = Field(
-        3, ge=1, description="Stop after this many validations without improving the metric; null = never."
+        None, ge=1, description="Stop after this many validations without improving the metric; null = never."
     )
     metric: str = Field(
-        "mean_pr_auc", description="Validation metric to maximize (key of training.evaluation.metrics output)."
+        "mean_pr_auc", description="Validation metric to maximize (key of training.metrics output)."
     )
     checkpoint_every_steps: int = Field(200, ge=1, description="Write a resumable checkpoint every N steps.")
     bf16: bool = Field(False, description="CPU: bfloat16 autocast for forward/backward (fast on CPUs with AMX).")
@@ -205,7 +207,7 @@ class TrainConfig(Section):
         True, description="CUDA only: mixed precision (bf16 autocast where the GPU supports it, else fp16 with a "
         "gradient scaler). CPU precision is train.bf16."
     )
-    num_threads: int | None = Field(None, ge=1, description="torch.set_num_threads; null = torch's default.")
+    num_threads: int | None = Field(2, ge=1, description="torch.set_num_threads; null = torch's default.")
     output_dir: str = Field("runs", description="Run dirs (checkpoints, artifact) go to <output_dir>/<run_name>.")
     log_every_steps: int = Field(1, ge=1, description="Log train loss to MLflow every N steps.")
     system_metrics: bool = Field(True, description="Log CPU/memory system metrics to the MLflow run.")
@@ -392,7 +394,7 @@ class SearchSpace(Section):
 
 
 class SearchConfig(Section):
-    """`tweetguard tune` (training.fit.search): an Optuna study of short trials, then one full run of the winner."""
+    """`tweetguard tune` (training.pipeline.search): an Optuna study of short trials, then one full run of the winner."""
 
     n_trials: int = Field(8, ge=1, description="Finished (complete or pruned) trials the study needs; <= 8 "
                           "recommended on 2 cores (each trial is a steps_per_trial training run).")
@@ -468,7 +470,7 @@ class DistillConfig(Section):
 
 
 class QuantizeConfig(Section):
-    """`tweetguard quantize` (training.fit.quantize): static int8 of a registered model, registered under
+    """`tweetguard quantize` (training.pipeline.quantize, the graph in training.fit.quantize): static int8 of a registered model, registered under
     distill.registered_model; calibration, thresholds and tiers come from the `calibration` section."""
 
     calibration_rows: int = Field(
@@ -567,6 +569,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def to_flat(cfg: BaseModel) -> dict[str, Any]:
     """`{"data.seed": 13, ...}` for MLflow params and printing."""
     return _flatten(cfg.model_dump(mode="json"), "")
+
+
+def mapping_fields(cfg: BaseModel, prefix: str = "") -> list[str]:
+    """Dotted names of the fields that hold a plain mapping (e.g. `train.label_weights`): their flattened keys
+    are the mapping's own keys, so an empty one flattens to nothing."""
+    out: list[str] = []
+    for name in type(cfg).model_fields:
+        value = getattr(cfg, name)
+        if isinstance(value, BaseModel):
+            out += mapping_fields(value, f"{prefix}{name}.")
+        elif isinstance(value, dict):
+            out.append(f"{prefix}{name}")
+    return out
 
 
 def _flatten(d: dict[str, Any], prefix: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from serving.artifact import calibrate
 from serving.policies import POLICIES
 from training.config import read_yaml, validate
-from training.evaluation.scorer import Scorer
+from training.scorer import Scorer
 
 SUITE_VERSION = 1
 MAX_LISTED_FAILURES = 5  # per capability, in the report

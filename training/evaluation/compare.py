@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from serving.policies import POLICIES
-from training.evaluation.metrics import masked_metrics, paired_bootstrap_diff, resample_counts
+from training.metrics import masked_metrics, paired_bootstrap_diff, resample_counts
 from training.evaluation.published import BENCHMARKS, benchmark_rows, benchmark_stat
 from training.evaluation.render import fmt, table
-from training.registry.tracking import Run, client, resolve_uri
+from training.tracking.runs import Run, client, resolve_uri
 
 METRICS = ("pr_auc", "roc_auc", "f1", "ece")  # per policy; f1 at each model's own threshold
 

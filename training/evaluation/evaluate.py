@@ -2,8 +2,8 @@
 
     tweetguard evaluate --model models:/tweetguard@champion [--config configs/default.yaml] [--split test]
 
-Scores go through the serving path (`training.evaluation.scorer`: the Predictor, or the TF-IDF baseline's own scorer),
-every metric through `training.evaluation.metrics` at the card's thresholds. The model's files are only read. Output: a
+Scores go through the serving path (`training.scorer`: the Predictor, or the TF-IDF baseline's own scorer),
+every metric through `training.metrics` at the card's thresholds. The model's files are only read. Output: a
 report directory (`metrics.json`, `report.md`, PNGs) and an MLflow evaluation run tagged with the model's
 registry version and training run id. Notebooks call `compute_report` / the plots; the logic lives here.
 """
@@ -18,22 +18,24 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.artifact import TIERS, PolicyCard
+from serving.artifact import PolicyCard
 from serving.policies import POLICIES, UNKNOWN
 from training.config import Config, EvalConfig
+from training.data.identity import load_identity_terms, slice_masks
 from training.data.prepare import prepare
 from training.evaluation import plots
 from training.evaluation.behaviour import behaviour_metrics, run_suite
-from training.evaluation.bias import bias_slices, load_identity_terms, slice_masks, worst_slices
-from training.evaluation.metrics import bootstrap_ci, ece_per_policy, masked_metrics, precision_at
+from training.evaluation.bias import bias_slices, worst_slices
+from training.evaluation.cards import attach_model_card
 from training.evaluation.published import benchmark_value, run_benchmarks
-from training.evaluation.render import render_markdown
-from training.evaluation.scorer import Scored, Scorer, score_split
+from training.evaluation.render import card_tiers, render_markdown
 from training.fit.baseline import MODEL_FILE as BASELINE_FILE
 from training.fit.baseline import Baseline
-from training.registry.refs import resolve_model_ref
-from training.registry.tracking import DATASET_CONTEXT, Run, dataset_entity, dataset_ref, resolve_uri
-from training.registry.versions import ModelIdentity, identify, logged_model_id, set_version_tags
+from training.metrics import bootstrap_ci, ece_per_policy, masked_metrics, precision_at
+from training.scorer import Scored, Scorer, score_split
+from training.tracking.refs import resolve_model_ref
+from training.tracking.runs import DATASET_CONTEXT, Run, dataset_entity, dataset_ref, resolve_uri
+from training.tracking.versions import ModelIdentity, identify, logged_model_id, set_version_tags
 
 REPORT_JSON, REPORT_MD = "metrics.json", "report.md"
 
@@ -70,12 +72,6 @@ def precision_at_prevalence(labels: np.ndarray, probs: np.ndarray, thresholds: d
                        "precision": float(precision_at(prevalence, tpr, fpr)),
                        "precision_on_split": float((flag & y).sum() / max(flag.sum(), 1))}
     return out
-
-
-def card_tiers(card: PolicyCard) -> dict[str, dict[str, dict]]:
-    """{policy: {tier: {"card": Tier as a dict}}} for the tiers a card has (v1 cards: none)."""
-    return {spec.name: {name: {"card": spec.tier(name).model_dump(mode="json")} for name in TIERS if spec.tier(name)}
-            for spec in card.policies if any(spec.tier(name) for name in TIERS)}
 
 
 def tier_report(labels: np.ndarray, probs: np.ndarray, card: PolicyCard, n_boot: int, seed: int) -> dict:
@@ -237,8 +233,6 @@ def evaluate(ref: str, cfg: Config, *, split: str | None = None, out_dir: str | 
     files = [out / REPORT_JSON, out / REPORT_MD, *write_figures(report, scored, scorer.card, out)]
     run_id = log_evaluation(report, files, identity, cfg, uri, split, rows_digest(scored)) if log_to_mlflow else None
     if run_id and identity.version and split == "test":  # the version's model card gains the test numbers
-        from training.registry.modelcard import attach_model_card
-
         attach_model_card(identity.name, identity.version, model_dir, tracking_uri=uri, evaluation=report)
     return EvalResult(report, out, run_id, identity, report["model"]["kind"], scored,
                       tuple(src.name for src in scorer.card.sources))

@@ -5,7 +5,7 @@
 Reads a served score log (`TWEETGUARD_SCORE_LOG`, `serving.scorelog`), keeps the lines of the model `--model` names
 (matched on the sha256 of its `policy_card.json`: the same bytes in the registry and the BentoML store), and
 compares each policy's served scores with the version's reference (its validation scores,
-`training.registry.reference`): KS statistic and p-value (`scipy.stats.ks_2samp`), PSI (`psi`), mean score and flag
+`training.evaluation.reference`): KS statistic and p-value (`scipy.stats.ks_2samp`), PSI (`psi`), mean score and flag
 rate (at the card's thresholds on both sides; the flags as served, which per-request thresholds may move, beside
 them); text lengths the same way, for information. Writes `monitor.json`, `monitor.md` and `score_drift.png`.
 
@@ -26,9 +26,9 @@ from scipy.stats import ks_2samp
 from serving.artifact import CARD_FILE, PolicyCard, file_sha256, read_card
 from serving.policies import POLICIES
 from training.config import Config, MonitorConfig
+from training.data.tables import BadInputRow, describe_bad_rows
 from training.evaluation.render import fmt, table
-from training.registry.reference import Reference, reference_for
-from training.release.predict import BadInputRow, describe_bad_rows
+from training.evaluation.reference import Reference, reference_for
 
 EXIT_OK, EXIT_DRIFT, EXIT_TOO_FEW = 0, 3, 4
 REPORT_JSON, REPORT_MD, FIGURE = "monitor.json", "monitor.md", "score_drift.png"
@@ -191,9 +191,9 @@ def monitor(ref: str, scores_path: str | Path, cfg: Config, *, out_dir: str | Pa
             tracking_uri: str | None = None) -> MonitorResult:
     """Resolve `ref`, read the log, get (or compute) the reference, compare, write the report directory."""
     from training.evaluation.plots import score_drift
-    from training.registry.refs import is_mlflow_uri, resolve_model_ref
-    from training.registry.tracking import resolve_uri
-    from training.registry.versions import identify
+    from training.tracking.refs import is_mlflow_uri, resolve_model_ref
+    from training.tracking.runs import resolve_uri
+    from training.tracking.versions import identify
 
     if not Path(scores_path).is_file():
         raise FileNotFoundError(f"--scores {scores_path}: no such file")

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serving.policies import POLICIES
 from training.config import read_yaml, repo_root, validate
-from training.evaluation.metrics import resample_counts
+from training.metrics import resample_counts
 
 PUBLISHED = repo_root() / "data" / "published.yaml"
 

@@ -3,6 +3,7 @@ that `training.evaluation.evaluate.compute_report` computed."""
 
 from __future__ import annotations
 
+from serving.artifact import TIERS, PolicyCard
 from serving.policies import POLICIES
 from training.evaluation.published import METRIC_NAMES, benchmark_value
 
@@ -71,8 +72,15 @@ def _behaviour_section(behaviour: dict | None) -> list[str]:
             behaviour_table(behaviour), ""]
 
 
+def card_tiers(card: PolicyCard) -> dict[str, dict[str, dict]]:
+    """{policy: {tier: {"card": Tier as a dict}}} for the tiers a card has (v1 cards: none): the rows of `tier_table`,
+    which `evaluate.tier_report` extends with a split's numbers and the model card renders as they are."""
+    return {spec.name: {name: {"card": spec.tier(name).model_dump(mode="json")} for name in TIERS if spec.tier(name)}
+            for spec in card.policies if any(spec.tier(name) for name in TIERS)}
+
+
 def tier_table(tiers: dict, split: str | None = None) -> str:
-    """Decision tiers (`evaluate.card_tiers` / `tier_report`): the card's target and validation numbers, and with
+    """Decision tiers (`card_tiers` / `evaluate.tier_report`): the card's target and validation numbers, and with
     `split` the precision / recall (95% CI) reached there."""
     def with_ci(entry: dict, key: str) -> str:
         if key not in entry:

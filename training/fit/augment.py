@@ -50,7 +50,7 @@ import numpy as np
 
 from serving.policies import UNKNOWN
 from training.data.sources import text_key
-from training.evaluation.bias import load_identity_terms, slice_masks, term_pattern
+from training.data.identity import load_identity_terms, slice_masks, term_pattern
 
 if TYPE_CHECKING:
     import datasets

@@ -1,9 +1,9 @@
 """The classical baseline: TF-IDF (word + char_wb n-grams) + one logistic regression per policy.
 
 Trained on the same unified data with the same `normalize_tweet`, the same unknown-label masking (each policy's
-regression sees only the rows where that policy is labeled) and scored by the same `training.evaluation.metrics`, so every
+regression sees only the rows where that policy is labeled) and scored by the same `training.metrics`, so every
 transformer run has a classical number beside it. `tweetguard train --config configs/baseline.yaml` dispatches
-here (MLflow logging / registration as `tweetguard-tfidf` is `training.registry.tracking`'s job; this module never calls
+here (MLflow logging / registration as `tweetguard-tfidf` is `training.tracking.runs`'s job; this module never calls
 MLflow).
 
 Model directory: `tfidf_logreg.joblib` (vectorizer + regressions) and `policy_card.json` in the transformer's
@@ -32,8 +32,8 @@ from serving.artifact import PolicyCard, SourceRef, calibrate, read_card, write_
 from serving.policies import POLICIES, UNKNOWN
 from serving.preprocess import normalize_tweet
 from training.config import BaselineConfig, Config
-from training.evaluation.metrics import grouped_metrics
-from training.evaluation.scorer import split_labels
+from training.metrics import grouped_metrics
+from training.scorer import split_labels
 from training.fit.calibration import finalize_card
 
 MODEL_FILE = "tfidf_logreg.joblib"

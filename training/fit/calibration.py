@@ -24,14 +24,14 @@ from scipy.optimize import minimize
 from serving.artifact import CARD_SCHEMA_VERSION, TIERS, Calibration, PolicyCard, calibrate, sigmoid
 from serving.policies import POLICIES, UNKNOWN
 from training.config import CalibrationConfig, Config
-from training.evaluation.metrics import (
+from training.metrics import (
     check_inputs,
     choose_thresholds,
     choose_tier,
     ece_per_policy,
     masked_metrics,
 )
-from training.evaluation.scorer import Scored, Scorer, score_split
+from training.scorer import Scored, Scorer, score_split
 
 
 def finalize_card(scorer: Scorer, validation, cfg: Config | CalibrationConfig) -> PolicyCard:
@@ -46,7 +46,7 @@ def finalize_card(scorer: Scorer, validation, cfg: Config | CalibrationConfig) -
 
 def fit_on_validation(scorer: Scorer, validation, cfg: Config | CalibrationConfig) -> tuple[PolicyCard, Scored]:
     """`finalize_card`'s card, and `validation` scored with it (probs calibrated by that card: the reference
-    distribution `training.registry.reference` keeps for drift monitoring)."""
+    distribution `training.evaluation.reference` keeps for drift monitoring)."""
     ccfg = cfg.calibration if isinstance(cfg, Config) else cfg
     scored = score_split(scorer, validation)
     fitted = fit_calibration(scored.logits, scored.labels, ccfg.method)

@@ -1,45 +1,31 @@
-"""`tweetguard train` (also `python -m training.train`): setup -> train -> finish (artifact, MLflow run,
-registry). Arguments are parsed by `training.cli`.
+"""The fine-tuning run of `tweetguard train` and `tweetguard distill` (orchestrated by training.pipeline): setup ->
+data -> model -> the training loop inside an MLflow run, then the trained run is handed to the `finish` the command
+gives (training.registry.finish: artifact, calibration, registration), or, for a search trial, only its history is
+logged (`finish_trial`). This module never registers anything itself.
 
 The data source is one call (`load_data`), the model one call (`serving.modeling.build_model`), MLflow one
-module (`training.registry.tracking`) plus the registry functions in `training.registry.versions`.
+module (`training.tracking.runs`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from training.config import Config, ConfigError, repo_root, to_flat
+from training.config import Config, ConfigError, mapping_fields, repo_root, to_flat
 from training.data.prepare import prepare
 from training.fit.augment import augment_train
-from training.fit.baseline import describe_baseline, train_baseline
 from training.fit.batches import encode, mask_uncertain_negatives, pos_weights, sample_rows
-from training.fit.calibration import fit_on_validation
 from training.fit.checkpoint import latest_checkpoint, seed_everything
-from training.fit.device import CPU, Accel, resolve_accel
-from training.fit.distributed import init_world, local_rank
-from training.fit.loop import BEST_DIR, StopFn, TrainingLoop
+from training.fit.device import CPU, Accel
+from training.fit.loop import StopFn, TrainingLoop
 from training.fit.source_terms import SOURCE_TERMS_FILE
-from training.registry.hubcard import write_hub_readme
-from training.registry.modelcard import attach_model_card
-from training.registry.pyfunc import RUN_MODEL_PATH, register_pyfunc
-from training.registry.reference import REFERENCE_FILE, log_reference, save_reference
-from training.registry.tracking import Run, TrackingLost, check_reachable, dataset_ref, git_commit, resolve_uri
-from training.registry.versions import (
-    CHALLENGER,
-    CHAMPION,
-    logged_model_id,
-    register_model,
-    set_alias,
-    set_alias_if_missing,
-)
+from training.tracking.runs import Run, TrackingLost, check_reachable, git_commit, resolve_uri
 
 if TYPE_CHECKING:
     from training.fit.distill import Distiller
@@ -51,17 +37,6 @@ HISTORY_FILE = "history.json"
 # `tweetguard tune` reads: a rerun of the search may resume its winner's run with, say, more trials; and the
 # `monitor` section, which training never reads).
 RESUMABLE_CHANGES = {"train.max_minutes", "train.system_metrics", "tracking.uri"}
-
-
-@dataclass
-class Registration:
-    """Where `finish` registers the artifact: `tweetguard train`'s is tracking.registered_model, first version
-    @champion; a distilled student's (training.fit.distill) is its own model, never @champion."""
-
-    name: str
-    champion: bool = True
-    tags: dict[str, str] = field(default_factory=dict)  # on the version, beside backbone and kind
-    model_name: str | None = None  # the card's model_name (what the service answers with); None = the card's default
 
 
 @dataclass
@@ -86,6 +61,23 @@ class TrainResult:
         artifact = f" | artifact {self.artifact_dir}" if self.artifact_dir else ""
         return (f"{done}{artifact} | MLflow run {self.run_id}{version} | best "
                 f"validation {metric}={self.best_metrics.get(metric, float('nan')):.4f} {per_policy}")
+
+
+@dataclass
+class Trained:
+    """A fine-tuning run at its end, on rank 0, its MLflow run still open: what a `finish` needs."""
+
+    cfg: Config
+    run: Run
+    run_dir: Path
+    prepared: Any  # training.data.prepare.Prepared
+    tokenizer: Any
+    loop: TrainingLoop  # its `p` (progress): best metrics and step, history, timing
+    uri: str
+
+
+# What the command does with a trained run (training.registry.finish.finish_training, with where to register).
+FinishFn = Callable[[Trained], TrainResult]
 
 
 def load_data(cfg: Config, progress: bool = True):
@@ -115,7 +107,11 @@ def check_resume_config(run_dir: Path, cfg: Config) -> None:
     saved = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
     now = to_flat(cfg)
     # A key this code added since the run started is unchanged while it keeps its default (the run used that).
-    saved = {**{k: v for k, v in to_flat(Config()).items() if k not in saved}, **saved}
+    # Keys inside a mapping field (train.label_weights.<source>.<policy>) are never filled: an empty mapping
+    # flattens to no keys at all, so a missing one says the run had none, not that it predates the field.
+    mappings = tuple(f"{p}." for p in mapping_fields(Config()))
+    defaults = {k: v for k, v in to_flat(Config()).items() if k not in saved and not k.startswith(mappings)}
+    saved = {**defaults, **saved}
     changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k)
                      and k not in RESUMABLE_CHANGES and not k.startswith(("search.", "monitor.")))
     if changed:
@@ -137,39 +133,18 @@ def setup(cfg: Config, rank: int = 0) -> None:
     seed_everything(cfg.train.seed + rank)  # ranks draw their own dropout masks; weights come from rank 0
 
 
-def train(cfg: Config, *, config_file: str | None = None, resume: bool = False, progress_bar: bool = True,
-          register: bool = True, parent_run_id: str | None = None,
-          should_stop: StopFn | None = None) -> TrainResult:
-    """Fine-tune (model.kind transformer) or fit the TF-IDF baseline (model.kind tfidf); log, register.
-    Under torchrun every rank calls this and gets the same result; rank 0 does the tracking and the artifact
-    (training.fit.distributed).
-
-    For a hyper-parameter search (training.fit.search), transformer only: `register=False` keeps the run to its
-    metrics and history (no model artifact, calibration, logged model or registry version), `parent_run_id`
-    nests the MLflow run under that run, and `should_stop(metrics, step)` may end training after a validation
-    (training.fit.loop)."""
-
-    if cfg.model.kind == "tfidf":
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ConfigError("model.kind=tfidf fits in one process: run it without torchrun")
-        return train_tfidf(cfg, config_file=config_file)
-    accel = resolve_accel(cfg.train, local_rank())  # before the process group: NCCL needs the device set
-    world = init_world(accel.backend)
-    try:
-        return _train_transformer(cfg, world, config_file, resume, progress_bar and world.main, accel=accel,
-                                  register=register, parent_run_id=parent_run_id, should_stop=should_stop)
-    finally:
-        world.shutdown()
-
-
-def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool, progress_bar: bool, *,
-                       accel: Accel = CPU, register: bool = True, parent_run_id: str | None = None,
-                       should_stop: StopFn | None = None, distiller: Distiller | None = None) -> TrainResult:
-    """`distiller` (training.fit.distill): the model is a student made from the teacher, the loss also pulls toward
-    the teacher's logits, and the artifact is registered where the distiller says."""
+def fit_transformer(cfg: Config, world, config_file: str | None, resume: bool, progress_bar: bool, *,
+                    accel: Accel = CPU, finish: FinishFn | None = None, parent_run_id: str | None = None,
+                    should_stop: StopFn | None = None, distiller: Distiller | None = None) -> TrainResult:
+    """Fine-tune (every rank of `world` calls this and gets the same result; rank 0 tracks), then `finish(Trained)`
+    on rank 0 inside the run. `finish` None (a search trial, training.pipeline.search): the run keeps its metrics and
+    history only (no model artifact, calibration, logged model or registry version). `parent_run_id` nests the MLflow
+    run under that run; `should_stop(metrics, step)` may end training after a validation (training.fit.loop).
+    `distiller` (training.fit.distill): the model is a student made from the teacher and the loss also pulls toward
+    the teacher's logits."""
     uri = resolve_uri(cfg.tracking.uri)
     check_reachable(uri)  # before any data or model is loaded
-    run_dir, resume = world.on_main(_prepare_run_dir, cfg, resume, "train" if distiller is None else "distill")
+    run_dir, resume = world.on_main(prepare_run_dir, cfg, resume, "train" if distiller is None else "distill")
     setup(cfg, rank=world.rank)
 
     from transformers import AutoTokenizer
@@ -215,7 +190,7 @@ def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool
                    parent_run_id=parent_run_id) as run:
         loop.log, loop.flush = run.log_metrics, run.flush
         if state is None:
-            _log_inputs(run, cfg, prepared, pos_weight, len(train_data), len(val_data),
+            log_inputs(run, cfg, prepared, pos_weight, len(train_data), len(val_data),
                         {"derived.identity_swap_rows": swap_rows, "derived.uncertain_negatives_masked": masked,
                          **({} if distiller is None else distiller.params())})
         else:
@@ -227,10 +202,9 @@ def _train_transformer(cfg: Config, world, config_file: str | None, resume: bool
         except TrackingLost as e:
             command = "train" if distiller is None else "distill"
             raise TrackingLost(f"{e}.\n{stopped_without_tracking(run_dir, run.run_id, config_file, command)}") from e
-        if not register:
+        if finish is None:
             return world.on_main(finish_trial, run, run_dir, loop)
-        return world.on_main(finish, cfg, run, run_dir, prepared, tokenizer, loop, uri,
-                             None if distiller is None else distiller.registration())
+        return world.on_main(finish, Trained(cfg, run, run_dir, prepared, tokenizer, loop, uri))
 
 
 def stopped_without_tracking(run_dir: Path, run_id: str, config_file: str | None, subcommand: str = "train") -> str:
@@ -244,7 +218,7 @@ def stopped_without_tracking(run_dir: Path, run_id: str, config_file: str | None
             f"is back, continue the same MLflow run {run_id} with the same command plus --resume: `{command}`.")
 
 
-def _prepare_run_dir(cfg: Config, resume: bool, kind: str = "train") -> tuple[Path, bool]:
+def prepare_run_dir(cfg: Config, resume: bool, kind: str = "train") -> tuple[Path, bool]:
     """The run dir (created, config.json written) and whether there is a checkpoint to resume from."""
     run_dir = run_dir_for(cfg, resume, kind)
     if resume and (run_dir / HISTORY_FILE).exists():
@@ -257,7 +231,7 @@ def _prepare_run_dir(cfg: Config, resume: bool, kind: str = "train") -> tuple[Pa
     return run_dir, resume
 
 
-def _log_inputs(run, cfg: Config, prepared, pos_weight: list[float], n_train: int, n_val: int,
+def log_inputs(run, cfg: Config, prepared, pos_weight: list[float], n_train: int, n_val: int,
                 extra: dict | None = None) -> None:
     """`extra`: more `derived.*` params (e.g. derived.identity_swap_rows, the copies in n_train)."""
     from serving.policies import POLICIES
@@ -271,58 +245,15 @@ def _log_inputs(run, cfg: Config, prepared, pos_weight: list[float], n_train: in
     run.set_tags({f"pos_weight.{p}": f"{w:.3f}" for p, w in zip(POLICIES, pos_weight)})
 
 
-def finish(cfg: Config, run, run_dir: Path, prepared, tokenizer, loop, uri: str,
-           registration: Registration | None = None) -> TrainResult:
-    """Best weights -> artifact -> calibration + thresholds fit on validation (training.fit.calibration, through
-    the serving scorer) -> card written -> only then logged and registered (`registration`, default
-    tracking.registered_model); the files never change after."""
-    from serving.artifact import TIERS, PolicyCard, SourceRef, save_artifact, write_card
-    from serving.modeling import load_model
-    from serving.predictor import Predictor
-
-    p = loop.p
-    registration = registration or Registration(cfg.tracking.registered_model)
-    card = PolicyCard(
-        **({"model_name": registration.model_name} if registration.model_name else {}), max_length=cfg.model.max_length, head=cfg.model.head, backbone=cfg.model.backbone,
-        sources=[SourceRef(**s) for s in prepared.card.sources], dataset_hash=prepared.fingerprint,
-        validation_metrics={f"train_best/{k}": v for k, v in p.best_metrics.items()}, mlflow_run_id=run.run_id,
-        config=cfg.model_dump(mode="json"),
-    )
-    artifact = save_artifact(run_dir / ARTIFACT_DIR, load_model(run_dir / BEST_DIR), tokenizer, card)
-    card, validation = fit_on_validation(Predictor.load(artifact, batch_size=64), prepared.dataset["validation"], cfg)
-    for spec in card.policies:
-        spec.threshold_method += f" (weights of step {p.best_step})"
-    write_card(artifact, card)
-    reference = save_reference(run_dir / REFERENCE_FILE, validation.probs, validation.texts, model_dir=artifact,
-                               source="registration", dataset_hash=prepared.fingerprint)
-    tiers = {f"threshold_{n}_{t}": v for n, by_tier in card.tier_thresholds.items() for t, v in by_tier.items()
-             if v is not None}
-    for spec in card.policies:  # an unreachable precision target leaves its tier off: say so, never hide it
-        for name in TIERS:
-            tier = spec.tier(name)
-            if tier and not tier.enabled:
-                print(f"{spec.name} {name} tier {tier.note}", file=sys.stderr)
-    train_s = _log_history(run, run_dir, p, {**{f"threshold_{n}": t for n, t in card.thresholds.items()}, **tiers})
-    version = log_and_register(run, artifact, cfg, uri, champion=registration.champion, name=registration.name,
-                               tags=registration.tags)
-    # The card's validation metrics, on the run and on its logged model (MLflow 3's model view), with the dataset.
-    run.log_metrics({f"final_val_{k}": v for k, v in card.validation_metrics.items() if not k.startswith("train_best/")},
-                    p.step, model_id=logged_model_id(registration.name, version, uri),
-                    dataset=dataset_ref("validation", prepared.fingerprint))
-    log_reference(reference, run.run_id, uri)  # beside the version's model, for `tweetguard monitor`
-    return TrainResult(artifact, run.run_id, version, p.best_metrics, p.step, p.stop_reason,
-                       p.examples / train_s, p.elapsed / 60)
-
-
 def finish_trial(run, run_dir: Path, loop) -> TrainResult:
     """`register=False`: the run's history and speed only; no artifact is built, logged or registered."""
     p = loop.p
-    train_s = _log_history(run, run_dir, p, {})
+    train_s = log_history(run, run_dir, p, {})
     return TrainResult(None, run.run_id, None, p.best_metrics, p.step, p.stop_reason, p.examples / train_s,
                        p.elapsed / 60)
 
 
-def _log_history(run, run_dir: Path, p, metrics: dict[str, float]) -> float:
+def log_history(run, run_dir: Path, p, metrics: dict[str, float]) -> float:
     """history.json (written and logged), final metrics + throughput, stop tags; returns the training seconds."""
     history = {"losses": p.losses, "evals": p.evals, "best_step": p.best_step, "stop_reason": p.stop_reason}
     (run_dir / HISTORY_FILE).write_text(json.dumps(history) + "\n", encoding="utf-8")
@@ -333,52 +264,3 @@ def _log_history(run, run_dir: Path, p, metrics: dict[str, float]) -> float:
     if (run_dir / SOURCE_TERMS_FILE).is_file():  # train.source_terms: the learned terms (never in the model)
         run.log_artifact_file(run_dir / SOURCE_TERMS_FILE)
     return train_s
-
-
-def log_and_register(run, artifact: Path, cfg: Config, uri: str, champion: bool, name: str | None = None,
-                     tags: dict[str, str] | None = None) -> str:
-    """Log the complete artifact (only now: the directory is complete) and register it as a new version.
-
-    A transformer becomes an MLflow Model (pyfunc) wrapping the serving Predictor (`training.registry.pyfunc`). The
-    TF-IDF baseline is not a Predictor (`training.evaluation.evaluate.load_scorer`) and its scorer lives in
-    `training`, which the MLflow Model never imports: it stays a plain artifact directory, logged and registered
-    as every version was before. Both answer to `runs:/<run_id>/model` and `models:/...` references.
-    """
-    name = name or cfg.tracking.registered_model
-    tags = {"backbone": cfg.model.backbone, "kind": cfg.model.kind, **(tags or {})}
-    if cfg.model.kind == "tfidf":
-        version = register_model(run.log_model_dir(artifact, RUN_MODEL_PATH), name, run_id=run.run_id,
-                                 tracking_uri=uri, tags=tags)
-    else:
-        write_hub_readme(artifact)  # the directory's Hugging Face model card, before the files are logged
-        version = register_pyfunc(artifact, name, run_id=run.run_id, tracking_uri=uri, tags=tags)
-    attach_model_card(name, version, artifact, tracking_uri=uri)
-    # Every new version is @challenger until `promote` decides; the first transformer version is @champion.
-    set_alias(name, CHALLENGER, version, uri)
-    if champion:
-        set_alias_if_missing(name, CHAMPION, version, tracking_uri=uri)
-    return version
-
-
-def train_tfidf(cfg: Config, *, config_file: str | None = None) -> TrainResult:
-    """`model.kind: tfidf`: the classical baseline (training.fit.baseline) as its own run and registered model;
-    never given @champion (it is the yardstick, not a candidate)."""
-    from serving.artifact import read_card, write_card
-
-    uri = resolve_uri(cfg.tracking.uri)
-    check_reachable(uri)
-    prepared = load_data(cfg)
-    tags = {"git_commit": git_commit(repo_root()), "backbone": describe_baseline(cfg.baseline), "kind": "tfidf",
-            "config_file": config_file or "(defaults)"}
-    with Run.start(uri, cfg.tracking.experiment, cfg.run_name, tags, system_metrics=cfg.train.system_metrics) as run:
-        _log_inputs(run, cfg, prepared, [], len(prepared.dataset["train"]), len(prepared.dataset["validation"]))
-        started = time.monotonic()
-        artifact, metrics = train_baseline(cfg, prepared)
-        card = read_card(artifact)
-        card.mlflow_run_id = run.run_id
-        write_card(artifact, card)  # before logging: a registered version's files never change
-        run.log_metrics(metrics, 0)
-        version = log_and_register(run, artifact, cfg, uri, champion=False)
-        minutes = (time.monotonic() - started) / 60
-        best = {k.removeprefix("validation/"): v for k, v in metrics.items() if k.startswith("validation/")}
-        return TrainResult(artifact, run.run_id, version, best, 0, "fitted", 0.0, minutes)

@@ -1,4 +1,5 @@
-"""`tweetguard distill`: a fast tier, a student with fewer encoder layers distilled from a registered teacher.
+"""The student of `tweetguard distill` (the command: training.pipeline.distill): a fast tier, a student with fewer
+encoder layers distilled from a registered teacher.
 
     tweetguard distill --teacher models:/tweetguard@champion [--config configs/default.yaml] [key=value ...]
 
@@ -8,8 +9,8 @@ artifact format, so the Predictor, the ONNX fast path and the Hugging Face auto 
 teacher's tokenizer is the student's.
 
 Training is `tweetguard train`'s loop (training.fit.command, training.fit.loop): the same data, epoch plan,
-checkpoints (`--resume`), validation and finish (calibration, thresholds and tiers on validation, card, MLflow
-Model). Only the loss gains a term: the teacher's raw logits for every train row (`TeacherTargets`), scored once
+checkpoints (`--resume`), validation and finish (training.registry.finish: calibration, thresholds and tiers on
+validation, card, MLflow Model). Only the loss gains a term: the teacher's raw logits for every train row (`TeacherTargets`), scored once
 before training and cached on disk. The student is registered under `distill.registered_model` (tweetguard-fast),
 @challenger there, tagged with its teacher; it never gets or moves any @champion (`tweetguard promote` refuses it).
 """
@@ -27,11 +28,9 @@ import numpy as np
 from serving.modeling import ENCODER_LAYER
 from training.config import Config, ConfigError
 from training.fit.batches import Encoded, TeacherTargets
-from training.fit.command import Registration, TrainResult, _train_transformer
-from training.fit.device import Accel, resolve_accel
-from training.fit.distributed import init_world, local_rank
-from training.fit.monitor import predict_logits
-from training.registry.versions import TEACHER_REF_TAG, TEACHER_VERSION_TAG
+from training.fit.device import Accel
+from training.fit.validation import predict_logits
+from training.tracking.versions import TEACHER_REF_TAG, TEACHER_VERSION_TAG
 
 KIND = "distill"
 TEACHER_CACHE_DIR = "teacher-logits"  # under train.output_dir
@@ -113,7 +112,7 @@ def cached_teacher_logits(teacher, data: Encoded, cache_dir: Path, teacher_sha: 
 
 @dataclass
 class Distiller:
-    """What `tweetguard train`'s run needs to distill instead (training.fit.command._train_transformer's hook)."""
+    """What `tweetguard train`'s run needs to distill instead (training.fit.command.fit_transformer's hook)."""
 
     cfg: Config
     teacher_dir: Path
@@ -128,8 +127,8 @@ class Distiller:
     def resolve(cls, cfg: Config, uri: str) -> Distiller:
         from serving.artifact import read_card
         from serving.predictor import read_model_config
-        from training.registry.refs import resolve_model_ref
-        from training.registry.versions import identify
+        from training.tracking.refs import resolve_model_ref
+        from training.tracking.versions import identify
 
         ref = cfg.distill.teacher
         teacher_dir = resolve_model_ref(ref, tracking_uri=uri)
@@ -175,7 +174,7 @@ class Distiller:
         self._teacher = None
         return TeacherTargets(logits, self.cfg.distill.alpha, self.cfg.distill.temperature)
 
-    # -- tracking and registration ---------------------------------------------------------------------------
+    # -- tracking (training.pipeline.distill registers the student with these tags) ---------------------------
     def tags(self) -> dict[str, str]:
         tags = {"kind": KIND, TEACHER_REF_TAG: self.cfg.distill.teacher, "teacher.sha256": self.teacher_sha}
         if self.teacher_name:
@@ -192,27 +191,3 @@ class Distiller:
             raise ConfigError(f"--resume: the checkpointed run distilled a teacher with weights {str(saved)[:12]}..., "
                               f"distill.teacher={self.cfg.distill.teacher} now has {self.teacher_sha[:12]}... (did "
                               "its alias move?); pass that run's teacher version, or start a new run")
-
-    def registration(self) -> Registration:
-        name = self.cfg.distill.registered_model
-        return Registration(name=name, champion=False, tags=self.tags(), model_name=name)
-
-
-def distill(cfg: Config, *, config_file: str | None = None, resume: bool = False,
-            progress_bar: bool = True) -> tuple[TrainResult, Distiller]:
-    """Resolve the teacher, build the student, train it with `tweetguard train`'s loop, register it."""
-    from training.registry.tracking import check_reachable, resolve_uri
-
-    if cfg.model.kind != "transformer":
-        raise ConfigError(f"model.kind={cfg.model.kind}: distillation trains a transformer student")
-    uri = resolve_uri(cfg.tracking.uri)
-    check_reachable(uri)  # before the teacher is fetched
-    distiller = Distiller.resolve(cfg, uri)
-    accel = resolve_accel(distiller.cfg.train, local_rank())
-    world = init_world(accel.backend)
-    try:
-        result = _train_transformer(distiller.cfg, world, config_file, resume, progress_bar and world.main,
-                                    accel=accel, distiller=distiller)
-    finally:
-        world.shutdown()
-    return result, distiller

@@ -1,6 +1,6 @@
 """Data-parallel training under `torchrun` (torch.distributed), and the single-process case as world size 1.
 
-    torchrun --nproc-per-node 2 -m training.fit.command --config configs/default.yaml train.num_threads=1
+    torchrun --nproc-per-node 2 -m training.train --config configs/default.yaml train.num_threads=1
 
 `torchrun` sets RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT; without them (plain `tweetguard train`) this
 module is a no-op. Every rank builds the same epoch plan (a pure function of seed and epoch); an optimizer step

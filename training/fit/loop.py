@@ -1,8 +1,8 @@
 """The fine-tuning loop: optimizer steps, validation + early stopping, checkpoints, exact resume.
 
-Nothing here touches MLflow: metrics go out through the `log` callback (training.registry.tracking provides it).
+Nothing here touches MLflow: metrics go out through the `log` callback (training.tracking.runs provides it).
 A caller can also end training early: `should_stop(metrics, step)` runs after each validation and returns a
-reason to stop ("" = go on); a hyper-parameter search prunes its trials this way (training.fit.search).
+reason to stop ("" = go on); a hyper-parameter search prunes its trials this way (training.pipeline.search).
 A step is one optimizer step over `grad_accum` micro-batches; the last step of an epoch may have fewer.
 With `train.source_terms` the loop also owns per-(source, policy) terms that enter the training loss only
 (training.fit.source_terms): trained, checkpointed and all-reduced with the model, never in its saved weights;
@@ -32,7 +32,7 @@ from training.fit.batches import Encoded, TeacherTargets, collate, epoch_batches
 from training.fit.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from training.fit.device import CPU, Accel
 from training.fit.distributed import World
-from training.fit.monitor import predict_probs, validation_metrics
+from training.fit.validation import predict_probs, validation_metrics
 from training.fit.source_terms import SourceTerms, make_source_terms
 
 BEST_DIR = "best"

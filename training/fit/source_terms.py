@@ -11,7 +11,7 @@ so what is only one corpus's habit need not be learnt by the shared model.
 
 Where they live: a `SourceTerms` module owned by `training.fit.loop.TrainingLoop`, never inside the Hugging Face
 model. They are not saved into the run's weights (best/, last/) or the artifact, and the served model takes no
-source input. Validation during training (`training.fit.monitor`), calibration, thresholds, `evaluate` and
+source input. Validation during training (`training.fit.validation`), calibration, thresholds, `evaluate` and
 serving all use the plain logits z, without any term.
 
 Identifiability: for each policy the terms are centred over the sources that label it, weighted by each

@@ -1,5 +1,6 @@
-"""Stage 4 of `make run` (`tweetguard promote`) and everything that talks to MLflow.
+"""Stage 4 of `make run` (`tweetguard promote`): turn a trained artifact into a registered version, and promote it.
 
-`tracking` (runs), `refs` (model references -> files), `versions` (registration, aliases, tags, champion
-history), `promote` (the promotion gate) and `modelcard` (the markdown card attached to a version).
+`finish` (calibrate -> card -> reference -> register -> final metrics: the end of train, distill and quantize),
+`pyfunc` (the MLflow Model wrapping the serving Predictor; `pyfunc_model` is its code) and `promote` (the
+promotion gate). MLflow itself (runs, model references, registry versions and aliases) is `training.tracking`.
 """

@@ -24,11 +24,11 @@ from serving.policies import POLICIES
 from training.config import Config
 from training.evaluation.behaviour import run_suite
 from training.evaluation.evaluate import load_scorer
-from training.evaluation.metrics import masked_metrics, paired_bootstrap_diff
+from training.metrics import masked_metrics, paired_bootstrap_diff
 from training.evaluation.render import table
-from training.evaluation.scorer import score_split
-from training.registry.refs import resolve_model_ref
-from training.registry.versions import (
+from training.scorer import score_split
+from training.tracking.refs import resolve_model_ref
+from training.tracking.versions import (
     CHALLENGER,
     CHAMPION,
     TEACHER_REF_TAG,

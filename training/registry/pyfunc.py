@@ -11,7 +11,7 @@ Storage: the artifact is stored once, in the MLflow Model (MLflow 3 keeps a logg
 `<experiment artifacts>/models/<model_id>/artifacts`, not in the run's artifacts). Its name is `model`, so
 `runs:/<run_id>/model` still names it: MLflow resolves a run path that has no run artifact to the run's logged
 model of that name. Versions registered before (plain directories) and the TF-IDF baseline (not a Predictor;
-`training.fit.command.log_and_register`) stay plain directories and resolve as before.
+`training.registry.finish.log_and_register`) stay plain directories and resolve as before.
 
 Versions registered before this are plain directories; `python -m training.registry.pyfunc reregister REF`
 registers such a version again as a new, pyfunc version (a run of its own, tagged with where it came from; the
@@ -35,8 +35,8 @@ from pathlib import Path
 
 from serving.policies import POLICIES, TEXT_COLUMN, output_columns, threshold_param
 from training.config import repo_root
-from training.registry.tracking import client
-from training.registry.versions import register_model
+from training.tracking.runs import client
+from training.tracking.versions import register_model
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 # `runs:/<run_id>/model`: the logged MLflow Model's name (and the baseline's plain directory's artifact path).
@@ -63,7 +63,7 @@ def signature(policies: tuple[str, ...] = POLICIES):
 def pip_requirements() -> list[str]:
     """The serving-only install: pyproject's `serve` extra, the one list of what serving needs (MLflow adds its own
     pin, mlflow==<this version>, which brings pandas). Its torch pin is the CPU build only where pip is pointed at
-    https://download.pytorch.org/whl/cpu; on PyPI the same version is the CUDA build (README)."""
+    https://download.pytorch.org/whl/cpu; on PyPI the same version is the CUDA build (docs/interoperability.md)."""
     project = tomllib.loads((repo_root() / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     return list(project["optional-dependencies"]["serve"])
 
@@ -127,10 +127,10 @@ def reregister(ref: str, *, tracking_uri: str, name: str | None = None) -> str:
     version of `name` (default: the reference's model name, else tweetguard) in a run of its own; returns the new
     version. The source is only read; the new version gets the model card and the tag `reregistered_from`."""
     from serving.artifact import ArtifactError, read_card
-    from training.registry.hubcard import write_hub_readme
-    from training.registry.modelcard import attach_model_card
-    from training.registry.refs import MODELS_URI, resolve_model_ref
-    from training.registry.tracking import Run
+    from training.evaluation.cards import attach_model_card
+    from training.evaluation.hubcard import write_hub_readme
+    from training.tracking.refs import MODELS_URI, resolve_model_ref
+    from training.tracking.runs import Run
 
     source = resolve_model_ref(ref, tracking_uri=tracking_uri)
     card = read_card(source)  # refuses anything that is not a servable artifact for this code
@@ -153,7 +153,7 @@ def reregister(ref: str, *, tracking_uri: str, name: str | None = None) -> str:
 def _resave(source: Path, target: Path) -> Path:
     """The artifact's weights, tokenizer and card saved again by this code: the same tensors, and a mean head
     saved before the head became remote code (model_type bert) gains `tweetguard_bert.py` and an `auto_map`, so
-    the stock Hugging Face auto classes load it (README). The card is copied byte for byte (a v1 card stays v1)."""
+    the stock Hugging Face auto classes load it (docs/interoperability.md). The card is copied byte for byte (a v1 card stays v1)."""
     import shutil
 
     from transformers import AutoTokenizer
@@ -169,7 +169,7 @@ def _resave(source: Path, target: Path) -> Path:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    from training.registry.tracking import resolve_uri
+    from training.tracking.runs import resolve_uri
 
     p = argparse.ArgumentParser(prog="python -m training.registry.pyfunc",
                                 description="register an older version's files again as an MLflow Model (pyfunc)")

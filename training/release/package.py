@@ -17,6 +17,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,6 +29,7 @@ BENTOFILE = repo_root() / "serving" / "bentofile.yaml"
 STORE_MODEL_NAME = "tweetguard"  # BentoML model store name (the bento is named after the service, also tweetguard)
 DEFAULT_BENTO = "tweetguard:latest"
 SOURCE_TARGET = "serving.service:TweetGuard"  # the service from the source tree (bentofile.yaml's `service`)
+TOKEN_ENV = "TWEETGUARD_API_TOKEN"  # serving.service.TOKEN_ENV (importing it would load BentoML and the service)
 
 
 class PackageError(RuntimeError):
@@ -204,6 +207,50 @@ def stop_server(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+@dataclass
+class Served:
+    """A ready server (`Served.start`): the one harness the tests and the benchmarks serve a bento with."""
+
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+    polls: list[str] = field(default_factory=list)  # what each /readyz poll got before the first 200
+    log_at_ready: str = ""  # the server log read right after the first 200 from /readyz
+    startup_s: float = 0.0  # process start to the first 200 from /readyz
+
+    @classmethod
+    def start(cls, target: str, *, bentoml_home: str | Path, log_path: str | Path,
+              env: dict[str, str] | None = None, timeout: float = 120.0, via_cli: bool = False) -> Served:
+        """Serve ``target`` (a service import path or a bento tag) on a free loopback port with ``env`` on top of
+        this environment and BENTOML_HOME=``bentoml_home``; auth (TWEETGUARD_API_TOKEN) only if ``env`` sets it.
+        ``via_cli``: through `tweetguard serve --bento` rather than `bentoml serve`. Returns once /readyz answers
+        200; if the server exits first or ``timeout`` passes, stops it and raises (`wait_ready`)."""
+        port, log_path = free_port(), Path(log_path)
+        full_env = {**os.environ, "BENTOML_HOME": str(bentoml_home), **(env or {})}
+        if TOKEN_ENV not in (env or {}):
+            full_env.pop(TOKEN_ENV, None)
+        command = None
+        if via_cli:  # its default host is loopback: not passed on purpose
+            command = [sys.executable, "-m", "training.cli", "serve", "--bento", target, "--port", str(port)]
+        t0 = time.monotonic()
+        proc = start_server(target, port=port, log_path=log_path, env=full_env, command=command)
+        served = cls(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path)
+        try:
+            served.polls = wait_ready(served.url, proc, timeout=timeout, log_path=log_path)
+            served.log_at_ready = served.log()
+        except BaseException:
+            served.stop()
+            raise
+        served.startup_s = time.monotonic() - t0
+        return served
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> None:
+        stop_server(self.proc)
 
 
 def _main(argv: list[str] | None = None) -> int:

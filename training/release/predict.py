@@ -21,21 +21,14 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from serving.policies import POLICIES, output_columns, output_row
+from training.data.tables import FORMATS, PREDICT, BadInputRow, describe_bad_rows, table_format
 
 if TYPE_CHECKING:  # torch is imported only when scoring starts: input errors fail fast
     from serving.predictor import Predictor
 
-FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None}  # suffix -> delimiter (None: JSON lines)
-MAX_LISTED = 20  # bad rows listed in an error message; the count is always complete
 CHUNK = 2048  # texts per Predictor call: bounds memory and drives the progress bar; sorting is per chunk
 
 csv.field_size_limit(1 << 24)
-
-
-@dataclass
-class BadInputRow:
-    line: int
-    reason: str
 
 
 @dataclass
@@ -55,15 +48,13 @@ class PredictSummary:
     bad_rows: list[BadInputRow]
 
 
-def _format(path: Path) -> str | None:
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise ValueError(f"{path}: unsupported file type {suffix or '(none)'!r}; use one of {', '.join(FORMATS)}")
-    return FORMATS[suffix]
+def _delimiter(path: Path) -> str | None:
+    """The csv delimiter of `path`'s format (training.data.tables.FORMATS); None: JSON lines."""
+    return FORMATS[table_format(path, PREDICT)].delimiter
 
 
 def read_input(path: Path) -> Table:
-    delimiter = _format(path)
+    delimiter = _delimiter(path)
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
     try:
@@ -156,13 +147,6 @@ def _text_problem(row: dict[str, Any] | None, column: str) -> str | None:
     return None
 
 
-def describe_bad_rows(bad: list[BadInputRow], path: Path) -> str:
-    lines = [f"  {path}:{b.line}: {b.reason}" for b in bad[:MAX_LISTED]]
-    if len(bad) > MAX_LISTED:
-        lines.append(f"  ... and {len(bad) - MAX_LISTED} more")
-    return "\n".join(lines)
-
-
 @dataclass
 class Job:
     """A checked input, ready to score: built before the model is loaded, so input mistakes fail fast."""
@@ -181,7 +165,7 @@ def check_input(
 ) -> Job:
     """Read and validate the input; raises (naming file, line, column) on anything that would stop scoring."""
     input_path, output_path = Path(input_path), Path(output_path)
-    out_format = _format(output_path)
+    out_format = _delimiter(output_path)
     if output_path.resolve() == input_path.resolve():
         raise ValueError(f"--output {output_path} is the input file; write the scores to a new file")
     table = read_input(input_path)

@@ -28,16 +28,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from serving.policies import POLICIES, output_columns
+from training.data.tables import SPARK, table_format
 from training.registry.pyfunc import COLUMN_TYPES
 
 if TYPE_CHECKING:  # pyspark is the `spark` extra: imported when a session starts
     from pyspark.sql import DataFrame, SparkSession
 
-FORMATS = (".parquet", ".csv")
 # RFC 4180 as Python's csv module writes it (Spark's defaults escape with a backslash and stop at a newline).
 CSV_OPTIONS = {"header": "true", "multiLine": "true", "quote": '"', "escape": '"'}
 SCORES = "__tweetguard_scores"  # the UDF's struct column, expanded into the output columns
@@ -49,10 +48,8 @@ def result_type(policies: tuple[str, ...] = POLICIES) -> str:
 
 
 def _format(path: str) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise ValueError(f"{path}: unsupported table type {suffix or '(none)'!r}; use one of {', '.join(FORMATS)}")
-    return suffix[1:]
+    """"parquet" or "csv" (training.data.tables.FORMATS: the formats Spark reads and writes here)."""
+    return table_format(path, SPARK)[1:]
 
 
 def session(master: str | None = None, app_name: str = "tweetguard-spark-score") -> SparkSession:

@@ -1,6 +1,6 @@
 """Model references -> local artifact directories, through the MLflow registry when needed.
 
-Read-only: registering and aliases are `training.registry.versions`. A model reference (`--model REF`) is one of:
+Read-only: registering and aliases are `training.tracking.versions`. A model reference (`--model REF`) is one of:
 - a local artifact directory (what training writes);
 - `runs:/<run_id>/model`: a training run's model (its logged MLflow Model `model`, or the directory logged there);
 - `models:/<name>@<alias>` (e.g. `models:/tweetguard@champion`) or `models:/<name>/<version>`: a registered
@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from serving.artifact import CARD_FILE, ArtifactError
-from training.registry.tracking import client
+from training.tracking.runs import client
 
 MLMODEL_FILE = "MLmodel"  # an MLflow Model's description (flavors, signature, artifacts)
 REF_FORMS = "an artifact directory, runs:/<run_id>/model, models:/<name>@<alias> or models:/<name>/<version>"

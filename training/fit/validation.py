@@ -1,6 +1,6 @@
 """Scoring the validation split during training (for early stopping and the per-step MLflow metrics).
 
-Metrics come from `training.evaluation.metrics` (the evaluation code, shared with the TF-IDF baseline and
+Metrics come from `training.metrics` (the evaluation code, shared with the TF-IDF baseline and
 `tweetguard evaluate`). Thresholds and calibration are fit once at the end by `training.fit.calibration`,
 through the serving scorer, on the best weights.
 
@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from serving.policies import POLICIES
-from training.evaluation.metrics import masked_metrics
+from training.metrics import masked_metrics
 from training.fit.batches import Encoded, collate
 from training.fit.device import CPU, Accel
 

@@ -2,7 +2,8 @@
 `serving.predictor.Predictor` or the TF-IDF `training.fit.baseline.Baseline`. Calibration is
 `serving.artifact.calibrate` (the card's calibration, the one place that math lives), so evaluated
 probabilities are served probabilities. Which kind a model directory holds is decided by the evaluation
-command (`training.evaluation.evaluate.load_scorer`), not here.
+command (`training.evaluation.evaluate.load_scorer`), not here. A base module like `training.metrics`: calibration
+(training.fit) and evaluation both score through it.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The one metrics module: every model (transformer, TF-IDF), evaluation and promotion score with it.
 
+A base module beside `training.config` and `training.tracking`: validation during training (`training.fit`),
+calibration, evaluation and the promotion gate all measure with it, so it imports no stage.
+
 Inputs are `labels` int [N, P] (1 positive, 0 negative, -1 unknown; P = len(POLICIES), POLICIES order) and
 `probs` float [N, P]. Unknown labels are masked out per policy: a row unknown for one policy still counts for
 the others. A flag is raised when ``prob >= threshold`` (the policy-card rule).

@@ -1,5 +1,5 @@
 """The MLflow model registry's writes and lookups: registering a version, aliases, tags, which version a
-reference names, and the champion history. (Resolving a reference to files is `training.registry.refs`.)
+reference names, and the champion history. (Resolving a reference to files is `training.tracking.refs`.)
 Every call takes the tracking URI explicitly.
 """
 
@@ -9,8 +9,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from training.registry.refs import MODELS_URI
-from training.registry.tracking import client
+from training.tracking.refs import MODELS_URI
+from training.tracking.runs import client
 
 CHAMPION, CHALLENGER = "champion", "challenger"  # registry aliases: the served model / the last candidate
 # MLflow's logged model -> registered versions link, spelled here as PARENT_TAG is in tracking.py: the public

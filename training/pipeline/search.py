@@ -20,9 +20,10 @@ from typing import Any
 
 from training.config import Config, ConfigError, SearchConfig, repo_root, to_flat
 from training.evaluation.render import table
-from training.fit.command import HISTORY_FILE, TrainResult, train
+from training.fit.command import HISTORY_FILE, TrainResult
 from training.fit.loop import BEST_DIR, LAST_DIR
-from training.registry.tracking import Run, client, git_commit, resolve_uri
+from training.pipeline.train import train
+from training.tracking.runs import Run, client, git_commit, resolve_uri
 
 TARGETS = {"lr": "train", "max_length": "model", "source_balance": "train", "pos_weight": "train",
            "pos_weight_cap": "train"}  # sampled param -> its config section

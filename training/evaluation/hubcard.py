@@ -19,7 +19,7 @@ from pathlib import Path
 from serving.artifact import PolicyCard, read_card
 from serving.policies import POLICIES
 from training.data.sources import is_non_commercial
-from training.registry.modelcard import model_card_markdown
+from training.evaluation.modelcard import model_card_markdown
 
 HUB_README = "README.md"
 TASK = "text-classification"

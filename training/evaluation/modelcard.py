@@ -1,26 +1,17 @@
 """A short model card per registered version: intended use, data and licenses, metrics, calibration, tiers, known
 limits, how to get calibrated scores.
 
-`attach_model_card(name, version, model_dir, tracking_uri)` writes it as the version's description (shown on
-the registry page) and logs `model_card/v<N>/model_card.md` to the version's training run, beside (never inside)
-the `model/` directory, whose files do not change once registered; for a transformer also `README.md`, the same
-text as a Hugging Face Hub model card (`training.registry.hubcard`), with the test results once evaluated. Training
-calls it after registration.
+`model_card_markdown(card)` renders it from the policy card (and a `tweetguard evaluate` report of the test split,
+when given); it writes nothing. `training.evaluation.hubcard` puts the same text under the Hugging Face Hub's front
+matter, and `training.evaluation.cards.attach_model_card` writes both to the registry and the version's run.
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-from serving.artifact import PolicyCard, read_card
+from serving.artifact import PolicyCard
 from serving.policies import DESCRIPTIONS, POLICIES
 from training.data.sources import is_non_commercial
-from training.evaluation.render import fmt, tier_table
-from training.registry.tracking import Run, client
-from training.registry.versions import set_description
-
-CARD_MD = "model_card.md"
+from training.evaluation.render import card_tiers, fmt, tier_table
 
 
 def model_card_markdown(card: PolicyCard, *, name: str | None = None, version: str | None = None,
@@ -117,8 +108,6 @@ def _calibration_lines(card: PolicyCard) -> list[str]:
 
 
 def _tier_lines(card: PolicyCard, evaluation: dict | None = None) -> list[str]:
-    from training.evaluation.evaluate import card_tiers  # evaluate imports the data stack: only when needed
-
     tiers = card_tiers(card)
     if not tiers:
         return ["Decision tiers: none (policy card schema v1): every action is `none`; use the flags.", ""]
@@ -139,25 +128,3 @@ def _non_commercial_lines(card: PolicyCard) -> list[str]:
     licenses = ",".join(sorted({s.license for s in nc}))
     return [f"**Non-commercial: trained on CC BY-NC-* data ({names}).** This model may be used for non-commercial "
             f"purposes only. Retrain with `data.exclude_licenses=[{licenses}]` for any other use.", ""]
-
-
-def attach_model_card(name: str, version: str, model_dir: str | Path, *, tracking_uri: str,
-                      evaluation: dict | None = None) -> str:
-    """Write the card to the registered version (description) and its training run (artifact); returns it.
-    Training attaches it at registration; `tweetguard evaluate` of the version on test attaches it again with
-    the test numbers (`evaluation`)."""
-    from training.registry.hubcard import HUB_README, hub_model_card  # hubcard builds on this module
-
-    card = read_card(model_dir)
-    text = model_card_markdown(card, name=name, version=version, evaluation=evaluation)
-    set_description(name, version, text, tracking_uri)
-    run_id = client(tracking_uri).get_model_version(name, version).run_id
-    if run_id:
-        run = Run(client(tracking_uri), run_id, tracking_uri)
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / CARD_MD).write_text(text, encoding="utf-8")
-            run.log_artifact_file(Path(tmp) / CARD_MD, f"model_card/v{version}")
-            if (Path(model_dir) / "config.json").is_file():  # a transformer: its Hub card, with any test results
-                hub_model_card(card, name=name, version=version, evaluation=evaluation).save(Path(tmp) / HUB_README)
-                run.log_artifact_file(Path(tmp) / HUB_README, f"model_card/v{version}")
-    return text

@@ -3,7 +3,7 @@
 The calibrated scores of the validation split under the version's final card (the ones calibration and the
 thresholds were fit on) and each validation text's length in characters, in `reference_scores.npz`, logged to the
 version's training run under `monitor/` (beside `model/`, never inside it: a registered version's files do not
-change). Training writes it at registration from the scores it already has (`training.fit.command.finish`). For a
+change). Training writes it at registration from the scores it already has (`training.registry.finish`). For a
 version without one, `reference_for` computes it on demand (the validation split of the given config, scored by the
 model's own scorer: the serving Predictor for a transformer) and logs it to the run, so it is computed once.
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from serving.artifact import CARD_FILE, file_sha256
 from serving.policies import POLICIES
-from training.registry.tracking import Run, client
+from training.tracking.runs import Run, client
 
 REFERENCE_FILE = "reference_scores.npz"
 ARTIFACT_PATH = "monitor"  # in the training run: monitor/reference_scores.npz
@@ -96,7 +96,7 @@ def compute_reference(model_dir: Path, cfg, path: Path) -> Reference:
     """Score the validation split of `cfg.data` with the model (its own scorer) and write the reference to `path`."""
     from training.data.prepare import prepare
     from training.evaluation.evaluate import load_scorer
-    from training.evaluation.scorer import score_split
+    from training.scorer import score_split
 
     prepared = prepare(cfg.data)
     validation = prepared.dataset["validation"]
