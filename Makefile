@@ -6,14 +6,17 @@ CONFIG ?= configs/default.yaml
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# mkdocs-material 9.8 and its plugins print a banner about MkDocs 2 on every build: quiet it.
+export NO_MKDOCS_2_WARNING := 1
+export DISABLE_MKDOCS_2_WARNING := true
 
-.PHONY: install run baseline bench test clean
+.PHONY: install run baseline bench test test-fast docs docs-serve clean
 
 # torch is pinned in the same resolution as everything else: left to pip it picks a multi-GB CUDA build.
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -c constraints.txt "torch==2.13.0" -e ".[dev,spark]"
+	$(BIN)/pip install -c constraints.txt "torch==2.13.0" -e ".[dev,spark,docs]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -40,8 +43,21 @@ bench: install
 	$(BIN)/python -m benchmarks.inference --model $(MODEL)@champion --n 2000 --cache-repeat-rate 0.3 --out reports/bench
 	$(BIN)/python -m benchmarks.train_speed --config $(CONFIG) --json reports/bench/train_speed.json
 
+# The whole suite: unit + integration, the docs site built with --strict (tests/test_docs.py) and the import
+# layering contract (tests/test_architecture.py). This is what CI runs.
 test: install
 	$(BIN)/python -m pytest --durations=25
 
+# The edit-test loop: everything except the `integration`-marked tests (real servers, real backbone, slow paths).
+test-fast: install
+	$(BIN)/python -m pytest -m "not integration and not benchmark" --durations=10
+
+# The documentation site into site/ (mkdocs.yml; the CLI and HTTP references are generated at build time).
+docs: install
+	$(BIN)/mkdocs build --strict
+
+docs-serve: install
+	$(BIN)/mkdocs serve
+
 clean:
-	rm -rf data/cache runs reports mlflow.db mlruns mlartifacts
+	rm -rf data/cache runs reports mlflow.db mlruns mlartifacts site

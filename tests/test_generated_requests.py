@@ -5,6 +5,10 @@ JSON escapes (\\ud800), which no generator makes, through both scoring endpoints
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import httpx
 import pytest
 import schemathesis
@@ -19,6 +23,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TIMEOUT_S = 5.0
 # Generated requests per (operation, mode): 2 scoring operations x 2 modes x 500 = 2,000.
 PER_OPERATION_AND_MODE = 500
+# The document the docs site renders as its HTTP reference (docs/gen_reference.py).
+DOCS_OPENAPI = Path(__file__).resolve().parents[1] / "docs" / "reference" / "openapi.json"
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +48,17 @@ def test_document_has_the_guards_answers(api_schema):
         assert post["security"] == [{"bearer": []}]
     items = raw["paths"]["/v1/moderations"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"type": "array"}.items() <= items["properties"]["input"]["anyOf"][1].items()  # not just a string
+
+
+def test_docs_http_reference_is_the_served_document(api_schema):
+    """The HTTP reference page is generated from docs/reference/openapi.json: it must be what the service serves.
+    After an intended API change, rewrite it with TWEETGUARD_WRITE_OPENAPI=1 and review the diff."""
+    served = api_schema.raw_schema
+    if os.environ.get("TWEETGUARD_WRITE_OPENAPI") == "1":
+        DOCS_OPENAPI.write_text(json.dumps(served, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    documented = json.loads(DOCS_OPENAPI.read_text(encoding="utf-8"))
+    assert documented == served, (f"{DOCS_OPENAPI} differs from GET /docs.json of the running service; if the API "
+                                  "change is intended, rerun this test with TWEETGUARD_WRITE_OPENAPI=1")
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
