@@ -10,7 +10,7 @@ import yaml
 from mlflow import MlflowClient
 
 from training.config import ConfigError, load_config, repo_root
-from training.data.identity import load_identity_terms, slice_masks
+from training.data.identity import load_term_lists, slice_masks
 from training.fit.augment import SWAP_ID, augment_train, match_case, swap_identity_terms
 
 # Two subgroups per category: the target of a swap is forced, so texts can be checked exactly.
@@ -23,7 +23,7 @@ PAIRS = {
 
 @pytest.fixture(scope="module")
 def real_terms():
-    return load_identity_terms(repo_root() / "data" / "identity_terms.yaml")
+    return load_term_lists(repo_root() / "data" / "identity_terms.yaml")
 
 
 def split_of(texts: list[str], labels: list[list[int]] | None = None) -> datasets.Dataset:

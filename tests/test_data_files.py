@@ -1,6 +1,7 @@
 """Every dataset fact under data/ that code reads loads through its own loader, and the paths they moved from
 (configs/datasets.yaml, configs/identity_terms.yaml) still work, with a warning that names the new file."""
 
+import hashlib
 import subprocess
 import sys
 import warnings
@@ -11,7 +12,7 @@ import yaml
 from training.config import MOVED_DATA_FILES, Config, ConfigError, DataConfig, EvalConfig, load_config, repo_root
 from training.data.sources import load_sources
 from training.evaluation.behaviour import load_suite
-from training.data.identity import load_identity_terms
+from training.data.identity import load_term_lists
 from training.evaluation.published import (
     BENCHMARKS,
     NOT_PUBLISHED,
@@ -24,8 +25,11 @@ from training.evaluation.published import (
 REPO = repo_root()
 DATA = REPO / "data"
 # data/<file> -> the loader that code reads it with.
-DATA_FILES = {"sources.yaml": load_sources, "identity_terms.yaml": load_identity_terms,
-              "published.yaml": load_published, "behaviour_suite.yaml": load_suite}
+DATA_FILES = {"sources.yaml": load_sources, "identity_terms.yaml": load_term_lists,
+              "slur_swear_terms.yaml": load_term_lists, "published.yaml": load_published,
+              "behaviour_suite.yaml": load_suite}
+# Frozen before any run that is measured with them (data/README.md): a change must be a reviewed decision.
+FROZEN = {"slur_swear_terms.yaml": "e263a4c921c57ef97e504d756a0fead838e7ec84b955bccba7f64f7f2859c890"}
 KEYS = {"configs/datasets.yaml": "data.sources_file", "configs/identity_terms.yaml": "evaluation.identity_terms"}
 
 
@@ -37,6 +41,17 @@ def test_data_file_loads_with_its_loader(name):
 def test_every_data_file_is_covered():
     shipped = {p.name for p in DATA.iterdir() if p.is_file() and p.name != "README.md"}
     assert shipped == set(DATA_FILES), "a file under data/ without a loader test"
+
+
+@pytest.mark.parametrize("name", sorted(FROZEN))
+def test_frozen_data_files_are_unchanged(name):
+    digest = hashlib.sha256((DATA / name).read_bytes()).hexdigest()
+    assert digest == FROZEN[name], f"data/{name} was frozen (data/README.md); a change is a new decision: say so "\
+                                   "there, re-measure what it defines, then update the pin"
+
+
+def test_config_default_names_the_slur_swear_list():
+    assert Config().evaluation.slur_swear_terms == "data/slur_swear_terms.yaml"
 
 
 def test_config_defaults_are_the_data_files():

@@ -17,7 +17,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from serving.policies import POLICIES
 from training.config import load_config, repo_root
-from training.data.identity import load_identity_terms, slice_masks
+from training.data.identity import load_term_lists, slice_masks
 from training.evaluation.bias import TOO_SMALL, bias_slices, worst_slices
 from training.evaluation.evaluate import (
     REPORT_JSON,
@@ -186,7 +186,7 @@ def test_new_data_benchmarks_by_hand():
 
 # -- bias ---------------------------------------------------------------------------------------------------
 def test_shipped_identity_terms_cover_the_required_categories():
-    terms = load_identity_terms(REPO / "data" / "identity_terms.yaml")
+    terms = load_term_lists(REPO / "data" / "identity_terms.yaml")
     assert {"gender", "race_ethnicity", "religion", "sexual_orientation", "disability",
             "nationality_immigration"} <= terms.keys()
 

@@ -332,6 +332,10 @@ class EvalConfig(Section):
         "data/identity_terms.yaml", description="Identity-term list for bias slices (old path "
         "configs/identity_terms.yaml: deprecated, reads this file with a warning)."
     )
+    slur_swear_terms: str = Field(
+        "data/slur_swear_terms.yaml", description="Slur-and-swear list (frozen) of the evaluation slice 'posts "
+        "with a slur or swear word': a post is in it when a listed term is a whole word of its normalized text."
+    )
     behaviour_suite: str | None = Field(
         "data/behaviour_suite.yaml", description="Behaviour suite (hand-written cases per capability, evaluation "
         "only) scored beside the metrics by evaluate and promote; null = skip."

@@ -1,6 +1,6 @@
-"""Identity terms: the category -> subgroup -> terms list (data/identity_terms.yaml) and which texts mention
-each subgroup. Data facts shared by the identity-swap augmentation (training.fit.augment) and the bias slices of
-evaluation (training.evaluation.bias): one loader, one matcher.
+"""Term lists: category -> subgroup -> terms (data/identity_terms.yaml, data/slur_swear_terms.yaml) and which
+texts mention each subgroup. Data facts shared by the identity-swap augmentation (training.fit.augment), the bias
+slices of evaluation (training.evaluation.bias) and the slur-and-swear evaluation slice: one loader, one matcher.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import yaml
 from serving.preprocess import normalize_tweet
 
 
-def load_identity_terms(path: str | Path) -> dict[str, dict[str, list[str]]]:
-    """category -> subgroup -> terms, validated (errors name the file and the entry)."""
+def load_term_lists(path: str | Path, key: str = "evaluation.identity_terms") -> dict[str, dict[str, list[str]]]:
+    """category -> subgroup -> terms, validated (errors name the file and the entry; `key`: the config key that
+    names the file)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"identity term list not found: {path} (evaluation.identity_terms)")
+        raise FileNotFoundError(f"term list not found: {path} ({key})")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected category -> subgroup -> [terms]")

@@ -21,7 +21,7 @@ import numpy as np
 from serving.artifact import PolicyCard
 from serving.policies import POLICIES, UNKNOWN
 from training.config import Config, EvalConfig
-from training.data.identity import load_identity_terms, slice_masks
+from training.data.identity import load_term_lists, slice_masks
 from training.data.prepare import prepare
 from training.evaluation import plots
 from training.evaluation.behaviour import behaviour_metrics, run_suite
@@ -130,7 +130,7 @@ def compute_report(scored: Scored, card: PolicyCard, ecfg: EvalConfig, data_root
         per_source_ci[source] = _ci_json(bootstrap_ci(labels[sel], probs[sel], n=ecfg.bootstrap_samples,
                                                       seed=ecfg.seed, thresholds=thr))
     before, after = ece_per_policy(labels, scored.raw_probs), ece_per_policy(labels, probs)
-    terms = load_identity_terms(ecfg.identity_terms)
+    terms = load_term_lists(ecfg.identity_terms)
     bias = bias_slices(labels, probs, slice_masks(scored.texts, terms), ecfg.min_slice_support)
     return {
         "rows": len(labels),

@@ -7,7 +7,7 @@ subgroup of the same category, with the labels unchanged. Validation and test ar
 read, so that no copy repeats one of their texts.
 
 The terms and the matching are the bias slices' own: `data/identity_terms.yaml` (`evaluation.identity_terms`)
-read by `training.evaluation.bias.load_identity_terms`, and a row "mentions" a subgroup when
+read by `training.data.identity.load_term_lists`, and a row "mentions" a subgroup when
 `bias.slice_masks` says so (the subgroup's `bias.term_pattern`, whole words / phrases of the normalized text).
 The same pattern finds the spans to replace in the raw text, so "gayle", "manager" or "straight up" never change.
 
@@ -50,7 +50,7 @@ import numpy as np
 
 from serving.policies import UNKNOWN
 from training.data.sources import text_key
-from training.data.identity import load_identity_terms, slice_masks, term_pattern
+from training.data.identity import load_term_lists, slice_masks, term_pattern
 
 if TYPE_CHECKING:
     import datasets
@@ -125,7 +125,7 @@ def augment_train(dataset, cfg) -> tuple[datasets.Dataset, int]:
     fraction = cfg.train.identity_swap
     if not fraction:
         return train, 0
-    terms = load_identity_terms(cfg.evaluation.identity_terms)  # read as the bias slices read it
+    terms = load_term_lists(cfg.evaluation.identity_terms)  # read as the bias slices read it
     exclude = {text_key(t) for split in dataset if split != "train" for t in dataset[split]["text"]}
     result = swap_identity_terms(train, terms, fraction, cfg.train.seed, exclude_keys=exclude)
     print(f"train.identity_swap={fraction}: {result.added} counterfactual copies added to {len(train)} train rows "
