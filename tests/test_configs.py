@@ -43,3 +43,12 @@ def test_the_defaults_are_the_default_config():
     of it, compared as JSON (so 55 and 55.0 differ: both reach the MLflow params and the artifact's config)."""
     default = load_config(CONFIGS / "default.yaml")
     assert json.dumps(Config().model_dump(mode="json")) == json.dumps(default.model_dump(mode="json"))
+
+
+def test_permissive_is_the_default_without_restricted_sources():
+    """configs/permissive.yaml differs from default.yaml only in leaving out every non-commercial and research-only
+    source (its prepared source list: tests/test_data.py, on tiny sources)."""
+    default, permissive = load_config(CONFIGS / "default.yaml"), load_config(CONFIGS / "permissive.yaml")
+    assert permissive.data.exclude_restricted and not default.data.exclude_restricted
+    assert default.model_copy(update={"data": default.data.model_copy(update={"exclude_restricted": True})}
+                              ).model_dump(mode="json") == permissive.model_dump(mode="json")

@@ -292,6 +292,29 @@ def test_label_only_source_replaces_the_rule_of_the_source_it_labels(tmp_path):
     assert all(sorted(prepared.dataset[s]["id"]) == sorted(without.dataset[s]["id"]) for s in prepared.dataset)
 
 
+def test_exclude_restricted_leaves_out_every_non_commercial_and_research_only_source(tmp_path):
+    """configs/permissive.yaml's choice, on tiny sources: whatever the license spelling, no restricted source is
+    prepared, and a left-out label-only source restores the rules of the source it labels (said in the card)."""
+    from training.data.sources import is_restricted
+
+    research = dict(NOSPLIT_SPEC, name="rs", license="unverified:research-only")
+    files = {**overlay_files(), "rs/all.csv": overlay_files()["ns/all.csv"]}
+    cfg = write_sources(tmp_path, [TWEETS_SPEC, NOSPLIT_SPEC, OVERLAY_SPEC, research], files)
+    everything = prepare(cfg).card.to_dict()
+    assert [s["research_only"] for s in everything["sources"]] == [False, False, False, True]
+    assert "**Research only**" in prepare(cfg).card.markdown
+    permissive = prepare(cfg.model_copy(update={"exclude_restricted": True}))
+    card = permissive.card.to_dict()
+    assert [s["name"] for s in card["sources"]] == ["tw", "ns"]
+    assert not any(is_restricted(s["license"]) for s in card["sources"])
+    assert set(card["excluded"]) == {"relabel", "rs"}
+    assert "data.exclude_restricted" in card["excluded"]["rs"]
+    assert "tw keeps its own labels for abusive" in card["excluded"]["relabel"]
+    rows = {r["id"]: r for split in permissive.dataset.values() for r in split}
+    assert rows["tw:test/900"]["labels"][A] == 1 and not any(r["source"] == "rs" for r in rows.values())
+    assert "Research only" not in permissive.card.markdown and "Non-commercial" not in permissive.card.markdown
+
+
 def test_label_only_source_reports_missing_and_unmatched_ids(tmp_path):
     files = overlay_files(skip_train_id=7, extra_test="999\tEXP\n")
     cfg = write_sources(tmp_path, [TWEETS_SPEC, OVERLAY_SPEC], files)
@@ -404,6 +427,26 @@ def test_non_commercial_license_marks_the_model_card():
     assert "non-commercial" not in model_card_markdown(PolicyCard(sources=refs[:1])).lower()
 
 
+def test_research_only_license_marks_the_model_card_beside_non_commercial():
+    from serving.artifact import PolicyCard, SourceRef
+    from training.data.sources import is_non_commercial, is_research_only, is_restricted
+    from training.evaluation.modelcard import model_card_markdown
+
+    assert all(map(is_research_only, ["research-only", "unverified:research-only", "Research_Only",
+                                      "research only no-redistribution"]))
+    assert not any(map(is_research_only, ["CC-BY-NC-SA-4.0", "none-stated", "MIT", "research", "only-research"]))
+    assert not is_non_commercial("research-only")  # two flags, each for what it says
+    assert is_restricted("research-only") and is_restricted("CC-BY-NC-4.0") and not is_restricted("MIT")
+    refs = [SourceRef(name="olid", license="none-stated", content_hash="0" * 64),
+            SourceRef(name="abuseval", license="CC-BY-NC-SA-4.0", content_hash="1" * 64),
+            SourceRef(name="conan", license="research-only", content_hash="2" * 64)]
+    text = model_card_markdown(PolicyCard(sources=refs))  # also the registry description (attach_model_card)
+    assert "Non-commercial: trained on CC BY-NC-* data (abuseval)" in text
+    assert "research use only, no redistribution (CONAN's license): conan: research-only" in text
+    assert "data.exclude_restricted=true" in text
+    assert "research only" not in model_card_markdown(PolicyCard(sources=refs[:2])).lower()
+
+
 # Row counts of the real shared files, as their SOURCE.md files state them.
 REAL_COUNTS = {
     "olid": {"train": 13240, "test_a": 860},
@@ -417,13 +460,16 @@ REAL_COUNTS = {
     "hateval_trial": {"trial": 100},
     "edos": {"train": 14000, "dev": 2000, "test": 4000},
     "vulgar_functions": {"all": 7794 + 2},  # + 2 tweets behind a spreadsheet-mangled id shared with another tweet
+    "conan": {"conan": 2 * 6645, "multitarget_conan": 2 * 5003, "kn_grounded_cn": 2 * 195},  # two rows a pair
+    "dialoconan": {"test": 16625 - 2},  # 2 blank turns, declared (empty_text)
+    "hatexplain": {"train": 15383, "val": 1922, "test": 1924},  # before the near-duplicate drop
 }
 
 
 def test_real_shared_sources_row_counts(data_root):
     if not data_root.is_dir():
         pytest.skip(f"needs the shared datasets at {data_root} (TWEETGUARD_DATA_ROOT)")
-    specs = load_sources(SHARED)
+    specs = [s for s in load_sources(SHARED) if not s.shipped]  # shipped (data/contrast): tests/test_contrast.py
     assert sorted(s.name for s in specs) == sorted(REAL_COUNTS)
     for spec in specs:
         if spec.labels_for:
@@ -474,3 +520,19 @@ def test_real_vulgar_functions_holdout_is_fixed(data_root, tmp_path):
     assert "vulgar_functions:456051241970573312" in ids["test"]
     other = prepare(cfg.model_copy(update={"seed": 5}))
     assert set(other.dataset["test"]["id"]) == ids["test"]
+
+
+def test_a_test_only_source_binds_no_model():
+    """A model's policy card lists the sources it is fit on (train or validation rows, or labels joined into such
+    a source): a test-only research-only source (DIALOCONAN) evaluates it but does not restrict it."""
+    from training.data.card import DataCard
+
+    src = [{"name": n, "license": lic, "content_hash": "0" * 64, "research_only": "research" in lic,
+            "non_commercial": "NC" in lic, "labels_for": lf}
+           for n, lic, lf in (("olid", "none-stated", None), ("abuseval", "CC-BY-NC-SA-4.0", "olid"),
+                              ("dialoconan", "research-only", None))]
+    counts = [{"source": "olid", "split": "train", "rows": 10}, {"source": "olid", "split": "test", "rows": 5},
+              {"source": "dialoconan", "split": "test", "rows": 7}]
+    card = DataCard({"fingerprint": "f" * 64, "sources": src, "counts": counts})
+    assert card.fitted_names == {"olid", "abuseval"}
+    assert [s["name"] for s in card.fitted_sources] == ["olid", "abuseval"]

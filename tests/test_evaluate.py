@@ -31,9 +31,11 @@ from training.metrics import masked_metrics
 from training.evaluation.published import (
     BENCHMARKS,
     EDOS_THREAT,
+    NOT_IN_DATA,
     NOT_PUBLISHED,
     parse_raw_label,
     published_results,
+    rate_ci,
     run_benchmarks,
 )
 from training.evaluation.render import benchmark_table, comparison_table
@@ -110,6 +112,112 @@ def test_benchmarks_are_macro_f1_on_raw_labels():
     # TweetEval's not-hate rows are unknown in our labels but are part of the benchmark.
     assert rows["TweetEval hate"]["n"] == sum(s == "tweeteval_hate" for s in split["source"])
     assert rows["OffensEval-2019 A (OLID test)"]["published_best"] == 0.829
+
+
+GOAL_ROWS = [  # (source, subset, text, labels, raw_label, (abusive, harassment, violence) probs)
+    *[("dialoconan", "test", f"cn turn {i}", [0, 0, 0], "type=CN", pr) for i, pr in
+      enumerate([(.1, .1, .1), (.1, .6, .1), (.1, .1, .1), (.7, .1, .1)])],  # harassment alone counts (any policy)
+    *[("dialoconan", "test", f"hs turn {i}", [1, -1, -1], "type=HS", pr) for i, pr in
+      enumerate([(.9, .1, .1), (.6, .1, .1), (.2, .9, .9)])],  # the third is flagged, but not abusive
+    ("hatexplain", "test", "you are a bitch lol", [0, -1, -1], "label=normal", (.8, .1, .1)),  # slice, flagged
+    ("hatexplain", "test", "wtf is this, damn!", [0, -1, -1], "label=normal", (.2, .9, .1)),  # slice, not abusive
+    ("hatexplain", "test", "my class is nice", [0, -1, -1], "label=normal", (.9, .1, .1)),  # "ass" is no word here
+    ("hatexplain", "test", "fuck you bitch", [1, -1, -1], "label=hatespeech", (.9, .1, .1)),  # not normal
+    *[("edos", "test", "e", [-1, -1, -1], f"label_category={c};label_sexist=x;label_vector=x", (.1, .1, v))
+      for c, v in [(EDOS_THREAT, .9), (EDOS_THREAT, .2), ("2. derogation", .8), ("none", .9), ("none", .1),
+                   ("3. animosity", .1)]],
+    ("edos", "dev", "e", [-1, -1, 1], f"label_category={EDOS_THREAT};label_sexist=x;label_vector=x", (.1, .1, .1)),
+]
+DIALOCONAN_CN = "DIALOCONAN counter-narrative turns flagged on any policy"
+DIALOCONAN_HS = "DIALOCONAN hate-speech turns flagged abusive"
+HATEXPLAIN_SLICE = "HateXplain normal posts with a slur or swear word flagged abusive"
+EDOS_ALL = "EDOS threats vs every other post: violence "
+
+
+def goal_split() -> tuple[datasets.Dataset, np.ndarray]:
+    rows = GOAL_ROWS
+    split = datasets.Dataset.from_dict({
+        "id": [f"{r[0]}:{i}" for i, r in enumerate(rows)], "text": [r[2] for r in rows],
+        "source": [r[0] for r in rows], "labels": [r[3] for r in rows], "subset": [r[1] for r in rows],
+        "raw_label": [r[4] for r in rows]})
+    return split, np.array([r[5] for r in rows])
+
+
+def test_goal_measures_by_hand():
+    """Issue 34's goal measures: DIALOCONAN turns (gold from the unified labels; CN flagged on any policy), the
+    HateXplain slur-or-swear slice of normal posts, EDOS threats vs every other post (not-sexist included)."""
+    split, probs = goal_split()
+    out = {b["benchmark"]: b for b in run_benchmarks(scored_from(split, probs), {p: 0.5 for p in POLICIES},
+                                                     n_boot=200)}
+    cn, hs, hx = out[DIALOCONAN_CN], out[DIALOCONAN_HS], out[HATEXPLAIN_SLICE]
+    assert (cn["metric"], cn["value"], cn["n"], cn["policy"], cn["goal"]) == ("false_positive_rate", 0.5, 4, "any",
+                                                                             "<= 0.05")
+    assert (hs["metric"], hs["value"], hs["n"], hs["n_positive"], hs["goal"]) == ("recall", pytest.approx(2 / 3), 3,
+                                                                                 3, ">= 0.80")
+    assert (hx["metric"], hx["value"], hx["n"]) == ("false_positive_rate", 0.5, 2)  # n: the slice size
+    # the CIs are the other rates' (same resampling, same seed)
+    assert (cn["value"], cn["ci_low"], cn["ci_high"]) == rate_ci([False, True, False, True], n=200, seed=0)
+    assert (hs["value"], hs["ci_low"], hs["ci_high"]) == pytest.approx(rate_ci([True, True, False], n=200, seed=0))
+    # EDOS, every test post (dev left out): tp 1, fn 1, fp 2 (a derogation and a not-sexist post), tn 2
+    f1, precision, recall = (out[EDOS_ALL + m] for m in ("F1", "precision", "recall"))
+    assert (f1["n"], f1["n_positive"], f1["policy"]) == (6, 2, "violence")
+    assert f1["value"] == pytest.approx(f1_score([1, 1, 0, 0, 0, 0], [1, 0, 1, 1, 0, 0]))
+    assert (precision["value"], recall["value"]) == (pytest.approx(1 / 3), 0.5)
+    for b in (cn, hs, hx, f1, precision, recall):
+        assert isinstance(b["ci_low"], float) and b["ci_low"] <= b["value"] <= b["ci_high"] <= 1
+        assert b["published_best"] is None and b["published_status"] == NOT_PUBLISHED
+    # logged to MLflow like the other benchmarks, with the slice size
+    flat = flat_metrics({"overall": {}, "per_source": {}, "ece": {}, "at_prevalence": {}, "benchmarks": list(
+        out.values())}, "test")
+    assert flat["benchmark/hatexplain_normal_posts_with_a_slur_or_swear_word_flagged_abusive/false_positive_rate"] \
+        == 0.5
+    assert flat["benchmark/hatexplain_normal_posts_with_a_slur_or_swear_word_flagged_abusive/n"] == 2
+    assert flat["benchmark/edos_threats_vs_every_other_post_violence_precision/precision"] == pytest.approx(1 / 3)
+    table = benchmark_table(list(out.values()))
+    assert "goal <= 0.05" in table and "| 0.500 [" in table
+
+
+def test_goal_measures_not_in_the_data_are_said_so():
+    rows = run_benchmarks(scored_from(synthetic_split(50), np.full((50, 3), 0.3)), {p: 0.5 for p in POLICIES},
+                          n_boot=20)
+    absent = {r["benchmark"]: r for r in rows if r["published_status"] == NOT_IN_DATA}
+    assert set(absent) == {DIALOCONAN_CN, DIALOCONAN_HS, HATEXPLAIN_SLICE, *(EDOS_ALL + m for m in
+                                                                            ("F1", "precision", "recall"))}
+    assert all(r["value"] is None and r["n"] == 0 for r in absent.values())
+    assert "n/a" in benchmark_table(rows) and NOT_IN_DATA in benchmark_table(rows)
+    flat = flat_metrics({"overall": {}, "per_source": {}, "ece": {}, "at_prevalence": {}, "benchmarks": rows}, "t")
+    assert not any("dialoconan" in k for k in flat)
+
+
+def test_goal_measures_compare_paired(tmp_path):
+    from types import SimpleNamespace
+
+    from training.evaluation.compare import compare, render_comparison
+
+    split, probs = goal_split()
+
+    def result(p):
+        scored = scored_from(split, p)
+        report = {"thresholds": {q: 0.5 for q in POLICIES}, "model": {"split": "test"}, "behaviour": None}
+        report["benchmarks"] = run_benchmarks(scored, report["thresholds"], n_boot=100)
+        return SimpleNamespace(scored=scored, report=report, train_sources=(), identity=SimpleNamespace(label="m"))
+
+    a, b = result(probs), result(np.where(probs > 0.5, 0.4, probs))  # b flags nothing
+    same = compare(a, a, n=100, seed=0)
+    goal_rows = [r for r in same["rows"] if r["scope"].startswith(("benchmark DIALOCONAN", "benchmark HateXplain",
+                                                                  "benchmark EDOS threats vs every"))]
+    assert len(goal_rows) == 6 and same["not_in_data"] == []
+    assert all(r["diff"] == 0 and r["ci_low"] == r["ci_high"] == 0 and not r["significant"] for r in goal_rows)
+    rows = {r["scope"]: r for r in compare(a, b, n=100, seed=0)["rows"]}
+    cn = rows[f"benchmark {DIALOCONAN_CN}"]
+    assert (cn["a"], cn["b"], cn["diff"], cn["n"]) == (0.5, 0.0, -0.5, 4) and cn["ci_low"] <= -0.5 <= cn["ci_high"]
+    assert rows[f"benchmark {EDOS_ALL}recall"]["b"] == 0.0
+    assert "Not in this data" not in render_comparison(same)
+    toy = SimpleNamespace(**{**vars(a), "scored": scored_from(synthetic_split(50), np.full((50, 3), 0.3)),
+                             "report": {**a.report, "benchmarks": []}})
+    absent = compare(toy, toy, n=50, seed=0)
+    assert f"benchmark {DIALOCONAN_CN}" in absent["not_in_data"]
+    assert "Not in this data: benchmark DIALOCONAN" in render_comparison(absent)
 
 
 def test_easy_part_uses_the_ids_file(tmp_path):
@@ -336,7 +444,8 @@ def test_tfidf_baseline_is_evaluated_by_the_same_code(tmp_path, toy):
                       out_dir=tmp_path / "rep", log_to_mlflow=False)
     assert result.kind == "tfidf" and result.run_id is None
     assert result.report["overall"]["abusive/roc_auc"] > 0.95  # the toy data is separable
-    assert result.report["benchmarks"] == []  # no benchmark source in the toy split
+    # no benchmark source in the toy split: only the goal measures, said to be not in this data
+    assert {b["published_status"] for b in result.report["benchmarks"]} == {NOT_IN_DATA}
 
 
 def test_cli_evaluate_on_tiny_data_config(tmp_path, tiny_artifact, mlflow_uri, capsys, write_tiny_train_config):

@@ -40,8 +40,9 @@ def test_readme_round_trips_through_modelcard_load(tmp_path, make_tiny_artifact)
     # AbuseEval is CC BY-NC-SA 4.0 (as declared): the model is marked non-commercial, per source.
     assert data.non_commercial is True and data.license_name == "tweetguard-training-data-noncommercial"
     assert data.source_licenses == [
-        {"source": "olid", "license": "none-stated", "non_commercial": False},
-        {"source": "abuseval", "license": "CC-BY-NC-SA-4.0", "non_commercial": True}]
+        {"source": "olid", "license": "none-stated", "non_commercial": False, "research_only": False},
+        {"source": "abuseval", "license": "CC-BY-NC-SA-4.0", "non_commercial": True, "research_only": False}]
+    assert data.research_only is False
     # model-index: every per-policy metric of the card, exactly (no train_best/ or counts), on its dataset hash.
     assert values(data.eval_results) == {("validation", p, m): VALIDATION[f"{p}/{m}"]
                                          for p in POLICIES for m in EVAL_METRICS}
@@ -59,6 +60,19 @@ def test_commercial_sources_are_not_marked_non_commercial(tiny_card):
     data = ModelCard(str(hub_model_card(card))).data
     assert data.non_commercial is False and data.license_name == "tweetguard-training-data"
     assert "non-commercial" not in ModelCard(str(hub_model_card(card))).text.lower()
+    assert data.research_only is False and "research only" not in ModelCard(str(hub_model_card(card))).text.lower()
+
+
+def test_research_only_sources_mark_the_hub_card_beside_non_commercial(tiny_card):
+    card = tiny_card()
+    card.sources = [*declared("olid", "abuseval"), SourceRef(name="conan", license="research-only",
+                                                            content_hash="9" * 64)]
+    hub = ModelCard(str(hub_model_card(card)))
+    assert hub.data.non_commercial is True and hub.data.research_only is True
+    assert hub.data.license_name == "tweetguard-training-data-noncommercial-researchonly"
+    assert hub.data.source_licenses[2] == {"source": "conan", "license": "research-only", "non_commercial": False,
+                                           "research_only": True}
+    assert "research use only, no redistribution (CONAN's license): conan: research-only" in hub.text
 
 
 def test_evaluation_adds_test_results(tiny_card):

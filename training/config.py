@@ -69,9 +69,18 @@ class DataConfig(Section):
     )
     include: list[str] | None = Field(None, description="Source names to use; null = every declared source.")
     exclude: list[str] = Field(default_factory=list, description="Source names to leave out.")
+    opt_in: list[str] = Field(
+        default_factory=list, description="Declared opt-in sources (opt_in: true in data/sources.yaml) to use as "
+        "well; an opt-in source is left out unless named here."
+    )
     exclude_licenses: list[str] = Field(
         default_factory=list,
         description="Leave out sources whose license tag is listed (e.g. GPL-3.0, unverified) for a release.",
+    )
+    exclude_restricted: bool = Field(
+        False, description="Leave out every non-commercial (CC BY-NC-*) and research-only source, whatever the "
+        "exact license string (training.data.sources.is_restricted): a model for commercial use "
+        "(configs/permissive.yaml)."
     )
     seed: int = Field(13, description="Seed of the generated (stratified) splits.")
     validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="Share of a split-less source for validation.")
@@ -120,6 +129,14 @@ class TrainConfig(Section):
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps; null = epochs decide.")
     max_minutes: float | None = Field(
         55.0, gt=0, description="Wall-clock budget in minutes (training + evaluation); null = none. Not reproducible."
+    )
+    init_from: str | None = Field(
+        None, description="Start from a trained model instead of the bare backbone: a model reference (an artifact "
+        "directory, runs:/<run_id>/model, models:/<name>@<alias> or models:/<name>/<version>). Its encoder and head "
+        "weights, and its source terms (train.source_terms) for the sources they know (new sources start at the "
+        "identity); the optimizer and lr schedule start fresh over this run's steps (train.max_steps caps a screen). "
+        "Refused unless its head, policies, backbone shape and max_length are this config's "
+        "(training.fit.init_from); a --resume continues from its checkpoint. null = the backbone."
     )
     batch_size: int = Field(32, ge=1, description="Examples per micro-batch.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step (effective batch = product).")

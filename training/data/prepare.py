@@ -31,20 +31,23 @@ from pathlib import Path
 from serving.artifact import file_sha256
 from serving.policies import POLICIES
 from serving.preprocess import PREPROCESS_VERSION
-from training.config import DataConfig
+from training.config import ConfigError, DataConfig
 from training.data.card import DataCard, build_card
 from training.data.readers import join_labels, read_label_table, read_source
 from training.data.sources import (
     BadRow,
     ReadResult,
     SourceSpec,
+    is_restricted,
     load_sources,
     map_labels,
     raw_label,
+    shared_coverage,
+    source_dir,
     spec_files,
     text_key,
 )
-from training.data.splits import Row, assign_splits, build_splits
+from training.data.splits import Row, assign_splits, build_splits, near_duplicates
 
 DATA_PIPELINE_VERSION = "1"  # bump when the output of `prepare` changes for the same inputs
 MAX_LISTED_BAD_ROWS = 20
@@ -69,14 +72,23 @@ def select_sources(cfg: DataConfig, specs: list[SourceSpec]) -> tuple[list[Sourc
     for name in (cfg.include or []) + cfg.exclude:
         if name not in names:
             raise DataError(f"data.include/exclude: unknown source {name!r} (declared: {sorted(names)})")
+    opt_in = sorted(s.name for s in specs if s.opt_in)
+    for name in cfg.opt_in:
+        if name not in opt_in:
+            what = "is not an opt-in source (it is used unless excluded)" if name in names else "is not declared"
+            raise ConfigError(f"data.opt_in: {name!r} {what}; the declared opt-in sources: {opt_in}")
     chosen, excluded = [], {}
     for s in specs:
         if cfg.include is not None and s.name not in cfg.include:
             excluded[s.name] = "not in data.include"
         elif s.name in cfg.exclude:
             excluded[s.name] = "in data.exclude"
+        elif s.opt_in and s.name not in cfg.opt_in:
+            excluded[s.name] = "opt-in, not in data.opt_in"
         elif any(s.license == lic or s.license.startswith(lic + ":") for lic in cfg.exclude_licenses):
             excluded[s.name] = f"license {s.license} in data.exclude_licenses"
+        elif cfg.exclude_restricted and is_restricted(s.license):
+            excluded[s.name] = f"license {s.license} is non-commercial or research-only (data.exclude_restricted)"
         else:
             chosen.append(s)
     if not chosen:
@@ -92,28 +104,33 @@ def source_hash(spec: SourceSpec, root: Path) -> str:
     else:
         parts = []
         for rel in spec_files(spec):
-            path = root / spec.name / rel
+            path = source_dir(spec, root) / rel
             if not path.is_file():
                 raise FileNotFoundError(f"source {spec.name}: file not found: {path} (data.root = {root})")
             parts.append(f"{rel}:{file_sha256(path)}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def collect(specs: list[SourceSpec], cfg: DataConfig, root: Path, progress: bool) -> tuple[list[Row], dict]:
+def collect(specs: list[SourceSpec], cfg: DataConfig, root: Path, progress: bool,
+            references: dict[str, SourceSpec] | None = None) -> tuple[list[Row], dict]:
+    """`references`: sources the run leaves out that a chosen source's `near_duplicates_of` names (read for their
+    text keys only)."""
     from tqdm.auto import tqdm
 
     bad: dict[str, list[BadRow]] = {}
-    info: dict = {"defects": {}, "notes": {}, "empty_after_normalization": {}}
+    info: dict = {"defects": {}, "notes": {}, "empty_after_normalization": {}, "near_duplicates": {}}
+    keys_by_source: dict[str, list[str]] = {}
     rows: list[Row] = []
     stats: dict = defaultdict(Counter)
     # Label-only sources (`labels_for`) first: their labels are joined into the rows of the source they label.
     overlays: dict[str, list[tuple[SourceSpec, dict, ReadResult]]] = defaultdict(list)
     for spec in (s for s in specs if s.labels_for):
-        labels, result = read_label_table(spec, root / spec.name)
+        labels, result = read_label_table(spec, source_dir(spec, root))
         overlays[spec.labels_for].append((spec, labels, result))
         stats[spec.name]["read"] = len(labels) + len(result.bad)
-    for spec in tqdm([s for s in specs if not s.labels_for], desc="reading sources", unit="source",
-                     disable=not progress):
+    # A source with near_duplicates_of after the others, so the source it defers to has been read.
+    ordered = sorted((s for s in specs if not s.labels_for), key=lambda s: s.near_duplicates_of is not None)
+    for spec in tqdm(ordered, desc="reading sources", unit="source", disable=not progress):
         result = read_source(spec, root)
         effective = spec
         for overlay, labels, overlay_result in overlays.get(spec.name, []):
@@ -127,6 +144,7 @@ def collect(specs: list[SourceSpec], cfg: DataConfig, root: Path, progress: bool
         for raw in result.rows:
             for placeholder, ours in spec.text_replace.items():
                 raw.text = raw.text.replace(placeholder, ours)
+                raw.linked_text = raw.linked_text.replace(placeholder, ours)
             if not raw.text.strip():
                 if "empty_text" in spec.known_defects:  # declared: a blank line where a text should be
                     result.defects["empty_text"] = result.defects.get("empty_text", 0) + 1
@@ -143,12 +161,27 @@ def collect(specs: list[SourceSpec], cfg: DataConfig, root: Path, progress: bool
                 continue
             own = map_labels(raw, spec)[0] if effective is not spec else None
             source_rows.append(Row(f"{spec.name}:{raw.native_id}", raw.text, spec.name, labels, raw.subset,
-                                   raw_label(raw, *label_specs), raw.split, key, own))
+                                   raw_label(raw, *label_specs), raw.split, key, own,
+                                   text_key(raw.linked_text) if raw.linked_text else "", raw.origin))
         _check_defects(spec, result)
         bad[spec.name] = bad_rows
         info["defects"][spec.name] = result.defects
         info["notes"][spec.name] = result.notes
         stats[spec.name]["read"] = len(result.rows) + len(result.bad)
+        keys_by_source[spec.name] = [r.key for r in source_rows]
+        if nd := spec.near_duplicates_of:
+            reference = keys_by_source.get(nd.of)
+            if reference is None:
+                reference = _keys_of((references or {})[nd.of], root)
+                result.notes.append(f"near-duplicates checked against {nd.of}, which this run leaves out")
+            source_rows, dropped = near_duplicates(source_rows, reference, nd)
+            stats[spec.name]["near_duplicates_dropped"] = len(dropped)
+            info["near_duplicates"][spec.name] = {"of": nd.of, "dropped": len(dropped), **Counter(
+                d["how"] for d in dropped), "examples": dropped[:10]}
+            result.notes.append(f"{len(dropped)} near-duplicates of {nd.of} dropped: "
+                                f"{sum(d['how'] == 'equal' for d in dropped)} with an equal text key, "
+                                f"{sum(d['how'] == 'similar' for d in dropped)} with the same first "
+                                f"{nd.prefix_words} words and word-set Jaccard >= {nd.jaccard}")
         rows += assign_splits(source_rows, spec, cfg, stats)
     for target, entries in overlays.items():
         for overlay, labels, result in entries:
@@ -170,6 +203,16 @@ def collect(specs: list[SourceSpec], cfg: DataConfig, root: Path, progress: bool
         )
     info["bad_rows"] = {name: [str(b) for b in rows_] for name, rows_ in bad.items()}
     return rows, {"stats": stats, **info}
+
+
+def _keys_of(spec: SourceSpec, root: Path) -> list[str]:
+    """The text keys of a source's rows (read, placeholders replaced; no labels or splits)."""
+    keys = []
+    for raw in read_source(spec, root).rows:
+        for placeholder, ours in spec.text_replace.items():
+            raw.text = raw.text.replace(placeholder, ours)
+        keys.append(text_key(raw.text))
+    return [k for k in keys if k]
 
 
 def _check_defects(spec: SourceSpec, result) -> None:
@@ -197,11 +240,12 @@ def to_dataset(by_split: dict[str, list[Row]]):
     })
 
 
-def cache_key(cfg: DataConfig, specs: list[SourceSpec], hashes: dict[str, str]) -> str:
+def cache_key(cfg: DataConfig, specs: list[SourceSpec], hashes: dict[str, str],
+              coverage: dict | None = None) -> str:
     payload = {
         "pipeline": DATA_PIPELINE_VERSION, "preprocess": PREPROCESS_VERSION,
         "config": cfg.model_dump(mode="json", exclude={"cache_dir", "root", "sources_file"}),
-        "sources": [s.model_dump(mode="json") for s in specs], "hashes": hashes,
+        "sources": [s.model_dump(mode="json") for s in specs], "hashes": hashes, "shared": coverage,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -214,15 +258,21 @@ def prepare(cfg: DataConfig, *, force: bool = False, progress: bool = False) -> 
     if not root.is_dir():
         raise FileNotFoundError(f"data.root: datasets directory not found: {root.resolve()} "
                                 f"(set data.root or TWEETGUARD_DATA_ROOT)")
-    specs, excluded = select_sources(cfg, load_sources(cfg.sources_file))
-    hashes = {s.name: source_hash(s, root) for s in specs}
-    key = cache_key(cfg, specs, hashes)
+    declared = load_sources(cfg.sources_file)
+    specs, excluded = select_sources(cfg, declared)
+    chosen = {s.name for s in specs}
+    references = {s.near_duplicates_of.of: next(d for d in declared if d.name == s.near_duplicates_of.of)
+                  for s in specs if s.near_duplicates_of and s.near_duplicates_of.of not in chosen}
+    hashes = {s.name: source_hash(s, root) for s in [*specs, *references.values()]}
+    coverage = shared_coverage(root, declared)
+    key = cache_key(cfg, specs, hashes, coverage)
     out = Path(cfg.cache_dir) / key[:16]
     paths = (out / "dataset", out / "data_card.json", out / "data_card.md")
     if not force and all(p.exists() for p in paths):
         card = DataCard.from_json(paths[1])
         return Prepared(datasets.load_from_disk(str(paths[0])), card, paths[0], paths[1], paths[2], key)
-    rows, info = collect(specs, cfg, root, progress)
+    rows, info = collect(specs, cfg, root, progress, references)
+    info["shared_coverage"] = coverage
     by_split = build_splits(rows, cfg, info["stats"])
     dataset = to_dataset(by_split)
     card = build_card(specs, excluded, hashes, key, by_split, info, cfg)

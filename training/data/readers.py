@@ -13,7 +13,10 @@ from pathlib import Path
 
 from training.config import ConfigError
 from training.data.files import id_labels, need, records
-from training.data.sources import BadRow, RawRow, ReadResult, SourceSpec, text_key
+from training.data.conan import read_conan
+from training.data.contrast import read_contrast
+from training.data.hatexplain import read_hatexplain
+from training.data.sources import BadRow, RawRow, ReadResult, SourceSpec, source_dir, text_key
 
 
 def read_tabular(spec: SourceSpec, folder: Path) -> ReadResult:
@@ -273,7 +276,8 @@ def read_hf(spec: SourceSpec, root: Path) -> ReadResult:
 
 
 READERS = {"table": read_tabular, "lines": read_lines, "ethos": read_ethos, "latent_hatred": read_latent_hatred,
-           "vulgar_functions": read_vulgar_functions}
+           "vulgar_functions": read_vulgar_functions, "conan": read_conan, "hatexplain": read_hatexplain,
+           "contrast": read_contrast}
 
 
 def read_source(spec: SourceSpec, root: Path) -> ReadResult:
@@ -282,8 +286,9 @@ def read_source(spec: SourceSpec, root: Path) -> ReadResult:
     if spec.reader == "hf":
         result = read_hf(spec, root)
     else:
-        folder = root / spec.name
+        folder = source_dir(spec, root)
         if not folder.is_dir():
-            raise FileNotFoundError(f"source {spec.name}: folder not found: {folder} (data.root = {root})")
+            where = "the repository (shipped)" if spec.shipped else f"data.root = {root}"
+            raise FileNotFoundError(f"source {spec.name}: folder not found: {folder} ({where})")
         result = READERS[spec.reader](spec, folder)
     return result

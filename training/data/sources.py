@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serving.policies import NEGATIVE, POLICIES, POSITIVE, UNKNOWN
 from serving.preprocess import normalize_tweet
-from training.config import ConfigError, read_yaml, validate
+from training.config import ConfigError, read_yaml, repo_root, validate
 
 
 class Strict(BaseModel):
@@ -62,12 +62,28 @@ class HashHoldout(Strict):
                                   "test part stays the same whatever the run's seed")
 
 
+class NearDuplicates(Strict):
+    """Drop this source's rows that are near-duplicates of another source's rows (both sampled the same site)."""
+
+    of: str = Field(description="the declared source whose rows win (it keeps its rows and official splits)")
+    prefix_words: int = Field(8, ge=1, description="near-duplicate: the same first words of text_key ...")
+    jaccard: float = Field(0.8, gt=0, le=1, description="... and a word-set Jaccard similarity >= this; an equal "
+                                                         "text_key always counts")
+
+
 class SourceSpec(Strict):
     name: str
     description: str
-    license: str = Field(description="license id, 'none-stated' or 'unverified:<what>'")
-    domain: Literal["tweets", "comments", "gab", "reddit+gab"] = "tweets"
-    reader: Literal["table", "lines", "ethos", "latent_hatred", "vulgar_functions", "hf"] = "table"
+    license: str = Field(description="license id, 'none-stated', 'research-only' or 'unverified:<what>'")
+    domain: Literal["tweets", "comments", "gab", "reddit+gab", "tweets+gab", "expert"] = Field(
+        "tweets", description="where the texts come from; expert: written by NGO operators / annotators (CONAN)"
+    )
+    reader: Literal["table", "lines", "ethos", "latent_hatred", "vulgar_functions", "conan", "hatexplain",
+                    "contrast", "hf"] = "table"
+    folder: str | None = Field(None, description="folder under data.root holding the files; null = the name")
+    shipped: bool = Field(False, description="the files ship in this repository: `folder` is relative to the "
+                          "repository root, not data.root (data this project wrote itself, e.g. data/contrast)")
+    opt_in: bool = Field(False, description="used only when a config names it in data.opt_in")
     hf_dataset: str | None = Field(
         None, description="reader hf: a Hugging Face hub dataset id or a local dataset dir (files[].path = its split)"
     )
@@ -95,6 +111,20 @@ class SourceSpec(Strict):
     test_holdout: HashHoldout | None = Field(
         None, description="split-less source: hold out its own fixed test part by a stable hash of the native id "
         "(kept out of train and validation like an official test split); the rest is train"
+    )
+    group_split: Literal["pairs"] | None = Field(
+        None, description="split-less source: pairs: rows linked by a pair (a hate statement and its "
+        "counter-narrative) form connected components over their text keys; a component goes whole to train / "
+        "validation / test by a hash of data.seed and its smallest key, so a pair never straddles splits. With "
+        "validation_from_train: only validation is carved, that way, out of the official train rows"
+    )
+    split_ids: str | None = Field(
+        None, description="a JSON file {subset: [native ids]} the official splits are checked against: a row "
+        "whose id is not in its file's subset list is a malformed row"
+    )
+    near_duplicates_of: NearDuplicates | None = Field(
+        None, description="drop rows that are near-duplicates of another declared source's rows (counted in the "
+        "card); that source is read for this even when the run leaves it out"
     )
     known_defects: dict[str, int] = Field(
         default_factory=dict, description="declared file defects the reader handles, with expected counts"
@@ -130,13 +160,59 @@ def load_sources(path: str | Path) -> list[SourceSpec]:
                               f"declares a split)")
         if bool(spec.split_column) != bool(spec.split_values):
             raise ConfigError(f"{path}: source {spec.name}: split_column and split_values go together")
+        if spec.group_split and (spec.test_holdout or (not spec.validation_from_train
+                                                       and any(f.split for f in spec.files))):
+            raise ConfigError(f"{path}: source {spec.name}: group_split is for split-less sources (no file split "
+                              f"or test_holdout), or carves validation with validation_from_train")
+        if spec.shipped and not spec.folder:
+            raise ConfigError(f"{path}: source {spec.name}: shipped needs folder (relative to the repository root)")
+        nd = spec.near_duplicates_of
+        if nd and (nd.of == spec.name or nd.of not in by_name or by_name[nd.of].labels_for):
+            raise ConfigError(f"{path}: source {spec.name}: near_duplicates_of {nd.of!r} is not another declared "
+                              f"source with texts (declared: {names})")
     return specs
+
+
+def source_folder(spec: SourceSpec) -> str:
+    """The folder under data.root that holds a source's files (for a shipped source: under the repository)."""
+    return spec.folder or spec.name
+
+
+def source_dir(spec: SourceSpec, root: Path) -> Path:
+    """Where a source's files are: data.root / its folder, or the repository's folder for a shipped source."""
+    return (repo_root() if spec.shipped else Path(root)) / source_folder(spec)
+
+
+def shared_coverage(root: Path, specs: list[SourceSpec]) -> dict:
+    """How many of the shared dataset folders (those under data.root with a SOURCE.md) some declaration reads
+    (label-only sources count; whether a run uses them does not)."""
+    shared = sorted(p.name for p in Path(root).iterdir() if (p / "SOURCE.md").is_file())
+    read = {source_folder(s) for s in specs if s.reader != "hf" and not s.shipped}
+    return {"shared": len(shared), "declared": sum(n in read for n in shared),
+            "undeclared": [n for n in shared if n not in read]}
+
+
+def coverage_line(coverage: dict) -> str:
+    line = f"{coverage['declared']} of {coverage['shared']} shared sources declared"
+    return line + (f" (not declared: {', '.join(coverage['undeclared'])})" if coverage["undeclared"] else "")
 
 
 def is_non_commercial(license_id: str) -> bool:
     """A Creative Commons NonCommercial license (CC-BY-NC-4.0, CC-BY-NC-SA-4.0, ...): a model trained on it is for
     non-commercial use only."""
     return "NC" in re.split(r"[-_:\s]+", license_id.upper())
+
+
+def is_research_only(license_id: str) -> bool:
+    """A research-only license (`research-only`, also `unverified:research-only`, `Research_Only`, `research only
+    no-redistribution`: the words RESEARCH ONLY in a row, in any case and separator): research use only, no
+    redistribution (CONAN's license). A model trained on it is for research only."""
+    return "-RESEARCH-ONLY-" in "-" + "-".join(re.split(r"[-_:\s]+", license_id.upper())) + "-"
+
+
+def is_restricted(license_id: str) -> bool:
+    """Non-commercial or research-only: what `data.exclude_restricted` leaves out (configs/permissive.yaml)."""
+    return is_non_commercial(license_id) or is_research_only(license_id)
 
 
 @dataclass
@@ -149,6 +225,12 @@ class RawRow:
     fields: dict[str, str]
     file: str
     line: int
+    # The text on the other side of the row's pair (CONAN: hate statement <-> counter-narrative): `group_split`
+    # keeps linked texts in one split.
+    linked_text: str = ""
+    # Where within the source the row comes from (CONAN: the file; HateXplain: twitter / gab): rows are counted
+    # per origin in the data card.
+    origin: str = ""
 
 
 @dataclass
@@ -173,7 +255,7 @@ def spec_files(spec: SourceSpec) -> list[str]:
     out = []
     for f in spec.files:
         out += [f.path] + [p for p in (f.labels, f.labels_text) if p] + f.extra_labels
-    return out
+    return out + [spec.split_ids] * bool(spec.split_ids)
 
 
 def map_labels(row: RawRow, spec: SourceSpec) -> tuple[tuple[int, int, int] | None, str | None]:

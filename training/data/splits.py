@@ -13,7 +13,7 @@ import numpy as np
 
 from serving.policies import NEGATIVE, POLICIES, POSITIVE, UNKNOWN
 from training.config import DataConfig
-from training.data.sources import SourceSpec
+from training.data.sources import NearDuplicates, SourceSpec
 
 SPLITS = ("train", "validation", "test")
 
@@ -31,6 +31,8 @@ class Row:
     # The labels by the source's own rules, where a label-only source replaced some (`labels_for`): generated
     # splits are stratified by these, so adding a label-only source does not move rows between splits.
     own_labels: tuple[int, int, int] | None = None
+    linked_key: str = ""  # the text key of the other side of the row's pair (`group_split: pairs`)
+    origin: str = ""  # where within the source the row comes from (counted in the data card)
 
 
 def merge_labels(label_sets: list[tuple[int, int, int]]) -> tuple[tuple[int, int, int], bool]:
@@ -87,8 +89,72 @@ def id_hash_fraction(seed: int, native_id: str) -> float:
     return int(hashlib.sha256(f"{seed}:{native_id}".encode()).hexdigest()[:15], 16) / 16**15
 
 
+def pair_groups(rows: list[Row]) -> dict[str, str]:
+    """Connected components over text keys, a row's key linked to its pair's (`linked_key`): key -> the smallest
+    key of its component. A hate statement with several replies, a reply reused for several statements and
+    paraphrases that normalise to one key all fall in one component."""
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        parent.setdefault(key, key)
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for r in rows:
+        a, b = find(r.key), find(r.linked_key or r.key)
+        if a != b:
+            parent[max(a, b)] = min(a, b)  # the root is always the smallest key of its component
+    return {key: find(key) for key in list(parent)}
+
+
+def group_split(rows: list[Row], cfg: DataConfig, test_fraction: float | None = None) -> None:
+    """Assign `split` in place, a whole component at a time (`pair_groups`): test / validation / train by
+    `id_hash_fraction(data.seed, smallest key)` below test_fraction / + validation_fraction / the rest
+    (`test_fraction` None: data.test_fraction; 0 carves validation only, out of train rows)."""
+    test = cfg.test_fraction if test_fraction is None else test_fraction
+    smallest = pair_groups(rows)
+    for r in rows:
+        at = id_hash_fraction(cfg.seed, smallest[r.key])
+        r.split = ("test" if at < test else "validation" if at < test + cfg.validation_fraction else "train")
+
+
+def near_duplicates(rows: list[Row], reference: list[str], rule: NearDuplicates) -> tuple[list[Row], list[dict]]:
+    """(kept rows, dropped ones): a row is dropped when its text key equals a reference key, or shares its first
+    `rule.prefix_words` words with one and their word sets have a Jaccard similarity >= `rule.jaccard`. Each
+    dropped entry: {id, key, matched, how ('equal' / 'similar')}."""
+    exact = set(reference)
+    by_prefix: dict[tuple[str, ...], list[tuple[str, set[str]]]] = defaultdict(list)
+    for key in exact:
+        words = key.split()
+        by_prefix[tuple(words[:rule.prefix_words])].append((key, set(words)))
+    kept, dropped = [], []
+    for r in rows:
+        words = r.key.split()
+        mine = set(words)
+        if r.key in exact:
+            dropped.append({"id": r.id, "key": r.key, "matched": r.key, "how": "equal"})
+            continue
+        match = next((key for key, theirs in by_prefix.get(tuple(words[:rule.prefix_words]), [])
+                      if len(mine & theirs) >= rule.jaccard * len(mine | theirs)), None)
+        if match is None:
+            kept.append(r)
+        else:
+            dropped.append({"id": r.id, "key": r.key, "matched": match, "how": "similar"})
+    return kept, dropped
+
+
 def assign_splits(rows: list[Row], spec: SourceSpec, cfg: DataConfig, stats: dict) -> list[Row]:
     official = [r for r in rows if r.split is not None]
+    if spec.group_split == "pairs" and spec.validation_from_train:  # validation carved out of train by pair
+        rest, train = [r for r in official if r.split != "train"], [r for r in official if r.split == "train"]
+        group_split(train, cfg, test_fraction=0.0)
+        return rest + dedup(train, stats, "within_source")
+    if spec.group_split == "pairs":  # split first, so every copy's link counts; copies share a split, then merge
+        grouped = [r for r in rows if r.split is None]
+        group_split(grouped, cfg)
+        return official + dedup(grouped, stats, "within_source")
     splitless = dedup([r for r in rows if r.split is None], stats, "within_source")
     if splitless and spec.test_holdout:  # the source's own fixed test part, by id hash; the rest is its train
         for r in splitless:

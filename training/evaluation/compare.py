@@ -4,9 +4,10 @@ Both models are scored on the same split; every interval resamples the same twee
 with one seed), so a shared hard or easy draw cancels and the interval is far tighter than two separate ones.
 Scopes: all rows; each source; and, when the two models were trained on different sources, the rows of the
 sources both were trained on ("shared sources": e.g. violence on the sources that had violence labels before
-new data arrived). Also each published-comparable benchmark (at each model's own thresholds) and the behaviour
-suite per capability (cases resampled within the capability). A difference whose interval excludes 0 is
-marked. Numbers only: `render_comparison` writes the table.
+new data arrived). Also each published-comparable benchmark and goal measure (at each model's own thresholds;
+a goal measure whose rows are not in the split is listed as not in this data) and the behaviour suite per
+capability (cases resampled within the capability). A difference whose interval excludes 0 is marked. Numbers
+only: `render_comparison` writes the table.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from serving.policies import POLICIES
 from training.metrics import masked_metrics, paired_bootstrap_diff, resample_counts
-from training.evaluation.published import BENCHMARKS, benchmark_rows, benchmark_stat
+from training.evaluation.published import BENCHMARKS, NOT_IN_DATA, benchmark_flags, benchmark_rows, benchmark_stat
 from training.evaluation.render import fmt, table
 from training.tracking.runs import Run, client, resolve_uri
 
@@ -55,8 +56,10 @@ def _paired(stat, n_rows: int, n: int, seed: int) -> tuple[float, tuple[float, f
     return point, (float(lo), float(hi))
 
 
-def compare(a, b, *, n: int = 1000, seed: int = 0, data_root: str | None = None) -> dict:
-    """`a`, `b`: `evaluate.EvalResult`s of the same split (same rows, same order). Returns {"a", "b", "rows"}."""
+def compare(a, b, *, n: int = 1000, seed: int = 0, data_root: str | None = None,
+            slur_swear_terms: str | None = None) -> dict:
+    """`a`, `b`: `evaluate.EvalResult`s of the same split (same rows, same order). Returns {"a", "b", "rows",
+    "not_in_data" (goal measures whose rows are not in the split), ...}."""
     sa, sb = a.scored, b.scored
     if list(sa.ids) != list(sb.ids):
         raise ValueError("the two evaluations scored different rows: compare models on the same split and data")
@@ -69,12 +72,14 @@ def compare(a, b, *, n: int = 1000, seed: int = 0, data_root: str | None = None)
     if shared and src_a != src_b:
         sel = np.isin(sb.sources, sorted(shared))
         rows += metric_rows("shared sources", sel, sa, sb, thr_a, thr_b, n, seed)
+    not_in_data = []
     for bench in BENCHMARKS:
-        idx, y = benchmark_rows(bench, sb, data_root)
+        idx, y = benchmark_rows(bench, sb, data_root, slur_swear_terms)
         if not len(idx):
+            not_in_data += [f"benchmark {bench.name}"] if bench.goal else []
             continue
-        j = POLICIES.index(bench.policy)
-        fa, fb = sa.probs[idx, j] >= thr_a[bench.policy], sb.probs[idx, j] >= thr_b[bench.policy]
+        fa, fb = benchmark_flags(bench, sa.probs[idx], thr_a), benchmark_flags(bench, sb.probs[idx], thr_b)
+
         def delta(w, bench=bench, y=y, fa=fa, fb=fb):
             return benchmark_stat(bench, y, fb, w) - benchmark_stat(bench, y, fa, w)
 
@@ -93,7 +98,8 @@ def compare(a, b, *, n: int = 1000, seed: int = 0, data_root: str | None = None)
             rows.append(_row(f"behaviour {name}", "pass_rate", float(xa.mean()), float(xb.mean()), ci,
                              int(sel.sum())))
     return {"a": a.identity.label, "b": b.identity.label, "split": b.report["model"]["split"],
-            "shared_sources": sorted(shared) if src_a != src_b else [], "bootstrap_samples": n, "rows": rows}
+            "shared_sources": sorted(shared) if src_a != src_b else [], "bootstrap_samples": n, "rows": rows,
+            "not_in_data": not_in_data}
 
 
 def render_comparison(result: dict) -> str:
@@ -109,12 +115,15 @@ def render_comparison(result: dict) -> str:
              f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" + (" *" if r["significant"] else ""),
              r["n"]] for r in result["rows"]]
     lines.append(table(["scope", "metric", "A", "B", "B - A [95% CI]", "n (positives for policy metrics)"], rows))
+    if result.get("not_in_data"):
+        lines += ["", f"{NOT_IN_DATA.capitalize()}: " + "; ".join(result["not_in_data"]) + "."]
     return "\n".join(lines) + "\n"
 
 
 def write_comparison(a, b, cfg, tracking_uri: str | None = None) -> Path:
     """compare(a, b) -> `comparison.json` + `comparison.md` in b's report directory (and b's evaluation run)."""
-    result = compare(a, b, n=cfg.evaluation.bootstrap_samples, seed=cfg.evaluation.seed, data_root=cfg.data.root)
+    result = compare(a, b, n=cfg.evaluation.bootstrap_samples, seed=cfg.evaluation.seed, data_root=cfg.data.root,
+                     slur_swear_terms=cfg.evaluation.slur_swear_terms)
     (b.out_dir / "comparison.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     path = b.out_dir / "comparison.md"
     path.write_text(render_comparison(result), encoding="utf-8")

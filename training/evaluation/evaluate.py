@@ -146,7 +146,7 @@ def compute_report(scored: Scored, card: PolicyCard, ecfg: EvalConfig, data_root
         "tiers": tier_report(labels, probs, card, ecfg.bootstrap_samples, ecfg.seed),
         "ece": {p: {"uncalibrated": before[p], "calibrated": after[p]} for p in POLICIES},
         "benchmarks": run_benchmarks(scored, thr, data_root=data_root, n_boot=ecfg.bootstrap_samples,
-                                     seed=ecfg.seed),
+                                     seed=ecfg.seed, slur_swear_terms=ecfg.slur_swear_terms),
         "bias": bias,
         "bias_worst": worst_slices(bias),
         "min_slice_support": ecfg.min_slice_support,
@@ -168,7 +168,10 @@ def flat_metrics(report: dict, split: str) -> dict[str, float]:
             out.update({f"{split}/{policy}/{name}/{k}": t[k] for k in ("precision", "recall") if k in t})
     for b in report["benchmarks"]:
         metric, value = benchmark_value(b)
-        out[f"benchmark/{re.sub(r'[^a-z0-9]+', '_', b['benchmark'].lower()).strip('_')}/{metric}"] = value
+        key = f"benchmark/{re.sub(r'[^a-z0-9]+', '_', b['benchmark'].lower()).strip('_')}"
+        out[f"{key}/{metric}"] = value  # None (a goal measure not in this data): not logged
+        if b.get("goal") and b["n"]:
+            out[f"{key}/n"] = b["n"]  # goal measures: the rows (slice size) beside the value
     if report.get("behaviour"):
         out.update(behaviour_metrics(report["behaviour"]))
     return {k: float(v) for k, v in out.items() if isinstance(v, int | float) and np.isfinite(v)}

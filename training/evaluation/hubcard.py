@@ -9,7 +9,8 @@ version is evaluated on test, beside `model_card.md` in the training run (`model
 
 License: the model's is `other`, named after its training data; `source_licenses` lists each source's license and
 `non_commercial` is true when any of them is NonCommercial (a model trained on CC BY-NC-* data is for
-non-commercial use only).
+non-commercial use only), `research_only` when any of them is research-only (research use only, no redistribution:
+CONAN's license).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from serving.artifact import PolicyCard, read_card
 from serving.policies import POLICIES
-from training.data.sources import is_non_commercial
+from training.data.sources import is_non_commercial, is_research_only
 from training.evaluation.modelcard import model_card_markdown
 
 HUB_README = "README.md"
@@ -49,15 +50,17 @@ def hub_model_card(card: PolicyCard, *, name: str | None = None, version: str | 
     from huggingface_hub import ModelCard, ModelCardData
 
     non_commercial = any(is_non_commercial(s.license) for s in card.sources)
+    research_only = any(is_research_only(s.license) for s in card.sources)
     results = eval_results(card.validation_metrics, "validation", card.dataset_hash or None)
     if evaluation:
         results += eval_results(evaluation["overall"], evaluation.get("model", {}).get("split", "test"))
     data = ModelCardData(
         model_name=name or card.model_name, language="en", library_name="transformers", pipeline_tag=TASK,
-        license="other", license_name="tweetguard-training-data" + ("-noncommercial" if non_commercial else ""),
-        license_link=f"{HUB_README}#{LICENSE_SECTION}", non_commercial=non_commercial,
-        source_licenses=[{"source": s.name, "license": s.license, "non_commercial": is_non_commercial(s.license)}
-                         for s in card.sources],
+        license="other", license_name="tweetguard-training-data" + ("-noncommercial" if non_commercial else "")
+        + ("-researchonly" if research_only else ""),
+        license_link=f"{HUB_README}#{LICENSE_SECTION}", non_commercial=non_commercial, research_only=research_only,
+        source_licenses=[{"source": s.name, "license": s.license, "non_commercial": is_non_commercial(s.license),
+                          "research_only": is_research_only(s.license)} for s in card.sources],
         datasets=[s.name for s in card.sources] or None,
         tags=["multi-label-classification", "content-moderation", "tweets", "tweetguard"],
         eval_results=results or None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from serving.artifact import PolicyCard
 from serving.policies import DESCRIPTIONS, POLICIES
-from training.data.sources import is_non_commercial
+from training.data.sources import is_non_commercial, is_research_only
 from training.evaluation.render import card_tiers, fmt, tier_table
 
 
@@ -31,6 +31,7 @@ def model_card_markdown(card: PolicyCard, *, name: str | None = None, version: s
         *_quantization_lines(card),
         "## Training data and licenses",
         *_non_commercial_lines(card),
+        *_research_only_lines(card),
         "| source | license | content hash |", "|---|---|---|",
         *[f"| {s.name} | {s.license} | `{s.content_hash[:12]}` |" for s in card.sources],
         "" if card.sources else "_No sources recorded in the policy card._", "",
@@ -128,3 +129,17 @@ def _non_commercial_lines(card: PolicyCard) -> list[str]:
     licenses = ",".join(sorted({s.license for s in nc}))
     return [f"**Non-commercial: trained on CC BY-NC-* data ({names}).** This model may be used for non-commercial "
             f"purposes only. Retrain with `data.exclude_licenses=[{licenses}]` for any other use.", ""]
+
+
+RESEARCH_ONLY = "research use only, no redistribution (CONAN's license)"
+
+
+def _research_only_lines(card: PolicyCard) -> list[str]:
+    """The research-only notice, when any training source's license is research-only (`is_research_only`)."""
+    ro = [s for s in card.sources if is_research_only(s.license)]
+    if not ro:
+        return []
+    names = ", ".join(f"{s.name}: {s.license}" for s in ro)
+    return [f"**Research only: trained on data for {RESEARCH_ONLY}: {names}.** This model may be used for research "
+            "only and not redistributed. Retrain with `data.exclude_restricted=true` (configs/permissive.yaml: no "
+            "non-commercial or research-only source) for any other use.", ""]

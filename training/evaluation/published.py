@@ -6,10 +6,18 @@ turns one policy's flag at the card's threshold into the benchmark's binary pred
 over both classes, as OffensEval and TweetEval do. Where our policy is not exactly the benchmark's task the
 `note` says so; such numbers are indicative, not a leaderboard entry. A few benchmarks are a rate rather than
 macro-F1 (`metric`): the false-positive rate on rows that are all negatives (swearing that attacks nobody), or
-the recall on rows that are all positives. AbuseEval and the swearing rate also have validation variants
+the recall on rows that are all positives; or F1 / precision / recall of the positive class. AbuseEval and the
+swearing rate also have validation variants
 (rows carved from the sources' training data) so that tuning decisions never need the test set. Every value
 comes with a bootstrap 95% CI (tweets resampled with `metrics.resample_counts`). A benchmark with no published
 number (`published_row` None) says so.
+
+Goal measures (`goal` set: issue 34's DIALOCONAN turns, HateXplain normal posts with a slur or swear word, EDOS
+threats vs every other post) use the same mechanism, with three more options: the gold may be the row's own
+unified label of a policy (`gold="labels"`: the sources' declared mapping, e.g. DIALOCONAN's HS / CN turns, so the
+raw field is not spelled twice), the prediction may be "flagged on any policy" (`policy=ANY`), and the rows may be
+restricted to the slur-and-swear slice (`term_slice`, `evaluation.slur_swear_terms`, the identity slices' matcher).
+A goal measure whose source is not in the scored data is reported as `NOT_IN_DATA`, not left out.
 
 Published bests are read from data/published.yaml (the one place they are written down), validated by
 `PublishedTable`.
@@ -27,7 +35,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serving.policies import POLICIES
-from training.config import read_yaml, repo_root, validate
+from training.config import EvalConfig, read_yaml, repo_root, validate
+from training.data.identity import load_term_lists, slice_masks
 from training.metrics import resample_counts
 
 PUBLISHED = repo_root() / "data" / "published.yaml"
@@ -41,18 +50,25 @@ class Benchmark:
     field: str  # raw_label field holding the gold label
     positive: frozenset[str]
     negative: frozenset[str]
-    policy: str  # whose flag is the prediction
+    policy: str  # whose flag is the prediction; ANY: flagged on any policy
     published_row: str | None  # `benchmark` of its row in data/published.yaml; None: nothing published to compare
     published_index: int  # which of that row's `values`
     note: str
     ids_file: str | None = None  # optional: restrict to ids in <data root>/<source>/<ids_file> (first column)
-    # macro_f1: both classes' F1 averaged; false_positive_rate: share of the (negative) rows flagged, lower is
-    # better; recall: share of the (positive) rows flagged.
-    metric: Literal["macro_f1", "false_positive_rate", "recall"] = "macro_f1"
+    # macro_f1: both classes' F1 averaged; false_positive_rate: share of the negative rows flagged, lower is
+    # better; recall: share of the positive rows flagged; f1 / precision: of the positive class.
+    metric: Literal["macro_f1", "false_positive_rate", "recall", "f1", "precision"] = "macro_f1"
+    gold: Literal["raw_label", "labels"] = "raw_label"  # labels: `field` is a policy, its unified label "1" / "0"
+    negative_rest: bool = False  # every other non-empty value of `field` is negative (`negative` unused)
+    term_slice: bool = False  # only rows with a word of evaluation.slur_swear_terms
+    goal: str | None = None  # a goal measure (the issue's goal, as text): reported as NOT_IN_DATA when absent
 
 
-METRIC_NAMES = {"macro_f1": "macro-F1", "false_positive_rate": "false-positive rate", "recall": "recall"}
+METRIC_NAMES = {"macro_f1": "macro-F1", "false_positive_rate": "false-positive rate", "recall": "recall",
+                "f1": "F1", "precision": "precision"}
 NOT_PUBLISHED = "no published number for this variant"
+NOT_IN_DATA = "not in this data"
+ANY = "any"  # Benchmark.policy: flagged on any policy
 EDOS_THREAT = "1. threats, plans to harm and incitement"
 EDOS_OTHER_SEXIST = ("2. derogation", "3. animosity", "4. prejudiced discussions")
 
@@ -117,6 +133,34 @@ BENCHMARKS += (
     _on_validation("AbuseEval abusive recall (OLID validation rows)", "AbuseEval abusive recall (EXP + IMP)"),
     _on_validation("Swearing that attacks nobody (vulgar_functions validation rows)",
                    "Swearing that attacks nobody (vulgar_functions held-out test)"),
+)
+
+
+_EDOS_ALL = Benchmark("EDOS threats vs every other post", "edos", "test", "label_category", frozenset({EDOS_THREAT}),
+                      frozenset(), "violence", None, 0,
+                      "EDOS test, every post: category 1 (threats, plans to harm, incitement) vs every other post, "
+                      "not-sexist ones included, from the violence flag at the card's threshold; no published "
+                      "number for this variant", negative_rest=True, goal="reported")
+
+BENCHMARKS += (
+    Benchmark("DIALOCONAN counter-narrative turns flagged on any policy", "dialoconan", None, "abusive",
+              frozenset(), frozenset({"0"}), ANY, None, 0,
+              "held-out DIALOCONAN (test only): counter-narrative turns (0 on every policy) flagged on any policy "
+              "(lower is better); no published number for this measure",
+              metric="false_positive_rate", gold="labels", goal="<= 0.05"),
+    Benchmark("DIALOCONAN hate-speech turns flagged abusive", "dialoconan", None, "abusive", frozenset({"1"}),
+              frozenset(), "abusive", None, 0,
+              "held-out DIALOCONAN (test only): hate-speech turns (abusive 1) flagged abusive; no published "
+              "number for this measure", metric="recall", gold="labels", goal=">= 0.80"),
+    Benchmark("HateXplain normal posts with a slur or swear word flagged abusive", "hatexplain", None, "abusive",
+              frozenset(), frozenset({"0"}), "abusive", None, 0,
+              "HateXplain rows of the scored split (its official test with --split test) labelled normal (abusive "
+              "0) that hold a word of evaluation.slur_swear_terms: share flagged abusive (lower is better); n is "
+              "the slice size; no published number for this slice",
+              metric="false_positive_rate", gold="labels", term_slice=True, goal="reported"),
+    replace(_EDOS_ALL, name="EDOS threats vs every other post: violence F1", metric="f1"),
+    replace(_EDOS_ALL, name="EDOS threats vs every other post: violence precision", metric="precision"),
+    replace(_EDOS_ALL, name="EDOS threats vs every other post: violence recall", metric="recall"),
 )
 
 
@@ -228,7 +272,23 @@ def _native_id(row_id: str) -> str:
     return row_id.split(":", 1)[-1].rsplit("/", 1)[-1]
 
 
-def benchmark_rows(bench: Benchmark, scored, data_root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _term_mask(texts: list[str], slur_swear_terms: str | Path | None) -> np.ndarray:
+    """Which texts hold a word of the slur-and-swear list (`evaluation.slur_swear_terms`; None: its default)."""
+    path = Path(slur_swear_terms or EvalConfig().slur_swear_terms)
+    path = path if path.is_absolute() or path.is_file() else repo_root() / path
+    masks = slice_masks(texts, load_term_lists(path, "evaluation.slur_swear_terms"))
+    return np.any(np.stack(list(masks.values())), axis=0) if texts else np.zeros(0, dtype=bool)
+
+
+def _gold_values(bench: Benchmark, scored, idx: np.ndarray) -> np.ndarray:
+    if bench.gold == "labels":  # the row's unified label of policy `field`: "1", "0" or "" (unknown)
+        col = scored.labels[idx, POLICIES.index(bench.field)]
+        return np.where(col == 1, "1", np.where(col == 0, "0", ""))
+    return np.array([parse_raw_label(scored.raw_labels[i]).get(bench.field, "") for i in idx], dtype=object)
+
+
+def benchmark_rows(bench: Benchmark, scored, data_root: str | Path | None = None,
+                   slur_swear_terms: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(row indices into `scored`, gold positive [bool]) of one benchmark; empty when the split lacks it."""
     rows = scored.sources == bench.source
     if bench.subset is not None:
@@ -238,37 +298,77 @@ def benchmark_rows(bench: Benchmark, scored, data_root: str | Path | None = None
         if ids is None:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
         rows &= np.array([_native_id(i) in ids for i in scored.ids])
-    gold = np.array([parse_raw_label(scored.raw_labels[i]).get(bench.field, "") for i in np.flatnonzero(rows)])
-    known = np.isin(gold, list(bench.positive | bench.negative))
-    return np.flatnonzero(rows)[known], np.isin(gold[known], list(bench.positive))
+    idx = np.flatnonzero(rows)
+    gold = _gold_values(bench, scored, idx).astype(str)
+    positive = np.isin(gold, list(bench.positive))
+    known = (positive | (gold != "")) if bench.negative_rest else np.isin(gold, list(bench.positive | bench.negative))
+    idx, positive = idx[known], positive[known]
+    if bench.term_slice and len(idx):
+        in_slice = _term_mask([scored.texts[i] for i in idx], slur_swear_terms)
+        idx, positive = idx[in_slice], positive[in_slice]
+    return idx, positive
+
+
+def benchmark_flags(bench: Benchmark, probs: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
+    """The benchmark's prediction per row of `probs` [n, P]: its policy's flag at the card's threshold, or (ANY)
+    a flag on any policy."""
+    if bench.policy == ANY:
+        return (probs >= np.array([thresholds[p] for p in POLICIES])).any(axis=1)
+    return probs[:, POLICIES.index(bench.policy)] >= thresholds[bench.policy]
 
 
 def benchmark_stat(bench: Benchmark, y: np.ndarray, flags: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The benchmark's metric under B row weightings w [B, n] -> [B]: macro-F1, or the share of rows flagged (a
-    false-positive rate when its rows are negatives, a recall when they are positives)."""
+    """The benchmark's metric under B row weightings w [B, n] -> [B]: macro-F1; F1 / precision of the positive
+    class (0 when undefined, as scikit-learn's zero_division=0); recall = share of the positive rows flagged,
+    false-positive rate = share of the negative rows flagged (NaN for a weighting without such rows)."""
     if bench.metric == "macro_f1":
         return _macro_f1(y, flags, w)
-    return w @ flags.astype(np.float64) / w.sum(1)
+    y, flags = np.asarray(y, bool), np.asarray(flags, bool)
+    tp, fp, fn = w @ (y & flags), w @ (~y & flags), w @ (y & ~flags)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if bench.metric == "f1":
+            return np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+        if bench.metric == "precision":
+            return np.where(tp > 0, tp / (tp + fp), 0.0)
+        if bench.metric == "recall":
+            return tp / (tp + fn)
+        return fp / (w @ ~y)  # false_positive_rate
+
+
+def benchmark_ci(bench: Benchmark, y: np.ndarray, flags: np.ndarray, n: int = 1000,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """(value, 95% CI low, high): tweets resampled with replacement (as `macro_f1_ci` / `rate_ci`, the same draws);
+    resamples where the metric is undefined (no positive row for a recall) are left out of the interval."""
+    y, flags = np.asarray(y, bool), np.asarray(flags, bool)
+    point = float(benchmark_stat(bench, y, flags, np.ones((1, len(y))))[0])
+    rng = np.random.default_rng(seed)
+    samples = np.concatenate([benchmark_stat(bench, y, flags, resample_counts(rng, len(y), min(100, n - start)))
+                              for start in range(0, n, 100)])
+    samples = samples[~np.isnan(samples)]
+    lo, hi = np.percentile(samples, [2.5, 97.5]) if len(samples) else (np.nan, np.nan)
+    return point, float(lo), float(hi)
 
 
 def run_benchmarks(scored, thresholds: dict[str, float], data_root: str | Path | None = None,
-                   n_boot: int = 1000, seed: int = 0, published: str | Path = PUBLISHED) -> list[dict]:
-    """One row per benchmark present in the scored split: value, CI, n, published best and its status."""
+                   n_boot: int = 1000, seed: int = 0, published: str | Path = PUBLISHED,
+                   slur_swear_terms: str | Path | None = None) -> list[dict]:
+    """One row per benchmark present in the scored split: value, CI, n, published best and its status; a goal
+    measure whose rows are not in the split is a row with no value and status NOT_IN_DATA."""
     table = published_results(published)
     out = []
     for bench in BENCHMARKS:
-        idx, y = benchmark_rows(bench, scored, data_root)
+        idx, y = benchmark_rows(bench, scored, data_root, slur_swear_terms)
+        common = {"benchmark": bench.name, "metric": bench.metric, "policy": bench.policy, "note": bench.note,
+                  **({"goal": bench.goal} if bench.goal else {})}
         if not len(idx):
+            if bench.goal:
+                out.append({**common, "value": None, "ci_low": None, "ci_high": None, "n": 0, "n_positive": 0,
+                            "published_best": None, "published_status": NOT_IN_DATA})
             continue
-        flags = scored.probs[idx, POLICIES.index(bench.policy)] >= thresholds[bench.policy]
-        if bench.metric == "macro_f1":
-            value, lo, hi = macro_f1_ci(y, flags, n=n_boot, seed=seed)
-        else:
-            value, lo, hi = rate_ci(flags, n=n_boot, seed=seed)
+        value, lo, hi = benchmark_ci(bench, y, benchmark_flags(bench, scored.probs[idx], thresholds), n_boot, seed)
         best, status = published_best(bench, table)
-        row = {"benchmark": bench.name, "metric": bench.metric, "value": value, "ci_low": lo, "ci_high": hi,
-               "n": len(idx), "n_positive": int(y.sum()),
-               "policy": bench.policy, "published_best": best, "published_status": status, "note": bench.note}
+        row = {**common, "value": value, "ci_low": lo, "ci_high": hi, "n": len(idx), "n_positive": int(y.sum()),
+               "published_best": best, "published_status": status}
         if bench.metric == "macro_f1":
             row["macro_f1"] = value  # the key reports written before `metric` existed carry
         out.append(row)

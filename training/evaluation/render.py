@@ -43,8 +43,10 @@ def benchmark_table(benchmarks: list[dict]) -> str:
     rows = []
     for b in benchmarks:
         metric, value = benchmark_value(b)
-        rows.append([b["benchmark"], METRIC_NAMES.get(metric, metric), f"{value:.3f} [{b['ci_low']:.3f}, "
-                     f"{b['ci_high']:.3f}]", b["n"], fmt(b["published_best"]), b["published_status"], b["note"]])
+        ours = "n/a" if value is None else f"{value:.3f} [{fmt(b['ci_low'])}, {fmt(b['ci_high'])}]"
+        status = b["published_status"] + (f"; goal {b['goal']}" if b.get("goal") else "")
+        rows.append([b["benchmark"], METRIC_NAMES.get(metric, metric), ours, b["n"], fmt(b["published_best"]),
+                     status, b["note"]])
     return table(["benchmark", "metric", "ours [95% CI]", "n", "published best", "status", "how computed"], rows)
 
 
@@ -116,7 +118,7 @@ def render_markdown(report: dict) -> str:
                f"{p} {t:.3f} ({report['threshold_methods'][p]})" for p, t in report["thresholds"].items()), "",
            "## Overall (known labels only; 95% bootstrap CIs)", "",
            table(METRIC_HEADER, metrics_rows(report["overall"], report["overall_ci"])), "",
-           "## Published-comparable benchmarks", "", benchmark_table(report["benchmarks"]), "",
+           "## Published-comparable benchmarks and goal measures", "", benchmark_table(report["benchmarks"]), "",
            "## Precision at a realistic prevalence", "",
            table(["policy", "prevalence", "recall", "FPR", "precision at prevalence", "precision on this split"],
                  [[p, f"{v['prevalence']:g}", fmt(v["recall"]), fmt(v["false_positive_rate"], 4), fmt(v["precision"]),
@@ -169,5 +171,5 @@ def comparison_table(a: dict, b: dict, label_a: str = "A", label_b: str = "B") -
             metric, va = benchmark_value(x)
             vb = benchmark_value(bench_b[x["benchmark"]])[1]
             name = f"{x['benchmark']} {METRIC_NAMES.get(metric, metric)}"
-            rows.append([name, fmt(va), fmt(vb), f"{vb - va:+.3f}"])
+            rows.append([name, fmt(va), fmt(vb), "n/a" if va is None or vb is None else f"{vb - va:+.3f}"])
     return table(["metric", label_a, label_b, f"{label_b} - {label_a}"], rows)

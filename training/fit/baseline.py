@@ -159,7 +159,7 @@ def train_baseline(cfg: Config, prepared, out_dir: str | Path | None = None) -> 
     baseline = fit_baseline(prepared.dataset, cfg)
     fit_seconds = time.perf_counter() - start
     card = baseline.card
-    card.sources = [SourceRef(**s) for s in prepared.card.sources]
+    card.sources = [SourceRef(**s) for s in prepared.card.fitted_sources]
     card.dataset_hash = prepared.fingerprint
     card.config = cfg.model_dump(mode="json")
     metrics: dict[str, float] = {"fit_seconds": fit_seconds, "train_rows": float(len(prepared.dataset["train"]))}

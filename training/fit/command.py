@@ -23,8 +23,9 @@ from training.fit.augment import augment_train
 from training.fit.batches import encode, mask_uncertain_negatives, pos_weights, sample_rows
 from training.fit.checkpoint import latest_checkpoint, seed_everything
 from training.fit.device import CPU, Accel
+from training.fit.init_from import InitFrom
 from training.fit.loop import StopFn, TrainingLoop
-from training.fit.source_terms import SOURCE_TERMS_FILE
+from training.fit.source_terms import BEST_SOURCE_TERMS_FILE, SOURCE_TERMS_FILE
 from training.tracking.runs import Run, TrackingLost, check_reachable, git_commit, resolve_uri
 
 if TYPE_CHECKING:
@@ -141,10 +142,15 @@ def fit_transformer(cfg: Config, world, config_file: str | None, resume: bool, p
     history only (no model artifact, calibration, logged model or registry version). `parent_run_id` nests the MLflow
     run under that run; `should_stop(metrics, step)` may end training after a validation (training.fit.loop).
     `distiller` (training.fit.distill): the model is a student made from the teacher and the loss also pulls toward
-    the teacher's logits."""
+    the teacher's logits. `train.init_from` (training.fit.init_from): the model and its source terms start from that
+    trained model, checked and resolved here before any data is loaded; a resumed run takes its checkpoint instead."""
+    if distiller is not None and cfg.train.init_from:
+        raise ConfigError(f"train.init_from={cfg.train.init_from}: a distilled student starts from its teacher "
+                          "(distill.teacher); leave train.init_from null")
     uri = resolve_uri(cfg.tracking.uri)
     check_reachable(uri)  # before any data or model is loaded
     run_dir, resume = world.on_main(prepare_run_dir, cfg, resume, "train" if distiller is None else "distill")
+    init = world.on_main(InitFrom.resolve, cfg, uri) if cfg.train.init_from and not resume else None
     setup(cfg, rank=world.rank)
 
     from transformers import AutoTokenizer
@@ -159,6 +165,8 @@ def fit_transformer(cfg: Config, world, config_file: str | None, resume: bool, p
         backbone = resolve_backbone(cfg.model.backbone)
         tokenizer = AutoTokenizer.from_pretrained(backbone)
         model = build_model(backbone, cfg.model.head)
+        if init is not None:  # rank 0 loads; TrainingLoop gives every rank rank 0's weights (World.sync_parameters)
+            world.on_main(init.load_weights, model)
     else:
         tokenizer, model = distiller.tokenizer(), distiller.student()
     train_split, swap_rows = augment_train(prepared.dataset, cfg)  # train.identity_swap; train split only
@@ -174,7 +182,10 @@ def fit_transformer(cfg: Config, world, config_file: str | None, resume: bool, p
     # Metrics go nowhere until rank 0's run exists (below); the other ranks never track.
     loop = TrainingLoop(model, train_data, val_data, tc, run_dir, pad_id=pad_id,
                         pos_weight=pos_weight, log=lambda m, s: None, progress_bar=progress_bar, world=world,
-                        should_stop=should_stop, accel=accel, teacher=teacher)
+                        should_stop=should_stop, accel=accel, teacher=teacher,
+                        init_terms=None if init is None else init.terms)
+    if init is not None and world.main:
+        print(init.describe(loop.terms_init), file=sys.stderr)
     state = loop.resume() if resume else None
     if state is not None and distiller is not None:
         distiller.check_resume(state)
@@ -184,7 +195,7 @@ def fit_transformer(cfg: Config, world, config_file: str | None, resume: bool, p
     tags = {"git_commit": git_commit(repo_root()), "backbone": cfg.model.backbone, "head": cfg.model.head,
             "config_file": config_file or "(defaults)", "run_dir": str(run_dir.resolve()),
             "world_size": str(world.size), "device": str(accel.device), "precision": accel.precision,
-            **({} if distiller is None else distiller.tags())}
+            **({} if distiller is None else distiller.tags()), **({} if init is None else init.tags())}
     with Run.start(uri, cfg.tracking.experiment, cfg.run_name or run_dir.name, tags,
                    resume_run_id=state["mlflow_run_id"] if state else None, system_metrics=tc.system_metrics,
                    parent_run_id=parent_run_id) as run:
@@ -192,7 +203,8 @@ def fit_transformer(cfg: Config, world, config_file: str | None, resume: bool, p
         if state is None:
             log_inputs(run, cfg, prepared, pos_weight, len(train_data), len(val_data),
                         {"derived.identity_swap_rows": swap_rows, "derived.uncertain_negatives_masked": masked,
-                         **({} if distiller is None else distiller.params())})
+                         **({} if distiller is None else distiller.params()),
+                         **({} if init is None else init.params())})
         else:
             print(f"resumed {run_dir} at step {loop.p.step} (epoch {loop.p.epoch}, batch {loop.p.batch})",
                   file=sys.stderr)
@@ -261,6 +273,7 @@ def log_history(run, run_dir: Path, p, metrics: dict[str, float]) -> float:
     run.log_metrics({**metrics, "examples_per_s": p.examples / train_s}, p.step)
     run.set_tags({"stop_reason": p.stop_reason, "best_step": str(p.best_step)})
     run.log_artifact_file(run_dir / HISTORY_FILE)
-    if (run_dir / SOURCE_TERMS_FILE).is_file():  # train.source_terms: the learned terms (never in the model)
-        run.log_artifact_file(run_dir / SOURCE_TERMS_FILE)
+    for name in (SOURCE_TERMS_FILE, BEST_SOURCE_TERMS_FILE):  # train.source_terms: the learned terms (never in the
+        if (run_dir / name).is_file():                          # model); the best step's: what init_from reads
+            run.log_artifact_file(run_dir / name)
     return train_s

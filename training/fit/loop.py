@@ -130,7 +130,10 @@ class TrainingLoop:
     def __init__(self, model, train: Encoded, val: Encoded, cfg: TrainConfig, run_dir: Path, *,
                  pad_id: int, pos_weight: list[float], log: LogFn, progress_bar: bool = True,
                  world: World | None = None, flush: Callable[[], None] = lambda: None,
-                 should_stop: StopFn | None = None, accel: Accel = CPU, teacher: TeacherTargets | None = None):
+                 should_stop: StopFn | None = None, accel: Accel = CPU, teacher: TeacherTargets | None = None,
+                 init_terms: dict[str, Any] | None = None):
+        """`init_terms`: saved source terms to start from (train.init_from, training.fit.init_from); the model comes
+        with its weights already loaded. Rank 0's model and terms are every rank's (`World.sync_parameters`)."""
         self.model, self.train_data, self.val, self.cfg = model, train, val, cfg
         if teacher is not None and teacher.logits.shape != (len(train), len(POLICIES)):
             raise ValueError(f"teacher logits {teacher.logits.shape} do not match the {len(train)} train rows")
@@ -143,6 +146,8 @@ class TrainingLoop:
         self.progress_bar = progress_bar and self.world.main
         # Loss-only source terms (None for train.source_terms=none); each train row's source index, once.
         self.terms = make_source_terms(cfg, train.sources, train.labels, list(POLICIES))
+        # Which sources' terms came from `init_terms` ({"loaded", "new", "unused"}; None: started at the identity).
+        self.terms_init = None if self.terms is None or init_terms is None else self.terms.load_saved(init_terms)
         if self.terms is not None:
             self.terms.to(accel.device)
         self.source_ids = None if self.terms is None else self.terms.index_of(train.sources)
@@ -203,6 +208,8 @@ class TrainingLoop:
             self.p.best_metric, self.p.best_step, self.p.best_metrics = value, self.p.step, metrics
             self.p.stale_evals = 0
             save_weights(self.model, self.run_dir, BEST_DIR)  # the artifact is built from it
+            if self.terms is not None:  # the terms of those weights (what train.init_from starts from)
+                self.terms.write_best(self.run_dir, self.p.step)
         else:
             self.p.stale_evals += 1
         self.p.evals.append({"step": self.p.step, "epoch": self.p.epoch, **metrics})

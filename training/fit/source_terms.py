@@ -26,12 +26,16 @@ Training: the parameters are optimized with the model (same AdamW and schedule, 
 rate `train.source_terms_lr`, no weight decay), saved in every checkpoint and restored on --resume, and under
 torchrun their gradients are all-reduced with the model's (`training.fit.distributed.World.average_gradients`).
 At the end of training the learned terms are written to the run dir as `source_terms.json`
-({source: {policy: {offset, scale}}}, labelled pairs only) and logged to the MLflow run as an artifact.
+({source: {policy: {offset, scale}}}, labelled pairs only, rounded) and logged to the MLflow run as an artifact.
+The terms of the best validation step, the step whose weights become the artifact, are written exactly beside them
+at every improvement, `source_terms_best.json` (logged too): a run started from that model (`train.init_from`,
+training.fit.init_from) starts its terms there (`load_saved`), for the (source, policy) pairs both runs label.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,7 @@ import torch
 from torch import nn
 
 SOURCE_TERMS_FILE = "source_terms.json"
+BEST_SOURCE_TERMS_FILE = "source_terms_best.json"  # exact terms of the best step (the artifact's weights)
 
 
 class SourceTerms(nn.Module):
@@ -120,11 +125,48 @@ class SourceTerms(nn.Module):
         return out
 
     def write_report(self, run_dir: Path) -> Path:
-        path = Path(run_dir) / SOURCE_TERMS_FILE
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.report(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return _write_json(Path(run_dir) / SOURCE_TERMS_FILE, self.report())
+
+    @torch.no_grad()
+    def write_best(self, run_dir: Path, step: int) -> Path:
+        """The terms in use, unrounded ({source: {policy: {offset, log_scale}}}, labelled pairs), as the terms of
+        the best step `step`: what `load_saved` reads back exactly."""
+        b, a = self.effective()
+        terms: dict[str, dict[str, dict[str, float]]] = {}
+        for i, source in enumerate(self.names):
+            row = {p: {"offset": float(b[i, j]), "log_scale": 0.0 if a is None else float(a[i, j])}
+                   for j, p in enumerate(self.policies) if bool(self.labelled[i, j])}
+            if row:
+                terms[source] = row
+        return _write_json(Path(run_dir) / BEST_SOURCE_TERMS_FILE, {"mode": self.mode, "step": step, "terms": terms})
+
+    @torch.no_grad()
+    def load_saved(self, saved: dict[str, Any]) -> dict[str, list[str]]:
+        """Start from another run's terms (`write_best`'s file, or the rounded `source_terms.json` report): for each
+        (source, policy) pair this run labels and `saved` has, the parameters take the saved (centred) values, so on
+        the same mix the terms in use are the saved ones; every other pair stays at the identity (0), as in any run.
+        Mode offset takes the offsets only. Returns {"loaded": [source, ...], "new": [...], "unused": [...]}."""
+        terms = saved["terms"] if "mode" in saved and "terms" in saved else saved
+        loaded = set()
+        for i, source in enumerate(self.names):
+            for j, policy in enumerate(self.policies):
+                pair = terms.get(source, {}).get(policy)
+                if pair is None or not bool(self.labelled[i, j]):
+                    continue
+                self.offset[i, j] = float(pair["offset"])
+                if self.log_scale is not None:
+                    self.log_scale[i, j] = (float(pair["log_scale"]) if "log_scale" in pair  # the report: rounded
+                                            else math.log(max(pair["scale"], 1e-6)))
+                loaded.add(source)
+        return {"loaded": sorted(loaded), "new": sorted(set(self.names) - loaded),
+                "unused": sorted(set(terms) - set(self.names))}
+
+
+def _write_json(path: Path, payload: Any) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)  # a reader sees the whole file or none
+    return path
 
 
 def make_source_terms(cfg, sources: list[str], labels: np.ndarray, policies: list[str]) -> SourceTerms | None:

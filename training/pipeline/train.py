@@ -31,6 +31,9 @@ def train(cfg: Config, *, config_file: str | None = None, resume: bool = False, 
     (training.fit.loop)."""
 
     if cfg.model.kind == "tfidf":
+        if cfg.train.init_from:
+            raise ConfigError(f"train.init_from={cfg.train.init_from}: model.kind=tfidf is fitted from scratch; "
+                              "init_from starts a transformer run from a trained transformer model")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError("model.kind=tfidf fits in one process: run it without torchrun")
         return train_tfidf(cfg, config_file=config_file)

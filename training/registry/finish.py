@@ -103,7 +103,7 @@ def finish_training(trained: Trained, registration: Registration | None = None) 
     card = PolicyCard(
         **({"model_name": registration.model_name} if registration.model_name else {}),
         max_length=cfg.model.max_length, head=cfg.model.head, backbone=cfg.model.backbone,
-        sources=[SourceRef(**s) for s in prepared.card.sources], dataset_hash=prepared.fingerprint,
+        sources=[SourceRef(**s) for s in prepared.card.fitted_sources], dataset_hash=prepared.fingerprint,
         validation_metrics={f"train_best/{k}": v for k, v in p.best_metrics.items()}, mlflow_run_id=run.run_id,
         config=cfg.model_dump(mode="json"),
     )

@@ -61,6 +61,17 @@ def client(tracking_uri: str | None):
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def download_run_file(tracking_uri: str, run_id: str, name: str) -> Path | None:
+    """A file the run logged at its artifact root (e.g. `source_terms_best.json`), downloaded to a fresh temp dir;
+    None when the run has no such file. Raises MLflow's error when the store has no such run."""
+    import tempfile
+
+    c = client(tracking_uri)
+    if name not in {f.path for f in c.list_artifacts(run_id)}:
+        return None
+    return Path(c.download_artifacts(run_id, name, dst_path=tempfile.mkdtemp(prefix="tweetguard-run-file-")))
+
+
 def resolve_uri(configured: str | None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
