@@ -119,6 +119,9 @@ GOAL_ROWS = [  # (source, subset, text, labels, raw_label, (abusive, harassment,
       enumerate([(.1, .1, .1), (.1, .6, .1), (.1, .1, .1), (.7, .1, .1)])],  # harassment alone counts (any policy)
     *[("dialoconan", "test", f"hs turn {i}", [1, -1, -1], "type=HS", pr) for i, pr in
       enumerate([(.9, .1, .1), (.6, .1, .1), (.2, .9, .9)])],  # the third is flagged, but not abusive
+    ("conan", "validation", "cn", [0, 0, 0], "type=CN", (.1, .1, .8)),  # a counter-narrative flagged violent
+    ("conan", "validation", "cn 2", [0, 0, 0], "type=CN", (.1, .1, .1)),
+    ("conan", "validation", "hs", [1, -1, -1], "type=HS", (.4, .1, .1)),  # a hate statement missed
     ("hatexplain", "test", "you are a bitch lol", [0, -1, -1], "label=normal", (.8, .1, .1)),  # slice, flagged
     ("hatexplain", "test", "wtf is this, damn!", [0, -1, -1], "label=normal", (.2, .9, .1)),  # slice, not abusive
     ("hatexplain", "test", "my class is nice", [0, -1, -1], "label=normal", (.9, .1, .1)),  # "ass" is no word here
@@ -163,6 +166,8 @@ def test_goal_measures_by_hand():
     assert (f1["n"], f1["n_positive"], f1["policy"]) == (6, 2, "violence")
     assert f1["value"] == pytest.approx(f1_score([1, 1, 0, 0, 0, 0], [1, 0, 1, 1, 0, 0]))
     assert (precision["value"], recall["value"]) == (pytest.approx(1 / 3), 0.5)
+    conan_cn, conan_hs = out["CONAN counter-narratives flagged on any policy"], out["CONAN hate statements flagged abusive"]
+    assert (conan_cn["value"], conan_cn["n"], conan_hs["value"], conan_hs["n"]) == (0.5, 2, 0.0, 1)
     for b in (cn, hs, hx, f1, precision, recall):
         assert isinstance(b["ci_low"], float) and b["ci_low"] <= b["value"] <= b["ci_high"] <= 1
         assert b["published_best"] is None and b["published_status"] == NOT_PUBLISHED
@@ -182,7 +187,8 @@ def test_goal_measures_not_in_the_data_are_said_so():
                           n_boot=20)
     absent = {r["benchmark"]: r for r in rows if r["published_status"] == NOT_IN_DATA}
     assert set(absent) == {DIALOCONAN_CN, DIALOCONAN_HS, HATEXPLAIN_SLICE, *(EDOS_ALL + m for m in
-                                                                            ("F1", "precision", "recall"))}
+                                                                            ("F1", "precision", "recall")),
+                           "CONAN counter-narratives flagged on any policy", "CONAN hate statements flagged abusive"}
     assert all(r["value"] is None and r["n"] == 0 for r in absent.values())
     assert "n/a" in benchmark_table(rows) and NOT_IN_DATA in benchmark_table(rows)
     flat = flat_metrics({"overall": {}, "per_source": {}, "ece": {}, "at_prevalence": {}, "benchmarks": rows}, "t")

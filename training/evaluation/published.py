@@ -158,6 +158,17 @@ BENCHMARKS += (
               "0) that hold a word of evaluation.slur_swear_terms: share flagged abusive (lower is better); n is "
               "the slice size; no published number for this slice",
               metric="false_positive_rate", gold="labels", term_slice=True, goal="reported"),
+    # The DIALOCONAN goals' analogues on CONAN's own rows of the scored split (validation: what screens and
+    # decisions read, since DIALOCONAN is test only; CONAN is opt-in, so "not in this data" without it).
+    Benchmark("CONAN counter-narratives flagged on any policy", "conan", None, "abusive",
+              frozenset(), frozenset({"0"}), ANY, None, 0,
+              "CONAN rows of the scored split (opt-in source): counter-narratives (0 on every policy) flagged on "
+              "any policy (lower is better); the validation analogue of the DIALOCONAN goal",
+              metric="false_positive_rate", gold="labels", goal="reported"),
+    Benchmark("CONAN hate statements flagged abusive", "conan", None, "abusive", frozenset({"1"}),
+              frozenset(), "abusive", None, 0,
+              "CONAN rows of the scored split (opt-in source): hate statements (abusive 1) flagged abusive",
+              metric="recall", gold="labels", goal="reported"),
     replace(_EDOS_ALL, name="EDOS threats vs every other post: violence F1", metric="f1"),
     replace(_EDOS_ALL, name="EDOS threats vs every other post: violence precision", metric="precision"),
     replace(_EDOS_ALL, name="EDOS threats vs every other post: violence recall", metric="recall"),
