@@ -31,10 +31,13 @@ def test_run_config_loads_and_shows_its_command(path: Path):
         f"{path.name}: the opening comment must show the command that runs it")
 
 
-def test_quick_is_small_and_default_is_budgeted():
+def test_quick_is_small_and_default_completes_its_epoch():
+    """The default is one epoch that always completes (no step or wall-clock cap stops it early: a model stopped
+    early is not the one measured); the quick config is small."""
     quick, default = load_config(CONFIGS / "quick.yaml"), load_config(CONFIGS / "default.yaml")
     assert quick.train.max_steps and quick.data.max_train_rows_per_source
-    assert default.data.max_train_rows_per_source is None and default.train.max_minutes <= 55
+    assert default.data.max_train_rows_per_source is None
+    assert (default.train.epochs, default.train.max_steps, default.train.max_minutes) == (1, None, None)
     assert quick.data.sources_file == default.data.sources_file == Config().data.sources_file
 
 

@@ -128,7 +128,8 @@ class TrainConfig(Section):
     epochs: int = Field(1, ge=1, description="Passes over the training data (upper bound; see max_steps/max_minutes).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps; null = epochs decide.")
     max_minutes: float | None = Field(
-        55.0, gt=0, description="Wall-clock budget in minutes (training + evaluation); null = none. Not reproducible."
+        None, gt=0, description="Wall-clock budget in minutes (training + evaluation); null = none. Not "
+        "reproducible: a run it stops is a model of fewer steps than its config says."
     )
     init_from: str | None = Field(
         None, description="Start from a trained model instead of the bare backbone: a model reference (an artifact "
