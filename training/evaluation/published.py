@@ -163,11 +163,12 @@ BENCHMARKS += (
     Benchmark("CONAN counter-narratives flagged on any policy", "conan", None, "abusive",
               frozenset(), frozenset({"0"}), ANY, None, 0,
               "CONAN rows of the scored split (opt-in source): counter-narratives (0 on every policy) flagged on "
-              "any policy (lower is better); the validation analogue of the DIALOCONAN goal",
+              "any policy (lower is better); the validation analogue of the DIALOCONAN goal; no published number",
               metric="false_positive_rate", gold="labels", goal="reported"),
     Benchmark("CONAN hate statements flagged abusive", "conan", None, "abusive", frozenset({"1"}),
               frozenset(), "abusive", None, 0,
-              "CONAN rows of the scored split (opt-in source): hate statements (abusive 1) flagged abusive",
+              "CONAN rows of the scored split (opt-in source): hate statements (abusive 1) flagged abusive; no "
+              "published number",
               metric="recall", gold="labels", goal="reported"),
     replace(_EDOS_ALL, name="EDOS threats vs every other post: violence F1", metric="f1"),
     replace(_EDOS_ALL, name="EDOS threats vs every other post: violence precision", metric="precision"),
