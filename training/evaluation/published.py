@@ -142,16 +142,20 @@ _EDOS_ALL = Benchmark("EDOS threats vs every other post", "edos", "test", "label
                       "not-sexist ones included, from the violence flag at the card's threshold; no published "
                       "number for this variant", negative_rest=True, goal="reported")
 
+_DIALOCONAN_CN = Benchmark(
+    "DIALOCONAN counter-narrative turns flagged on any policy", "dialoconan", None, "abusive", frozenset(),
+    frozenset({"0"}), ANY, None, 0,
+    "held-out DIALOCONAN (test only): counter-narrative turns (0 on every policy) flagged on any policy (lower is "
+    "better); no published number for this measure", metric="false_positive_rate", gold="labels", goal="<= 0.05")
+_DIALOCONAN_HS = Benchmark(
+    "DIALOCONAN hate-speech turns flagged abusive", "dialoconan", None, "abusive", frozenset({"1"}), frozenset(),
+    "abusive", None, 0,
+    "held-out DIALOCONAN (test only): hate-speech turns (abusive 1) flagged abusive; no published number for this "
+    "measure", metric="recall", gold="labels", goal=">= 0.80")
+
 BENCHMARKS += (
-    Benchmark("DIALOCONAN counter-narrative turns flagged on any policy", "dialoconan", None, "abusive",
-              frozenset(), frozenset({"0"}), ANY, None, 0,
-              "held-out DIALOCONAN (test only): counter-narrative turns (0 on every policy) flagged on any policy "
-              "(lower is better); no published number for this measure",
-              metric="false_positive_rate", gold="labels", goal="<= 0.05"),
-    Benchmark("DIALOCONAN hate-speech turns flagged abusive", "dialoconan", None, "abusive", frozenset({"1"}),
-              frozenset(), "abusive", None, 0,
-              "held-out DIALOCONAN (test only): hate-speech turns (abusive 1) flagged abusive; no published "
-              "number for this measure", metric="recall", gold="labels", goal=">= 0.80"),
+    _DIALOCONAN_CN,
+    _DIALOCONAN_HS,
     Benchmark("HateXplain normal posts with a slur or swear word flagged abusive", "hatexplain", None, "abusive",
               frozenset(), frozenset({"0"}), "abusive", None, 0,
               "HateXplain rows of the scored split (its official test with --split test) labelled normal (abusive "
@@ -160,16 +164,12 @@ BENCHMARKS += (
               metric="false_positive_rate", gold="labels", term_slice=True, goal="reported"),
     # The DIALOCONAN goals' analogues on CONAN's own rows of the scored split (validation: what screens and
     # decisions read, since DIALOCONAN is test only; CONAN is opt-in, so "not in this data" without it).
-    Benchmark("CONAN counter-narratives flagged on any policy", "conan", None, "abusive",
-              frozenset(), frozenset({"0"}), ANY, None, 0,
-              "CONAN rows of the scored split (opt-in source): counter-narratives (0 on every policy) flagged on "
-              "any policy (lower is better); the validation analogue of the DIALOCONAN goal; no published number",
-              metric="false_positive_rate", gold="labels", goal="reported"),
-    Benchmark("CONAN hate statements flagged abusive", "conan", None, "abusive", frozenset({"1"}),
-              frozenset(), "abusive", None, 0,
-              "CONAN rows of the scored split (opt-in source): hate statements (abusive 1) flagged abusive; no "
-              "published number",
-              metric="recall", gold="labels", goal="reported"),
+    replace(_DIALOCONAN_CN, name="CONAN counter-narratives flagged on any policy", source="conan", goal="reported",
+            note="CONAN rows of the scored split (opt-in source): counter-narratives (0 on every policy) flagged on "
+            "any policy (lower is better); the validation analogue of the DIALOCONAN goal; no published number"),
+    replace(_DIALOCONAN_HS, name="CONAN hate statements flagged abusive", source="conan", goal="reported",
+            note="CONAN rows of the scored split (opt-in source): hate statements (abusive 1) flagged abusive; no "
+            "published number"),
     replace(_EDOS_ALL, name="EDOS threats vs every other post: violence F1", metric="f1"),
     replace(_EDOS_ALL, name="EDOS threats vs every other post: violence precision", metric="precision"),
     replace(_EDOS_ALL, name="EDOS threats vs every other post: violence recall", metric="recall"),
