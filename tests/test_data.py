@@ -90,6 +90,25 @@ def test_mapping_splits_and_unknowns(tmp_path):
     assert sum(r["source"] == "tw" for r in ds["test"]) == 2
 
 
+def test_train_share_samples_one_sources_train_rows_only(tmp_path):
+    """data.train_share keeps a seeded share of one source's train rows (a learning curve, or a big source brought
+    in by sampling); its validation and test rows and every other source stay whole; a name that is not a
+    prepared source is refused."""
+    cfg = write_sources(tmp_path, [TWEETS_SPEC, NOSPLIT_SPEC], base_files())
+    full = prepare(cfg).dataset
+    count = lambda ds, split, src: sum(r["source"] == src for r in ds[split])  # noqa: E731
+    half = prepare(cfg.model_copy(update={"train_share": {"tw": 0.5}})).dataset
+    assert count(half, "train", "tw") == round(count(full, "train", "tw") * 0.5)
+    for split, src in (("train", "ns"), ("validation", "tw"), ("test", "tw"), ("validation", "ns")):
+        assert count(half, split, src) == count(full, split, src)
+    kept = {r["id"] for r in half["train"]}
+    assert kept <= {r["id"] for r in full["train"]}
+    with pytest.raises(ValueError, match=r"train_share names \['nope'\]"):
+        prepare(cfg.model_copy(update={"train_share": {"nope": 0.5}}))
+    with pytest.raises(ValueError, match="must be in"):
+        DataConfig(train_share={"tw": 0})
+
+
 def test_weak_negative_switch(tmp_path):
     spec = yaml.safe_load(yaml.safe_dump(TWEETS_SPEC))
     spec["policies"]["violence"]["weak_negative"]["enabled"] = True

@@ -51,7 +51,8 @@ def test_finalize_card_fits_calibration_and_thresholds(tiny_artifact, validation
 
 def test_target_precision_and_deployment_prevalence(tiny_artifact, validation):
     cfg = load_config(None, ["calibration.threshold_method=precision", "calibration.threshold_target=0.6",
-                             "calibration.deployment_prevalence=0.05", "calibration.method=none"])
+                             "calibration.deployment_prevalence=0.05", "calibration.method=none",
+                             "calibration.flag_at_deployment_prevalence=true"])
     card = finalize_card(Predictor.load(tiny_artifact), validation, cfg)
     default = finalize_card(Predictor.load(tiny_artifact), validation, load_config(None, ["calibration.method=none"]))
     for spec, base in zip(card.policies, default.policies):
@@ -61,8 +62,25 @@ def test_target_precision_and_deployment_prevalence(tiny_artifact, validation):
         assert spec.threshold >= base.threshold
 
 
+def test_the_default_states_a_deployment_prevalence_for_the_tiers_only(tiny_artifact, validation):
+    """The default config chooses tiers at 3% positives (stated in the card) and the flag at the validation mix."""
+    cfg = load_config(None, ["calibration.method=none", "calibration.tier_min_positives=1"])
+    assert cfg.calibration.deployment_prevalence == 0.03 and not cfg.calibration.flag_at_deployment_prevalence
+    card = finalize_card(Predictor.load(tiny_artifact), validation, cfg)
+    at_mix = finalize_card(Predictor.load(tiny_artifact), validation,
+                           load_config(None, ["calibration.method=none", "calibration.tier_min_positives=1",
+                                              "calibration.deployment_prevalence=null"]))
+    for spec, mix in zip(card.policies, at_mix.policies):
+        assert spec.threshold == mix.threshold  # the flag does not move
+        assert spec.review.prevalence == 0.03 and mix.review.prevalence is None
+        assert "at prevalence 0.03" in spec.review.note
+        if spec.review.threshold is not None and mix.review.threshold is not None:
+            assert spec.review.threshold >= mix.review.threshold  # fewer positives: a stricter cut
+
+
 def test_finalize_card_chooses_tiers_for_their_targets(tiny_artifact, validation, tmp_path):
     cfg = load_config(None, ["calibration.method=temperature", "calibration.tiers.violence.remove=null",
+                             "calibration.deployment_prevalence=null",
                              "calibration.tiers.harassment.remove=1.0", "calibration.tier_min_positives=5"])
     card = finalize_card(Predictor.load(tiny_artifact), validation, cfg)
     assert card.schema_version == 2

@@ -12,9 +12,10 @@ import pytest
 from serving.artifact import CARD_FILE, ArtifactError, Tier, action_of, read_card, write_card
 from serving.policies import POLICIES
 from serving.predictor import Predictor
-from training.evaluation.evaluate import tier_report
+from training.evaluation.evaluate import queue_report, tier_report
 from training.metrics import choose_tier
 from training.evaluation.render import tier_table
+from training.scorer import Scored
 
 
 def _fixture_scores():
@@ -111,6 +112,27 @@ def test_tier_report_on_known_scores(tiny_card):
     text = tier_table(report, "test")
     assert "| abusive | remove | 1 |" in text and "off (off: precision 1 not reached" in text
     assert tier_report(*grid, tiny_card(tiers=False), n_boot=50, seed=0) == {}
+
+
+def test_queue_report_counts_what_the_tiers_act_on(tiny_card):
+    """Share of rows queued (review or remove on any policy) and removed, per source and overall, by the
+    service's action rule, whatever the labels."""
+    card = tiny_card()
+    for spec in card.policies:
+        spec.review, spec.remove = Tier(target_precision=0.6, threshold=0.5), Tier(target_precision=0.9, threshold=0.9)
+    card.policy("violence").remove = Tier(target_precision=0.9, threshold=None)  # off
+    probs = np.array([[0.1, 0.2, 0.3],    # a: none
+                      [0.6, 0.1, 0.1],    # a: abusive review
+                      [0.1, 0.1, 0.95],   # b: violence review (its remove tier is off)
+                      [0.95, 0.7, 0.1]])  # b: abusive remove, harassment review
+    n = len(probs)
+    scored = Scored(np.zeros_like(probs), probs, np.full((n, 3), -1), ["t"] * n, np.array(["a", "a", "b", "b"]),
+                    np.array([""] * n), [""] * n, [str(i) for i in range(n)])
+    q = queue_report(scored, card)
+    assert q["all"] == {"rows": 4, "queued": 0.75, "remove": 0.25, "abusive/queued": 0.5, "harassment/queued": 0.25,
+                        "violence/queued": 0.25}
+    assert (q["a"]["queued"], q["a"]["remove"], q["b"]["queued"], q["b"]["remove"]) == (0.5, 0.0, 1.0, 0.5)
+    assert all(v["queued"] == 0 for v in queue_report(scored, tiny_card(tiers=False)).values())  # v1: acts on nothing
 
 
 def test_tier_fields_are_validated():

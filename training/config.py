@@ -91,7 +91,20 @@ class DataConfig(Section):
     max_train_rows_per_source: int | None = Field(
         None, ge=1, description="Cap on train rows per source (seeded sample), for quick runs; null = all."
     )
+    train_share: dict[str, float] = Field(
+        default_factory=dict, description="Per source, the share of its train rows kept (a data.seed sample; "
+        "validation and test untouched), e.g. {contrast: 0.25} for a learning curve, or a large new source "
+        "brought in without lengthening the epoch. Unlisted sources keep every row."
+    )
     cache_dir: str = Field("data/cache", description="Where prepared DatasetDicts are cached, keyed by content hash.")
+
+    @field_validator("train_share")
+    @classmethod
+    def _shares(cls, v):
+        bad = {k: x for k, x in v.items() if not 0 < x <= 1}
+        if bad:
+            raise ValueError(f"data.train_share: each share must be in (0, 1], got {bad}")
+        return v
 
     @field_validator("sources_file")
     @classmethod
@@ -317,8 +330,14 @@ class CalibrationConfig(Section):
         None, gt=0, le=1, description="Target precision or recall (0-1) for threshold_method precision / recall."
     )
     deployment_prevalence: float | None = Field(
-        None, gt=0, lt=1, description="Positive rate expected in real traffic (e.g. 0.03): thresholds are chosen "
-        "as if validation had that rate; null = validation's own mix (max F1 on validation). Tiers use it too."
+        0.03, gt=0, lt=1, description="Share of each policy's positives expected in real traffic: the review / "
+        "remove tiers reach their precision targets as if validation had that rate (stated in the card), so a "
+        "bento queues a workable share of traffic; null = validation's own mix (~45% abusive). The flag "
+        "threshold uses it only with flag_at_deployment_prevalence."
+    )
+    flag_at_deployment_prevalence: bool = Field(
+        False, description="Choose the flag threshold at deployment_prevalence too; false = at the validation "
+        "mix (max F1 there), so benchmark F1s keep their meaning."
     )
     tiers: TiersConfig = Field(  # type: ignore[valid-type]
         default_factory=TiersConfig, description="Per policy, the precision targets of the review and remove "
@@ -343,8 +362,9 @@ class EvalConfig(Section):
     split: str = Field("test", description="Split that `evaluate` scores (promotion always decides on validation).")
     bootstrap_samples: int = Field(1000, ge=50, description="Resamples for the 95% CIs and the promotion gate.")
     seed: int = Field(0, description="Bootstrap seed: same seed + scores -> same intervals.")
-    report_prevalence: float = Field(
-        0.03, gt=0, lt=1, description="Realistic share of positives in traffic at which precision is also reported."
+    report_prevalence: float | None = Field(
+        None, gt=0, lt=1, description="Share of positives in traffic at which precision is also reported; "
+        "null = calibration.deployment_prevalence (or 0.03 where that is null)."
     )
     identity_terms: str = Field(
         "data/identity_terms.yaml", description="Identity-term list for bias slices (old path "

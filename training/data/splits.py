@@ -186,13 +186,19 @@ def build_splits(rows: list[Row], cfg: DataConfig, stats: dict) -> dict[str, lis
                 kept.append(r)
         by_split[split] = dedup(kept, stats, split)
         taken |= {r.key for r in by_split[split]}
-    if cfg.max_train_rows_per_source:
+    unknown = sorted(set(cfg.train_share) - {r.source for r in rows})
+    if unknown:
+        raise ValueError(f"data.train_share names {unknown}, which are not among the prepared sources "
+                         f"{sorted({r.source for r in rows})}")
+    if cfg.max_train_rows_per_source or cfg.train_share:
         rng = np.random.default_rng(cfg.seed)
         capped = []
         for source in dict.fromkeys(r.source for r in by_split["train"]):
             part = [r for r in by_split["train"] if r.source == source]
-            if len(part) > cfg.max_train_rows_per_source:
-                idx = np.sort(rng.choice(len(part), cfg.max_train_rows_per_source, replace=False))
+            keep = round(len(part) * cfg.train_share.get(source, 1.0))
+            keep = min(keep, cfg.max_train_rows_per_source or keep)
+            if len(part) > keep:
+                idx = np.sort(rng.choice(len(part), keep, replace=False))
                 stats[source]["capped_from_train"] += len(part) - len(idx)
                 part = [part[i] for i in idx]
             capped += part

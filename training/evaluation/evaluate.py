@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.artifact import PolicyCard
+from serving.artifact import ACTIONS, PolicyCard, action_of
 from serving.policies import POLICIES, UNKNOWN
 from training.config import Config, EvalConfig
 from training.data.identity import load_term_lists, slice_masks
@@ -98,6 +98,29 @@ def tier_report(labels: np.ndarray, probs: np.ndarray, card: PolicyCard, n_boot:
     return out
 
 
+def queue_report(scored: Scored, card: PolicyCard) -> dict[str, dict]:
+    """What the card's tiers would act on, whatever the labels: per source and over all rows ("all"), the share
+    of rows whose most severe action on any policy is `review` or `remove` (`queued`: what a review team sees,
+    plus what is removed) and `remove`, and per policy. Actions come from `serving.artifact.action_of`, the
+    service's rule. A v1 card (no tiers) acts on nothing."""
+    tiers = card.tier_thresholds
+    rank = {a: i for i, a in enumerate(ACTIONS)}
+    level = np.array([[rank[action_of(float(s), tiers[p])] for p, s in zip(POLICIES, row, strict=True)]
+                      for row in scored.probs], dtype=np.int64).reshape(len(scored.probs), len(POLICIES))
+
+    def shares(sel: np.ndarray) -> dict:
+        n, worst = int(sel.sum()), level[sel].max(axis=1, initial=0)
+        out = {"rows": n, "queued": float((worst >= rank["review"]).mean()) if n else float("nan"),
+               "remove": float((worst == rank["remove"]).mean()) if n else float("nan")}
+        for j, p in enumerate(POLICIES):
+            out[f"{p}/queued"] = float((level[sel, j] >= rank["review"]).mean()) if n else float("nan")
+        return out
+
+    out = {"all": shares(np.ones(len(level), dtype=bool))}
+    out.update({source: shares(scored.sources == source) for source in sorted(set(scored.sources.tolist()))})
+    return out
+
+
 def top_errors(scored: Scored, k: int) -> dict[str, dict[str, list[dict]]]:
     """Per policy: the k most confident false positives (negatives scored highest) and false negatives."""
     out = {}
@@ -119,8 +142,10 @@ def _ci_json(ci: dict[str, tuple[float, float]]) -> dict[str, list[float]]:
     return {k: [round(lo, 6), round(hi, 6)] for k, (lo, hi) in sorted(ci.items())}
 
 
-def compute_report(scored: Scored, card: PolicyCard, ecfg: EvalConfig, data_root: str | None = None) -> dict:
-    """Every number of the evaluation report, JSON-serializable (numbers only computed here)."""
+def compute_report(scored: Scored, card: PolicyCard, ecfg: EvalConfig, data_root: str | None = None,
+                   prevalence: float | None = None) -> dict:
+    """Every number of the evaluation report, JSON-serializable (numbers only computed here). Precision is also
+    reported at `prevalence` (`evaluation.report_prevalence`, else the deployment prevalence, else 0.03)."""
     thr = card.thresholds
     labels, probs = scored.labels, scored.probs
     per_source, per_source_ci = {}, {}
@@ -142,8 +167,9 @@ def compute_report(scored: Scored, card: PolicyCard, ecfg: EvalConfig, data_root
                                             thresholds=thr)),
         "per_source": per_source,
         "per_source_ci": per_source_ci,
-        "at_prevalence": precision_at_prevalence(labels, probs, thr, ecfg.report_prevalence),
+        "at_prevalence": precision_at_prevalence(labels, probs, thr, ecfg.report_prevalence or prevalence or 0.03),
         "tiers": tier_report(labels, probs, card, ecfg.bootstrap_samples, ecfg.seed),
+        "queue": queue_report(scored, card),
         "ece": {p: {"uncalibrated": before[p], "calibrated": after[p]} for p in POLICIES},
         "benchmarks": run_benchmarks(scored, thr, data_root=data_root, n_boot=ecfg.bootstrap_samples,
                                      seed=ecfg.seed, slur_swear_terms=ecfg.slur_swear_terms),
@@ -166,6 +192,8 @@ def flat_metrics(report: dict, split: str) -> dict[str, float]:
     for policy, tiers in report.get("tiers", {}).items():
         for name, t in tiers.items():
             out.update({f"{split}/{policy}/{name}/{k}": t[k] for k in ("precision", "recall") if k in t})
+    for source, q in report.get("queue", {}).items():
+        out.update({f"{split}/queue/{source}/{k}": v for k, v in q.items() if k != "rows"})
     for b in report["benchmarks"]:
         metric, value = benchmark_value(b)
         key = f"benchmark/{re.sub(r'[^a-z0-9]+', '_', b['benchmark'].lower()).strip('_')}"
@@ -223,7 +251,8 @@ def evaluate(ref: str, cfg: Config, *, split: str | None = None, out_dir: str | 
     identity = identify(ref, uri, scorer.card.mlflow_run_id)
     data = load_split(cfg, split) if data is None else data
     scored = score_split(scorer, data)
-    report = compute_report(scored, scorer.card, cfg.evaluation, data_root=cfg.data.root)
+    report = compute_report(scored, scorer.card, cfg.evaluation, data_root=cfg.data.root,
+                            prevalence=cfg.calibration.deployment_prevalence)
     # Scored apart from the split (its texts are not in it) through the same scorer and thresholds.
     report["behaviour"] = run_suite(scorer, cfg.evaluation.behaviour_suite) if cfg.evaluation.behaviour_suite else None
     report["model"] = {**identity.tags(), "kind": model_kind(model_dir), "model_name": scorer.card.model_name,

@@ -109,6 +109,16 @@ def _clip(text: str, n: int = 140) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _queue_section(queue: dict | None) -> list[str]:
+    if not queue or not any(q["queued"] > 0 for q in queue.values() if q["rows"]):
+        return []
+    return ["## What the tiers act on (share of rows, whatever the labels)", "",
+            table(["rows", "n", "review or remove, any policy", "remove, any policy",
+                   *(f"{p} queued" for p in POLICIES)],
+                  [[source, q["rows"], fmt(q["queued"]), fmt(q["remove"]), *(fmt(q[f"{p}/queued"]) for p in POLICIES)]
+                   for source, q in queue.items()]), ""]
+
+
 def render_markdown(report: dict) -> str:
     m = report.get("model", {})
     out = [f"# Evaluation: {m.get('model_ref', '?')} on {m.get('split', '?')}", "",
@@ -126,6 +136,7 @@ def render_markdown(report: dict) -> str:
            *(["## Decision tiers (chosen on validation; action when probability >= threshold)", "",
               tier_table(report["tiers"], report.get("model", {}).get("split", "this split")), ""]
              if report.get("tiers") else []),
+           *_queue_section(report.get("queue")),
            "## Calibration (ECE, 15 bins)", "",
            table(["policy", "calibration", "ECE uncalibrated", "ECE calibrated"],
                  [[p, report["calibration_methods"][p], fmt(e["uncalibrated"], 4), fmt(e["calibrated"], 4)]

@@ -4,8 +4,9 @@
 1. raw logits on validation through the same scorer the service uses;
 2. per-policy calibration (`cfg.calibration.method`, default platt = temperature + bias) fit on the known labels only;
 3. thresholds chosen on the *calibrated* probabilities (they are what the card's threshold is compared with):
-   max F1 by default, or a target precision / recall, optionally as if positives had the deployment prevalence;
-   and the `review` / `remove` decision tiers (card v2) for their precision targets, at the same prevalence;
+   max F1 by default, or a target precision / recall (at the validation mix unless
+   `calibration.flag_at_deployment_prevalence`); and the `review` / `remove` decision tiers (card v2) for their
+   precision targets as if positives had `calibration.deployment_prevalence` (3% by default);
 4. validation metrics at those thresholds, plus ECE before / after calibration, recorded in the card.
 The fitting of each calibration method (temperature, Platt, isotonic) lives here too; applying it is
 `serving.artifact.calibrate`.
@@ -55,8 +56,9 @@ def fit_on_validation(scorer: Scorer, validation, cfg: Config | CalibrationConfi
         spec.calibration = fitted[spec.name]
 
     probs = calibrate(scored.logits, card)
+    flag_prevalence = ccfg.deployment_prevalence if ccfg.flag_at_deployment_prevalence else None
     chosen = choose_thresholds(scored.labels, probs, method=ccfg.threshold_method, target=ccfg.threshold_target,
-                               prevalence=ccfg.deployment_prevalence, on=f"validation ({len(validation)} rows)")
+                               prevalence=flag_prevalence, on=f"validation ({len(validation)} rows)")
     for j, spec in enumerate(card.policies):
         spec.threshold, how = chosen[spec.name]
         spec.threshold_method = f"{how}; calibration {ccfg.method} fit on the same validation split"
