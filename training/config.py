@@ -228,6 +228,15 @@ class TrainConfig(Section):
     metric: str = Field(
         "mean_pr_auc", description="Validation metric to maximize (key of training.metrics output)."
     )
+    weight_averaging: Literal["none", "swa", "ema"] = Field(
+        "none", description="Average the weights over the last part of the schedule (torch.optim.swa_utils."
+        "AveragedModel, updated every step from train.averaging_start): swa = equal weights, ema = exponential "
+        "(train.ema_decay). Validations from then on score the averaged weights, and the kept weights are theirs."
+    )
+    averaging_start: float = Field(
+        0.75, ge=0, lt=1, description="Share of the schedule's steps after which weight averaging starts."
+    )
+    ema_decay: float = Field(0.998, gt=0, lt=1, description="EMA decay per step (train.weight_averaging=ema).")
     checkpoint_every_steps: int = Field(200, ge=1, description="Write a resumable checkpoint every N steps.")
     bf16: bool = Field(False, description="CPU: bfloat16 autocast for forward/backward (fast on CPUs with AMX).")
     device: Literal["auto", "cpu", "cuda"] = Field(

@@ -1,4 +1,5 @@
-"""The fine-tuning loop: optimizer steps, validation + early stopping, checkpoints, exact resume.
+"""The fine-tuning loop: optimizer steps, validation + early stopping, checkpoints, exact resume, and optional
+weight averaging over the schedule's last part (train.weight_averaging: SWA or EMA, checkpointed with the rest).
 
 Nothing here touches MLflow: metrics go out through the `log` callback (training.tracking.runs provides it).
 A caller can also end training early: `should_stop(metrics, step)` runs after each validation and returns a
@@ -126,6 +127,17 @@ def save_weights(model, run_dir: Path, name: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def make_averaged(model, cfg: TrainConfig):
+    """train.weight_averaging's running average of `model` (torch.optim.swa_utils.AveragedModel; buffers are
+    copied, not averaged: BERT's are constants), or None when it is off."""
+    if cfg.weight_averaging == "none":
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    fn = get_ema_multi_avg_fn(cfg.ema_decay) if cfg.weight_averaging == "ema" else None
+    return AveragedModel(model, multi_avg_fn=fn)
+
+
 class TrainingLoop:
     def __init__(self, model, train: Encoded, val: Encoded, cfg: TrainConfig, run_dir: Path, *,
                  pad_id: int, pos_weight: list[float], log: LogFn, progress_bar: bool = True,
@@ -160,6 +172,9 @@ class TrainingLoop:
         self.optimizer, self.scheduler = make_optimizer(model, cfg, self.plan.total_steps, self.terms)
         self.scaler = accel.scaler()  # fp16 on CUDA only
         self.p = Progress()
+        # train.weight_averaging: a running average of the weights over the schedule's last part (None: off).
+        self.averaged = make_averaged(model, cfg)
+        self.average_from = math.floor(cfg.averaging_start * self.plan.total_steps)
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def checkpoint(self, extra: dict[str, Any]) -> None:
@@ -172,6 +187,7 @@ class TrainingLoop:
                 "scheduler": self.scheduler.state_dict(), "progress": asdict(self.p), "rng": rngs, **extra,
                 **({} if self.terms is None else {"source_terms": self.terms.checkpoint_state()}),
                 **({} if self.scaler is None else {"grad_scaler": self.scaler.state_dict()}),
+                **({} if self.averaged is None else {"averaged": self.averaged.state_dict()}),
             })
 
     def resume(self) -> dict[str, Any] | None:
@@ -191,14 +207,29 @@ class TrainingLoop:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and "grad_scaler" in state:
             self.scaler.load_state_dict(state["grad_scaler"])
+        if self.averaged is not None:
+            if "averaged" not in state:
+                raise ValueError(f"{self.run_dir}: the checkpoint has no averaged weights; resume with "
+                                 f"train.weight_averaging={self.cfg.weight_averaging} only a run started with it")
+            self.averaged.load_state_dict(state["averaged"])
         self.p = Progress(**state["progress"])
         set_rng_state(state["rng"][self.world.rank])
         return state
 
     # -- validation ----------------------------------------------------------------------------------------
+    @property
+    def averaging(self) -> bool:
+        """Whether the averaged weights are the model now (train.weight_averaging, past averaging_start)."""
+        return self.averaged is not None and int(self.averaged.n_averaged) > 0
+
+    @property
+    def kept_model(self):
+        """The weights validation scores and the artifact keeps: the running average once it has started."""
+        return self.averaged.module if self.averaging else self.model
+
     def validate(self) -> dict[str, float]:
         t0 = time.monotonic()
-        probs = predict_probs(self.model, self.val, self.cfg.eval_batch_size, self.pad_id, self.accel)
+        probs = predict_probs(self.kept_model, self.val, self.cfg.eval_batch_size, self.pad_id, self.accel)
         metrics = validation_metrics(self.val.labels, probs)
         if self.cfg.metric not in metrics:
             raise KeyError(f"train.metric={self.cfg.metric!r} is not a validation metric; have {sorted(metrics)}")
@@ -207,12 +238,13 @@ class TrainingLoop:
         if improved:
             self.p.best_metric, self.p.best_step, self.p.best_metrics = value, self.p.step, metrics
             self.p.stale_evals = 0
-            save_weights(self.model, self.run_dir, BEST_DIR)  # the artifact is built from it
+            save_weights(self.kept_model, self.run_dir, BEST_DIR)  # the artifact is built from it
             if self.terms is not None:  # the terms of those weights (what train.init_from starts from)
                 self.terms.write_best(self.run_dir, self.p.step)
         else:
             self.p.stale_evals += 1
-        self.p.evals.append({"step": self.p.step, "epoch": self.p.epoch, **metrics})
+        self.p.evals.append({"step": self.p.step, "epoch": self.p.epoch, **metrics,
+                             **({"averaged_steps": int(self.averaged.n_averaged)} if self.averaging else {})})
         self.log({f"val_{k}": v for k, v in metrics.items()}, self.p.step)
         self.p.eval_seconds += time.monotonic() - t0
         return metrics
@@ -284,6 +316,8 @@ class TrainingLoop:
                 self.optimizer.zero_grad(set_to_none=True)
                 p.batch += len(chunk)
                 p.step += 1
+                if self.averaged is not None and p.step > self.average_from:
+                    self.averaged.update_parameters(self.model)
                 p.examples += sum(len(idx) for idx in chunk)
                 p.losses.append(loss)
                 now = time.monotonic()
@@ -308,7 +342,7 @@ class TrainingLoop:
             self._validate_logged(bar)
         bar.close()
         if w.main:
-            save_weights(self.model, self.run_dir, LAST_DIR)
+            save_weights(self.kept_model, self.run_dir, LAST_DIR)
             if self.terms is not None:
                 self.terms.write_report(self.run_dir)  # logged by training.fit.command; never in the weights
         p.elapsed += time.monotonic() - started
