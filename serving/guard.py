@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse
 
 from serving.metrics import record_refusal
 from serving.openapi import DOCS_PATH, document
+from serving.reasons import split_words
 from serving.schemas import ServiceSettings
 
 logger = logging.getLogger("tweetguard.guard")
@@ -95,6 +96,12 @@ def check_texts(req: Any, settings: ServiceSettings) -> None:
             # JSON can spell them (\ud800) but they are not Unicode text; BentoML's parser rejects them too.
             raise Refusal(400, f"{field}: contains a lone UTF-16 surrogate, not valid Unicode", param=field,
                           code="invalid_unicode")
+    if getattr(req, "explain", False):
+        words = sum(len(split_words(t)) for t in texts)
+        if words > settings.explain_max_words:
+            raise Refusal(400, f"explain: {words} words in this request, the limit is {settings.explain_max_words} "
+                          "words explained per request (TWEETGUARD_EXPLAIN_MAX_WORDS); send fewer texts",
+                          param="explain", code="too_many_words")
 
 
 class RequestGuard:

@@ -22,6 +22,7 @@ from pydantic import (
 
 from serving.fastpath import AUTO, PATHS
 from serving.policies import POLICIES
+from serving.reasons import METHODS, SERVED_METHODS
 
 ENV_PREFIX = "TWEETGUARD_"
 
@@ -67,6 +68,11 @@ class ServiceSettings(BaseModel):
     cache_size: int = Field(
         10_000, ge=0, description="exact-repeat cache: texts whose scores are kept (LRU keyed by model version and "
         "normalized text, serving.cache); 0 = off"
+    )
+    explain_top_k: int = Field(5, gt=0, description="reasons: the most words listed per policy and text")
+    explain_max_words: int = Field(
+        256, gt=0, description="reasons: the most words explained in one request (all its texts); each is one more "
+        "text scored (serving.reasons), so more is refused with 400"
     )
 
     @field_validator("predict_path")
@@ -163,7 +169,23 @@ class ClassifyRequest(BaseModel):
         examples=[{"violence": 0.3, "abusive": {"review": 0.5, "remove": 0.95}}],
     )
 
+    explain: Annotated[bool, Strict()] = Field(
+        False, description="add `reasons` to each result: per policy, the words that drove its score (occlusion: "
+        "each word deleted, scored in the same batch as the text; serving.reasons)"
+    )
+    explain_method: str = Field("occlusion", description="how reasons are computed; the service runs occlusion "
+                                "(integrated_gradients is offline: `tweetguard explain`)")
+
     _thresholds = field_validator("thresholds")(_check_thresholds)
+
+    @field_validator("explain_method")
+    @classmethod
+    def _served_method(cls, value: str) -> str:
+        if value not in SERVED_METHODS:
+            offline = " (offline only: `tweetguard explain --method`)" if value in METHODS else ""
+            raise ValueError(f"explain_method {value!r} is not served{offline}; served methods are "
+                             f"{list(SERVED_METHODS)}")
+        return value
 
     @model_validator(mode="after")
     def _one_of(self) -> ClassifyRequest:
@@ -225,6 +247,16 @@ class ModerationRequest(BaseModel):
         return "input" if isinstance(self.input, str) else f"input[{i}]"
 
 
+class WordSpan(BaseModel):
+    word: str = Field(description="a maximal run of non-space characters of the text as sent")
+    start: int = Field(description="character offset of the word in the text as sent (text[start:end] == word)")
+    end: int
+
+
+class WordReason(WordSpan):
+    contribution: float = Field(description="the policy's calibrated score minus its score without this word")
+
+
 class TextResult(BaseModel):
     scores: dict[str, float] = Field(description="calibrated probability per policy")
     flags: dict[str, bool] = Field(description="probability >= threshold, per policy")
@@ -232,6 +264,14 @@ class TextResult(BaseModel):
         description="per policy, the most severe decision tier the probability reaches: none, review or remove"
     )
     truncated: bool = Field(description="the text was longer than the model window; its tail was not scored")
+    reasons: dict[str, list[WordReason]] = Field(
+        default_factory=dict, description="with explain: per policy, the words with the highest contribution to "
+        "its calibrated score (the score minus the score without the word), highest first; {} otherwise"
+    )
+    words_outside_window: list[WordSpan] = Field(
+        default_factory=list, description="with explain: words past the model window (not scored, so not "
+        "attributed); [] otherwise"
+    )
 
 
 class ModelInfo(BaseModel):

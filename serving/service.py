@@ -30,6 +30,7 @@ from serving.metrics import record_cache, record_model, record_model_call, recor
 from serving.moderation import moderation_response
 from serving.policies import POLICIES
 from serving.preprocess import normalize_tweet
+from serving.reasons import occlusion_plan, occlusion_reasons
 from serving.schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -115,9 +116,11 @@ class TweetGuard:
         return [ScoredText(scores=[r["scores"][p] for p in POLICIES], truncated=r["truncated"]) for r in rows]
 
     async def _score(self, texts: list[str], thresholds: dict[str, float], tiers: dict[str, dict[str, float | None]],
-                     endpoint: str) -> list[TextResult] | JSONResponse:
+                     endpoint: str, explain: bool = False) -> list[TextResult] | JSONResponse:
         if SETTINGS.log_texts:
             logger.info("texts: %r", texts)
+        if explain:
+            return await self._explained(texts, thresholds, tiers, endpoint)
         cache = self.score_cache
         keys = [(self.version, normalize_tweet(t)) for t in texts] if cache is not None else []
         rows: list[ScoredText | None] = [cache.get(k) for k in keys] if cache is not None else [None] * len(texts)
@@ -133,11 +136,38 @@ class TweetGuard:
                 rows[i] = row
                 if cache is not None:
                     cache.put(keys[i], rows[i])
+        return self._results(texts, rows, thresholds, tiers, endpoint)
+
+    async def _explained(self, texts: list[str], thresholds: dict[str, float],
+                         tiers: dict[str, dict[str, float | None]], endpoint: str) -> list[TextResult] | JSONResponse:
+        """Scores with reasons (serving.reasons, occlusion): each text and its copies without one word go to the
+        batcher together (they count in its wait estimate); the text's own row is the score returned, so the
+        reasons explain exactly that score. The exact-repeat cache is not used."""
+        plans = [occlusion_plan(t, self.predictor.tokenizer, self.card.max_length) for t in texts]
+        try:
+            fetched = await self.batcher.score([x for _, _, batch in plans for x in batch])
+        except Overloaded as e:
+            return Refusal(503, str(e), code="overloaded", headers={"Retry-After": "1"}).response()
+        rows, reasons, at = [], [], 0
+        for text, (words, n_inside, batch) in zip(texts, plans):
+            block, at = fetched[at:at + len(batch)], at + len(batch)
+            found = occlusion_reasons(text, words, n_inside, [r.scores for r in block], SETTINGS.explain_top_k)
+            if list(found.score.values()) != block[0].scores:  # the reasons explain the score returned
+                raise AssertionError("occlusion: the unmasked copy's score is not the score returned")
+            rows.append(block[0])
+            reasons.append(found)
+        return self._results(texts, rows, thresholds, tiers, endpoint, reasons)
+
+    def _results(self, texts: list[str], rows: list, thresholds: dict[str, float],
+                 tiers: dict[str, dict[str, float | None]], endpoint: str, reasons: list | None = None
+                 ) -> list[TextResult]:
         results = []
-        for row in rows:
+        for i, row in enumerate(rows):
             scores = dict(zip(POLICIES, row.scores))
             flags, actions = decide(scores, thresholds, tiers)  # the card's rule, as the Predictor applies it
-            results.append(TextResult(scores=scores, flags=flags, actions=actions, truncated=row.truncated))
+            extra = {} if reasons is None else {"reasons": reasons[i].policies,
+                                                "words_outside_window": reasons[i].outside_window}
+            results.append(TextResult(scores=scores, flags=flags, actions=actions, truncated=row.truncated, **extra))
         record_results(results, endpoint)
         if self.score_log is not None:
             self.score_log.write(texts, results, endpoint)
@@ -148,13 +178,15 @@ class TweetGuard:
                          thresholds_source=source, max_length=self.card.max_length)
 
     @bentoml.api(route="/classify", input_spec=ClassifyRequest)
-    async def classify(self, texts=None, text=None, thresholds=None) -> ClassifyResponse:
-        """Per text: calibrated probability, flag and action of every policy; model name, version, thresholds
-        and tiers once."""
-        req = ClassifyRequest(texts=texts, text=text, thresholds=thresholds)
+    async def classify(self, texts=None, text=None, thresholds=None, explain=False,
+                       explain_method="occlusion") -> ClassifyResponse:
+        """Per text: calibrated probability, flag and action of every policy (with `explain`, the words that drove
+        each score); model name, version, thresholds and tiers once."""
+        req = ClassifyRequest(texts=texts, text=text, thresholds=thresholds, explain=explain,
+                              explain_method=explain_method)
         flag_overrides, tier_overrides = split_overrides(req.thresholds)
         used, tiers = self.predictor.thresholds(flag_overrides), self.predictor.tiers(tier_overrides)
-        results = await self._score(req.items(), used, tiers, "classify")
+        results = await self._score(req.items(), used, tiers, "classify", explain=req.explain)
         if isinstance(results, JSONResponse):
             return results  # type: ignore[return-value]
         source = "request" if req.thresholds else "policy_card"

@@ -230,3 +230,38 @@ def test_resolve_mlflow_run_and_registry_refs(
         resolve_model_ref("models:/tweetguard/Production", tracking_uri=uri)  # stages are gone in MLflow 3
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # no explicit URI: the environment's store
     assert (resolve_model_ref("models:/tweetguard@champion", dst_path=tmp_path / "env") / "config.json").is_file()
+
+
+# -- reasons: predict --explain and tweetguard explain -----------------------------------------------------------
+def test_predict_explain_adds_the_reasons_of_each_policy(tiny_artifact, expected, tmp_path):
+    from serving.reasons import explain
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(TEXTS)), encoding="utf-8")
+    assert _run("--model", tiny_artifact, "--input", src, "--output", tmp_path / "out.jsonl", "--explain",
+                "--top-k", "2") == 0
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    _assert_scores(rows, expected)
+    want = explain(Predictor.load(tiny_artifact), TEXTS, top_k=2)
+    for row, w in zip(rows, want):
+        for p in POLICIES:
+            assert [r["word"] for r in row[f"{p}_reasons"]] == [r["word"] for r in w.policies[p]]
+            assert all(row["text"][r["start"]:r["end"]] == r["word"] for r in row[f"{p}_reasons"])
+    assert _run("--model", tiny_artifact, "--input", src, "--output", tmp_path / "plain.csv") == 0
+    assert not any(c.endswith("_reasons") for c in _read_delimited(tmp_path / "plain.csv")[0])
+
+
+def test_explain_command_marks_the_words_and_prints_json(tiny_artifact, tmp_path, capsys):
+    assert main(["explain", "--model", str(tiny_artifact), "--text", TEXTS[0], "--text", TEXTS[3], "--top-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("text: ") == 2 and "\033[" not in out  # not a terminal: plain markers
+    assert all(f"  {p}" in out for p in POLICIES) and ("[stupid " in out or "[idiot " in out)
+    src = _write_delimited(tmp_path / "in.tsv", [["text"], *[[t] for t in TEXTS]], "\t")
+    assert main(["explain", "--model", str(tiny_artifact), "--input", str(src), "--json",
+                 "--method", "integrated_gradients"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["text"] for x in lines] == TEXTS and all(x["method"] == "integrated_gradients" for x in lines)
+    bad = _write_delimited(tmp_path / "bad.csv", [["text"], ["ok"], [""]], ",")
+    assert main(["explain", "--model", str(tiny_artifact), "--input", str(bad)]) == 2
+    assert "bad.csv:3: 'text' is empty" in capsys.readouterr().err
+    assert main(["explain", "--model", str(tiny_artifact), "--text", "a", "--top-k", "0"]) == 2

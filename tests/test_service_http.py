@@ -21,7 +21,8 @@ from serving.predictor import Predictor
 
 pytestmark = pytest.mark.integration
 
-LIMITS = {"TWEETGUARD_MAX_TEXTS": "8", "TWEETGUARD_MAX_CHARS": "300", "TWEETGUARD_MAX_BODY_BYTES": "20000"}
+LIMITS = {"TWEETGUARD_MAX_TEXTS": "8", "TWEETGUARD_MAX_CHARS": "300", "TWEETGUARD_MAX_BODY_BYTES": "20000",
+          "TWEETGUARD_EXPLAIN_MAX_WORDS": "48", "TWEETGUARD_EXPLAIN_TOP_K": "3"}
 TEXTS = ["you are a stupid idiot", "have a good day", "i will find you and hurt you", "@user go home", "love"]
 ODD = [
     "i will 🔪 you 😡",  # emoji
@@ -68,6 +69,30 @@ def test_classify_equals_offline_predictor(served, offline):
     assert body["model"]["name"] == card.model_name and body["model"]["thresholds"] == card.thresholds
     assert body["model"]["thresholds_source"] == "policy_card" and body["model"]["max_length"] == card.max_length
     assert body["model"]["tiers"] == card.tier_thresholds
+
+
+def test_explain_adds_reasons_that_explain_the_returned_score(served, offline):
+    """With explain, each result carries per policy the top words (offsets into the text as sent) and their
+    contributions, as serving.reasons computes offline; the scores are the plain request's; words past the
+    window are listed, not attributed; without explain there are none."""
+    from serving.reasons import explain
+
+    long_text = "you are a stupid idiot " * 7  # 35 words, past the tiny model's 32-token window
+    texts = ["you are a stupid idiot", "i will 🔪 you 😡", long_text]
+    r = httpx.post(served.url + "/classify", json={"texts": texts, "explain": True})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    _assert_same_scores(results, offline.predict(texts))
+    for text, got, want in zip(texts, results, explain(offline, texts, top_k=3)):
+        for policy in POLICIES:
+            assert [(x["word"], x["start"], x["end"]) for x in got["reasons"][policy]] == \
+                [(x["word"], x["start"], x["end"]) for x in want.policies[policy]]
+            for x, y in zip(got["reasons"][policy], want.policies[policy]):
+                assert text[x["start"]:x["end"]] == x["word"] and abs(x["contribution"] - y["contribution"]) < 1e-4
+        assert got["words_outside_window"] == want.outside_window
+    assert len(results[1]["reasons"]["violence"]) == 3 and results[2]["words_outside_window"]
+    plain = httpx.post(served.url + "/classify", json={"texts": texts}).json()["results"]
+    assert all(x["reasons"] == {} and x["words_outside_window"] == [] for x in plain)
 
 
 def test_tier_overrides_per_request(served, offline):
@@ -181,6 +206,12 @@ BAD = [  # (path, json payload or raw bytes, expected status, the field the reas
     ("/classify", {"texts": ["a"], "thresholds": {"violence": {"flag": "0.3"}}}, 400, "thresholds"),  # a string
     ("/classify", b'{"texts": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "body"),  # nesting past the parser
     ("/classify", b'{"text": "a", "thresholds": {"violence": ' + b"1" * 10_000 + b"}}", 400, "body"),  # int limit
+    ("/classify", {"texts": ["a"], "explain": "yes"}, 400, "explain"),
+    ("/classify", {"texts": ["a"], "explain": 1}, 400, "explain"),
+    ("/classify", {"texts": ["a"], "explain": True, "explain_method": "shap"}, 400, "explain_method"),
+    ("/classify", {"texts": ["a"], "explain": True, "explain_method": "integrated_gradients"}, 400, "explain_method"),
+    ("/classify", {"texts": ["one two three four five six seven eight nine ten"] * 5, "explain": True}, 400,
+     "explain"),  # 50 words, the limit is 48
     ("/v1/moderations", b'{"input": ' + b'{"a":' * 2500 + b"1" + b"}" * 2500 + b"}", 400, "body"),
     ("/v1/moderations", b'{"input": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "body"),
     ("/v1/moderations", {}, 400, "input"),

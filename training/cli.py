@@ -133,6 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="write rows without usable text with empty scores (default: fail listing them)")
+    p.add_argument("--explain", action="store_true",
+                   help="add <policy>_reasons columns: the words that drove each score (occlusion, serving.reasons)")
+    p.add_argument("--top-k", type=int, default=5, help="with --explain: words listed per policy (default: 5)")
+    _add_tracking_arg(p, "$MLFLOW_TRACKING_URI")
+
+    p = sub.add_parser("explain", help="show which words drove each policy's score, marked in the text")
+    _add_model_arg(p)
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--text", action="append", help="a text to explain (repeat for more)")
+    given.add_argument("--input", help="a .csv/.tsv/.jsonl file of texts")
+    p.add_argument("--text-column", default="text", help="with --input: the column holding the text (default: text)")
+    p.add_argument("--method", default="occlusion", choices=["occlusion", "integrated_gradients"],
+                   help="occlusion (what the service runs) or integrated_gradients (Captum, offline)")
+    p.add_argument("--top-k", type=int, default=5, help="words marked per policy (default: 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object per text instead of marked text")
     _add_tracking_arg(p, "$MLFLOW_TRACKING_URI")
     return parser
 
@@ -303,7 +318,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from training.release.predict import check_input, predict_job
 
     # The input is checked before torch is imported and the model fetched: its mistakes fail in a second.
-    job = check_input(args.input, args.output, text_column=args.text_column, skip_bad_rows=args.skip_bad_rows)
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    job = check_input(args.input, args.output, text_column=args.text_column, skip_bad_rows=args.skip_bad_rows,
+                      explain=args.explain)
     from transformers.utils import logging as hf_logging
 
     from serving.predictor import Predictor
@@ -312,12 +330,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model_dir = resolve_model_ref(args.model, tracking_uri=args.tracking_uri)
     predictor = Predictor.load(model_dir, batch_size=args.batch_size)
     print(f"model: {args.model} -> {model_dir}", file=sys.stderr)
-    summary = predict_job(predictor, job)
+    summary = predict_job(predictor, job, explain_top_k=args.top_k if args.explain else None)
     if summary.bad_rows:
         print(f"skipped {len(summary.bad_rows)} bad rows (empty scores):\n"
               f"{describe_bad_rows(summary.bad_rows, job.input_path)}", file=sys.stderr)
     print(f"wrote {summary.rows} rows to {summary.output}: {summary.scored} scored, "
           f"{len(summary.bad_rows)} skipped, {summary.truncated} truncated", file=sys.stderr)
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from training.tracking.refs import resolve_model_ref
+    from training.release.explain import explain_texts
+    from training.release.predict import input_texts
+
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    texts = args.text if args.text is not None else input_texts(args.input, args.text_column)
+    from transformers.utils import logging as hf_logging
+
+    from serving.predictor import Predictor
+
+    hf_logging.disable_progress_bar()
+    model_dir = resolve_model_ref(args.model, tracking_uri=args.tracking_uri)
+    explain_texts(Predictor.load(model_dir), texts, method=args.method, top_k=args.top_k, as_json_lines=args.json)
     return 0
 
 
@@ -334,6 +370,7 @@ COMMANDS = {
     "package": _cmd_package,
     "serve": _cmd_serve,
     "predict": _cmd_predict,
+    "explain": _cmd_explain,
 }
 
 

@@ -1,6 +1,7 @@
 """Batch prediction of a file (`tweetguard predict`): read a table, score its text column through the Predictor,
 write the input columns plus `<policy>_probability`, `<policy>_flagged` and `<policy>_action` (none / review /
-remove, the policy card's decision tiers) for every policy, in POLICIES order.
+remove, the policy card's decision tiers) for every policy, in POLICIES order; with `--explain`, also
+`<policy>_reasons` (the top words and their contributions, serving.reasons).
 
 Formats by extension: .csv, .tsv, .jsonl (input and output). A row whose text is missing, empty, or not a
 string is a bad row, reported with its file and line. Strict by default: any bad row fails the command before
@@ -21,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from serving.policies import POLICIES, output_columns, output_row
+from serving.reasons import explain
+from training.release.explain import reasons_cells
 from training.data.tables import FORMATS, PREDICT, BadInputRow, describe_bad_rows, table_format
 
 if TYPE_CHECKING:  # torch is imported only when scoring starts: input errors fail fast
@@ -161,7 +164,8 @@ class Job:
 
 
 def check_input(
-    input_path: str | Path, output_path: str | Path, *, text_column: str = "text", skip_bad_rows: bool = False
+    input_path: str | Path, output_path: str | Path, *, text_column: str = "text", skip_bad_rows: bool = False,
+    explain: bool = False,
 ) -> Job:
     """Read and validate the input; raises (naming file, line, column) on anything that would stop scoring."""
     input_path, output_path = Path(input_path), Path(output_path)
@@ -169,7 +173,8 @@ def check_input(
     if output_path.resolve() == input_path.resolve():
         raise ValueError(f"--output {output_path} is the input file; write the scores to a new file")
     table = read_input(input_path)
-    clash = [c for c in output_columns(POLICIES) if c in table.columns]
+    clash = [c for c in output_columns(POLICIES) + (list(reasons_cells(None)) if explain else [])
+             if c in table.columns]
     if clash:
         raise ValueError(f"{input_path}: already has output columns {clash} (an earlier output?); drop them")
     bad = find_bad_rows(table, text_column, input_path)
@@ -184,8 +189,10 @@ def check_input(
     return Job(input_path, output_path, out_format, text_column, table, bad, good)
 
 
-def predict_job(predictor: Predictor, job: Job, *, progress: bool | None = None) -> PredictSummary:
-    """Score the good rows and write the output (atomically)."""
+def predict_job(predictor: Predictor, job: Job, *, progress: bool | None = None,
+                explain_top_k: int | None = None) -> PredictSummary:
+    """Score the good rows and write the output (atomically). `explain_top_k`: also `<policy>_reasons` columns
+    (serving.reasons, occlusion), that many words per policy."""
     table, column = job.table, job.text_column
     scores: dict[int, dict[str, Any]] = {}
     truncated = 0
@@ -193,13 +200,27 @@ def predict_job(predictor: Predictor, job: Job, *, progress: bool | None = None)
     with tqdm(total=len(job.good), unit="text", desc="scoring", disable=disable) as bar:
         for start in range(0, len(job.good), CHUNK):
             idx = job.good[start : start + CHUNK]
-            for i, result in zip(idx, predictor.predict([table.rows[i][column] for i in idx])):
-                scores[i] = result
+            texts = [table.rows[i][column] for i in idx]
+            found = explain(predictor, texts, top_k=explain_top_k) if explain_top_k else [None] * len(idx)
+            for i, result, reasons in zip(idx, predictor.predict(texts), found):
+                scores[i] = {**result, "reasons": reasons}
                 truncated += result["truncated"]
             bar.update(len(idx))
-    columns = table.columns + output_columns(predictor.policies)
+    columns = table.columns + output_columns(predictor.policies) + (list(reasons_cells(None)) if explain_top_k
+                                                                    else [])
     _write(job.output_path, job.output_format, columns, _output_rows(table, scores, predictor.policies))
     return PredictSummary(job.output_path, len(table.rows), len(scores), truncated, job.bad_rows)
+
+
+def input_texts(input_path: str | Path, text_column: str = "text") -> list[str]:
+    """The texts of a .csv/.tsv/.jsonl file (`tweetguard explain --input`); any bad row fails, naming its line."""
+    input_path = Path(input_path)
+    table = read_input(input_path)
+    bad = find_bad_rows(table, text_column, input_path)
+    if bad:
+        raise ValueError(f"{input_path}: {len(bad)} of {len(table.rows)} rows have no usable text in column "
+                         f"{text_column!r}:\n{describe_bad_rows(bad, input_path)}")
+    return [row[text_column] for row in table.rows]
 
 
 def predict_file(
@@ -222,6 +243,8 @@ def _output_rows(
     for i, row in enumerate(table.rows):
         out = dict(row or {})
         out.update(output_row(scores.get(i), policies))
+        if i in scores and scores[i]["reasons"] is not None:
+            out.update(reasons_cells(scores[i]["reasons"]))
         yield out
 
 
