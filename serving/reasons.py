@@ -26,6 +26,7 @@ from serving.policies import POLICIES
 from serving.preprocess import normalize_tweet
 
 METHODS = ("occlusion", "integrated_gradients")
+STATEMENT_SCHEMA_VERSION = 1  # statement_of_reasons' fields; bump on any change (docs/serving.md)
 SERVED_METHODS = ("occlusion",)
 _WORD = re.compile(r"\S+")
 
@@ -122,3 +123,25 @@ def explain(predictor, texts: Sequence[str], *, method: str = "occlusion", top_k
         words, n_inside, batch = occlusion_plan(text, predictor.tokenizer, predictor.max_length)
         out.append(occlusion_reasons(text, words, n_inside, score(batch), top_k))
     return out
+
+
+def statement_of_reasons(policy: str, *, score: float, flagged: bool, action: str, flag_threshold: float,
+                         tier_thresholds: dict, words: list[dict], card, version: str,
+                         decision_id: str | None = None) -> dict:
+    """The statement of reasons for one text and policy (what a moderation tool tells an author, cf. the EU
+    Digital Services Act's article 17): the policy and its definition, the decision (flag, action, the thresholds
+    used), the calibrated score, the words that drove it, the model and its policy card version, the decision id
+    when the service issues one, and that the score was automated while `review` means a person decides.
+    Versioned by STATEMENT_SCHEMA_VERSION beside the policy card's schema."""
+    human = {"review": "queued for a person, who decides; nothing is done to the post by the model alone",
+             "remove": "the model's score reached the remove tier: an automated decision, open to appeal",
+             "none": "no tier reached: the model takes no action"}[action]
+    return {
+        "schema_version": STATEMENT_SCHEMA_VERSION, "policy": policy,
+        "policy_definition": card.policy(policy).description,
+        "score": score, "score_meaning": "calibrated probability that the text violates the policy",
+        "flagged": flagged, "action": action, "flag_threshold": flag_threshold,
+        "tier_thresholds": dict(tier_thresholds), "top_words": words, "automated": True, "human_review": human,
+        "model": {"name": card.model_name, "version": version, "policy_card_schema": card.schema_version},
+        "decision_id": decision_id,
+    }

@@ -268,6 +268,11 @@ class TextResult(BaseModel):
         default_factory=dict, description="with explain: per policy, the words with the highest contribution to "
         "its calibrated score (the score minus the score without the word), highest first; {} otherwise"
     )
+    statements: list[dict] = Field(
+        default_factory=list, description="with explain: a statement of reasons (serving.reasons."
+        "statement_of_reasons, schema_version 1) for each policy the text is flagged for or has an action on; [] "
+        "otherwise"
+    )
     words_outside_window: list[WordSpan] = Field(
         default_factory=list, description="with explain: words past the model window (not scored, so not "
         "attributed); [] otherwise"

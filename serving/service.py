@@ -30,7 +30,7 @@ from serving.metrics import record_cache, record_model, record_model_call, recor
 from serving.moderation import moderation_response
 from serving.policies import POLICIES
 from serving.preprocess import normalize_tweet
-from serving.reasons import occlusion_plan, occlusion_reasons
+from serving.reasons import occlusion_plan, occlusion_reasons, statement_of_reasons
 from serving.schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -165,8 +165,12 @@ class TweetGuard:
         for i, row in enumerate(rows):
             scores = dict(zip(POLICIES, row.scores))
             flags, actions = decide(scores, thresholds, tiers)  # the card's rule, as the Predictor applies it
-            extra = {} if reasons is None else {"reasons": reasons[i].policies,
-                                                "words_outside_window": reasons[i].outside_window}
+            extra = {} if reasons is None else {
+                "reasons": reasons[i].policies, "words_outside_window": reasons[i].outside_window,
+                "statements": [statement_of_reasons(
+                    p, score=scores[p], flagged=flags[p], action=actions[p], flag_threshold=thresholds[p],
+                    tier_thresholds=tiers[p], words=reasons[i].policies[p], card=self.card, version=self.version)
+                    for p in POLICIES if flags[p] or actions[p] != "none"]}
             results.append(TextResult(scores=scores, flags=flags, actions=actions, truncated=row.truncated, **extra))
         record_results(results, endpoint)
         if self.score_log is not None:

@@ -91,8 +91,20 @@ def test_explain_adds_reasons_that_explain_the_returned_score(served, offline):
                 assert text[x["start"]:x["end"]] == x["word"] and abs(x["contribution"] - y["contribution"]) < 1e-4
         assert got["words_outside_window"] == want.outside_window
     assert len(results[1]["reasons"]["violence"]) == 3 and results[2]["words_outside_window"]
+    card = offline.card
+    for got in results:  # a statement of reasons for each policy flagged or acted on, and only those
+        acted = [p for p in POLICIES if got["flags"][p] or got["actions"][p] != "none"]
+        assert [s["policy"] for s in got["statements"]] == acted
+        for s in got["statements"]:
+            p = s["policy"]
+            assert s["schema_version"] == 1 and s["automated"] is True and s["decision_id"] is None
+            assert s["score"] == got["scores"][p] and s["action"] == got["actions"][p]
+            assert s["flag_threshold"] == card.thresholds[p] and s["tier_thresholds"] == card.tier_thresholds[p]
+            assert s["top_words"] == got["reasons"][p] and s["policy_definition"] == card.policy(p).description
+            assert s["model"]["policy_card_schema"] == card.schema_version and s["model"]["version"]
+    assert any(r["statements"] for r in results)
     plain = httpx.post(served.url + "/classify", json={"texts": texts}).json()["results"]
-    assert all(x["reasons"] == {} and x["words_outside_window"] == [] for x in plain)
+    assert all(x["reasons"] == {} and x["words_outside_window"] == [] and x["statements"] == [] for x in plain)
 
 
 def test_tier_overrides_per_request(served, offline):
