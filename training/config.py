@@ -319,9 +319,19 @@ class TierTargets(Section):
         return self
 
 
+# Per policy, the default targets that differ from TierTargets': at the default 3% deployment prevalence no
+# harassment threshold reaches review precision 0.6 or 0.5 on validation (best 0.484), so its review target is
+# 0.4 (docs/experiments/2026-12-06-deployment-prevalence.md).
+TIER_TARGET_DEFAULTS: dict[str, dict[str, float]] = {"harassment": {"review": 0.4}}
+
 # One TierTargets per policy, fields named from POLICIES (so `calibration.tiers.violence.remove=0.8` works).
+# A policy with its own defaults gets a TierTargets subclass, so a partial override (`...harassment.remove=0.8`)
+# keeps that policy's other defaults.
+_TARGETS = {p: create_model(f"TierTargets_{p}", __base__=TierTargets, **{
+    tier: (float | None, Field(value, gt=0, le=1, description=f"precision target of the {tier} tier"))
+    for tier, value in TIER_TARGET_DEFAULTS.get(p, {}).items()}) for p in POLICIES}
 TiersConfig = create_model(
-    "TiersConfig", __base__=Section, **{p: (TierTargets, Field(default_factory=TierTargets)) for p in POLICIES}
+    "TiersConfig", __base__=Section, **{p: (_TARGETS[p], Field(default_factory=_TARGETS[p])) for p in POLICIES}
 )
 
 
