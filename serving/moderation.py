@@ -69,6 +69,9 @@ def moderation_result(result: TextResult) -> dict:
             "actions": result.actions,
             "truncated": result.truncated,
             "unmodeled": list(UNMODELED),
+            # Asked for with {"tweetguard": {"explain": true}}: the same reasons and statements as /classify's.
+            **({"reasons": result.model_dump()["reasons"], "statements": result.statements,
+                "words_outside_window": result.model_dump()["words_outside_window"]} if result.reasons else {}),
         },
     }
 

@@ -228,6 +228,17 @@ _INPUT_SCHEMA = {"anyOf": [{"type": "string"},
                            {"type": "array", "items": {"anyOf": [{"type": "string"}, _TEXT_PART]}}]}
 
 
+class ModerationOptions(BaseModel):
+    """The `tweetguard` extension of a moderation request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    explain: Annotated[bool, Strict()] = Field(
+        False, description="add reasons and statements of reasons to each result's `tweetguard` extra (as "
+        "/classify's explain: occlusion)"
+    )
+
+
 class ModerationRequest(BaseModel):
     """The OpenAI ``POST /v1/moderations`` request: ``input`` is a string, strings, or text parts."""
 
@@ -237,8 +248,16 @@ class ModerationRequest(BaseModel):
         ..., description="text(s) to classify (text parts are also accepted)", examples=[["i will find you"]]
     )
     model: str | None = Field(None, description="accepted for compatibility; the served model answers")
+    tweetguard: ModerationOptions | None = Field(
+        None, description="tweetguard's extension (OpenAI clients: extra_body={\"tweetguard\": {...}}); absent = "
+        "the plain OpenAI behaviour", examples=[{"explain": True}]
+    )
 
     _input = field_validator("input", mode="before")(_moderation_input)
+
+    @property
+    def explain(self) -> bool:
+        return self.tweetguard is not None and self.tweetguard.explain
 
     def items(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else self.input

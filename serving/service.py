@@ -197,10 +197,12 @@ class TweetGuard:
         return ClassifyResponse(model=self._model_info(used, tiers, source), results=results)
 
     @bentoml.api(route="/v1/moderations", input_spec=ModerationRequest)
-    async def moderations(self, input, model=None) -> dict:  # noqa: A002 - OpenAI's field name
-        """OpenAI-compatible moderation: `harassment`, `harassment/threatening`, `violence` mapped from ours."""
-        req = ModerationRequest(input=input, model=model)
-        results = await self._score(req.items(), self.card.thresholds, self.card.tier_thresholds, "moderations")
+    async def moderations(self, input, model=None, tweetguard=None) -> dict:  # noqa: A002 - OpenAI's field name
+        """OpenAI-compatible moderation: `harassment`, `harassment/threatening`, `violence` mapped from ours
+        (`tweetguard: {"explain": true}` adds reasons to each result's `tweetguard` extra)."""
+        req = ModerationRequest(input=input, model=model, tweetguard=tweetguard)
+        results = await self._score(req.items(), self.card.thresholds, self.card.tier_thresholds, "moderations",
+                                    explain=req.explain)
         if isinstance(results, JSONResponse):
             return results  # type: ignore[return-value]
         return moderation_response(results, model=str(self.model.tag))  # the exact model store tag

@@ -168,6 +168,14 @@ def test_moderations_with_openai_client(served, offline):
     assert len(single.results) == 1 and single.model.startswith("tweetguard:")
     with pytest.raises(openai.BadRequestError, match="input"):
         client.moderations.create(input=[])
+    assert "reasons" not in ours  # plain OpenAI behaviour unless the extension asks
+    explained = client.moderations.create(input=TEXTS[:2], extra_body={"tweetguard": {"explain": True}})
+    classify = httpx.post(served.url + "/classify", json={"texts": TEXTS[:2], "explain": True}).json()["results"]
+    for result, want in zip(explained.results, classify):
+        ours = result.model_extra["tweetguard"]
+        assert ours["reasons"] == want["reasons"] and ours["statements"] == want["statements"]
+    with pytest.raises(openai.BadRequestError, match="tweetguard"):
+        client.moderations.create(input="a", extra_body={"tweetguard": {"explain": "yes"}})
 
 
 def test_moderations_raw_response_validates(served):
@@ -232,6 +240,10 @@ BAD = [  # (path, json payload or raw bytes, expected status, the field the reas
     ("/v1/moderations", {"input": ["ok", 7]}, 400, "input[1]"),
     ("/v1/moderations", {"input": [{"type": "image_url", "image_url": {"url": "http://x/y"}}]}, 400, "input[0]"),
     ("/v1/moderations", {"input": "a", "user": "u1"}, 400, "user"),
+    ("/v1/moderations", {"input": "a", "tweetguard": {"explain": 1}}, 400, "tweetguard"),
+    ("/v1/moderations", {"input": "a", "tweetguard": {"why": True}}, 400, "tweetguard"),
+    ("/v1/moderations", {"input": ["one two three four five six seven eight nine ten"] * 5,
+                         "tweetguard": {"explain": True}}, 400, "explain"),
 ]
 
 
