@@ -7,6 +7,7 @@ clone without `ipykernel install`. Parameters go in through environment variable
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -75,6 +76,9 @@ def test_evaluation_notebook_runs(notebook_env):
     assert "| abusive |" in text and "ECE calibrated" in text
     assert any(o.get("data", {}).get("image/png") for c in nb.cells for o in c.get("outputs", []))
     assert (notebook_env / "reports" / "tweetguard-v1-validation" / "report.md").is_file()
+    # the reasons section: worst errors with their words marked, identity terms in benign sentences
+    assert "**abusive: false positives**" in text and re.search(r"\[\S+ [+-]\d\.\d\d\]", text)
+    assert "abusive_term_contribution" in text and "women" in text
 
 
 @pytest.mark.integration  # a Jupyter kernel runs the notebook (slow)

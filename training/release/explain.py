@@ -71,3 +71,55 @@ def explain_texts(predictor, texts: list[str], *, method: str, top_k: int, as_js
     colour = use_colour(out)
     for text, result, reasons in zip(texts, results, explain(predictor, texts, method=method, top_k=top_k)):
         print(as_json(text, result, reasons) if as_json_lines else render(text, result, reasons, colour), file=out)
+
+
+# Benign sentences that only mention an identity (written here from docs/policies.md: an identity mention is not
+# abuse); `{term}` is an identity term of evaluation.identity_terms. Used by identity_contributions only.
+BENIGN_TEMPLATES = ("i am {term}", "my neighbour is {term}", "we had dinner with our {term} friends",
+                    "the new teacher is {term}")
+
+
+def error_reasons(predictor, errors: dict, *, per_kind: int = 3, top_k: int = 3) -> str:
+    """Markdown: for each policy's worst errors (`tweetguard evaluate`'s report["errors"]), the texts with that
+    policy's top words marked (occlusion, as served): why a false positive was flagged, what a miss scored on."""
+    from serving.reasons import explain
+
+    out = []
+    for policy, kinds in errors.items():
+        for kind, rows in kinds.items():
+            texts = [r["text"] for r in rows[:per_kind]]
+            if not texts:
+                continue
+            out.append(f"**{policy}: {kind.replace('_', ' ')}**\n")
+            for row, reasons in zip(rows, explain(predictor, texts, top_k=top_k)):
+                out.append(f"- {row['score']:.3f} ({row['source']}): {mark(row['text'], reasons.policies[policy], False)}")
+            out.append("")
+    return "\n".join(out)
+
+
+def identity_contributions(predictor, terms: dict[str, dict[str, list[str]]], *, per_subgroup: int = 2,
+                           templates: tuple[str, ...] = BENIGN_TEMPLATES) -> list[dict]:
+    """Per identity subgroup (its first `per_subgroup` terms, each in every benign template): the mean score and
+    the mean occlusion contribution of the identity term's words to each policy. A term that pushes a benign
+    sentence's abusive score up is a learned identity bias."""
+    from serving.reasons import explain
+
+    rows = []
+    for category, groups in terms.items():
+        for subgroup, group_terms in groups.items():
+            texts, spans = [], []
+            for term in group_terms[:per_subgroup]:
+                for template in templates:
+                    text = template.format(term=term)
+                    start = template.index("{term}")
+                    texts.append(text)
+                    spans.append((start, start + len(term)))
+            found = explain(predictor, texts, top_k=10_000)
+            row = {"category": category, "subgroup": subgroup, "texts": len(texts)}
+            for p in POLICIES:
+                row[f"{p}_score"] = float(sum(r.score[p] for r in found) / len(found))
+                row[f"{p}_term_contribution"] = float(sum(
+                    sum(w["contribution"] for w in r.policies[p] if a <= w["start"] < b)
+                    for r, (a, b) in zip(found, spans)) / len(found))
+            rows.append(row)
+    return rows
