@@ -12,6 +12,8 @@ the calibrated score's difference from the baseline's, as occlusion's are differ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -37,7 +39,10 @@ def word_pieces(words: list[Word], tokenizer, max_length: int) -> tuple[list[int
     return ids + [tokenizer.sep_token_id], owner + [-1], n_inside
 
 
-def integrated_gradients_reasons(predictor, texts: list[str], *, top_k: int = 5) -> list[Reasons]:
+def integrated_gradients_reasons(predictor, texts: list[str], *, top_k: int = 5,
+                                 policies: Sequence[str] | None = None) -> list[Reasons]:
+    """Reasons by integrated gradients for `policies` (default all; the others' lists stay empty: each policy is
+    one attribution pass)."""
     from captum.attr import LayerIntegratedGradients
 
     from serving.modeling import load_model
@@ -63,7 +68,7 @@ def integrated_gradients_reasons(predictor, texts: list[str], *, top_k: int = 5)
             logits = torch.cat([forward(x, mask), forward(base, mask)]).double().numpy()  # [2, P]
         probs = calibrate(logits, predictor.card)
         contributions = np.zeros((n_inside, len(POLICIES)))
-        for j in range(len(POLICIES)):
+        for j in [POLICIES.index(p) for p in (policies or POLICIES)]:
             attr = lig.attribute(x, baselines=base, additional_forward_args=(mask,), target=j, n_steps=STEPS)
             per_token = attr.sum(-1)[0].detach().double().numpy()
             d_logit = logits[0, j] - logits[1, j]
@@ -71,7 +76,8 @@ def integrated_gradients_reasons(predictor, texts: list[str], *, top_k: int = 5)
             for t, o in enumerate(owner):
                 if o >= 0:
                     contributions[o, j] += per_token[t] * scale
+        ranked = rank(words[:n_inside], contributions, top_k)
         out.append(Reasons("integrated_gradients", dict(zip(POLICIES, map(float, probs[0]))),
-                           rank(words[:n_inside], contributions, top_k),
+                           {p: ranked[p] if p in (policies or POLICIES) else [] for p in POLICIES},
                            [{"word": w.word, "start": w.start, "end": w.end} for w in words[n_inside:]]))
     return out

@@ -105,10 +105,12 @@ def occlusion_plan(text: str, tokenizer, max_length: int) -> tuple[list[Word], i
 
 
 def explain(predictor, texts: Sequence[str], *, method: str = "occlusion", top_k: int = 5,
-            score: Callable[[list[str]], np.ndarray] | None = None) -> list[Reasons]:
+            score: Callable[[list[str]], np.ndarray] | None = None,
+            policies: Sequence[str] | None = None) -> list[Reasons]:
     """Reasons for each text by `method` (one of METHODS). `predictor`: a `serving.predictor.Predictor`;
-    `score` (occlusion only): calibrated probabilities of a list of texts, default `predictor.predict_proba`
-    (the service passes its batcher). Each text's occlusion copies are scored in one call with the text."""
+    `score` (occlusion only): calibrated probabilities of a list of texts, default `predictor.predict_proba`.
+    Each text's occlusion copies are scored in one call with the text. `policies` (integrated gradients only,
+    one pass each; occlusion gets every policy from the same batch): the policies to attribute, default all."""
     if method not in METHODS:
         raise ValueError(f"method {method!r}: methods are {METHODS}")
     if top_k < 1:
@@ -116,7 +118,7 @@ def explain(predictor, texts: Sequence[str], *, method: str = "occlusion", top_k
     if method == "integrated_gradients":
         from serving.gradients import integrated_gradients_reasons  # captum + torch model: offline only
 
-        return integrated_gradients_reasons(predictor, list(texts), top_k=top_k)
+        return integrated_gradients_reasons(predictor, list(texts), top_k=top_k, policies=policies)
     score = score or predictor.predict_proba
     out = []
     for text in texts:

@@ -105,3 +105,11 @@ def test_bad_calls_name_the_problem(tiny_artifact):
         explain(predictor, ["a"], top_k=0)
     empty = explain(predictor, [""])[0]
     assert all(v == [] for v in empty.policies.values()) and np.isfinite(list(empty.score.values())).all()
+
+
+def test_integrated_gradients_for_some_policies_only(tiny_artifact):
+    predictor = Predictor.load(tiny_artifact, path="reference")
+    one = explain(predictor, ["you kill ugly now"], method="integrated_gradients", policies=["violence"])[0]
+    full = explain(predictor, ["you kill ugly now"], method="integrated_gradients")[0]
+    assert one.policies["abusive"] == one.policies["harassment"] == [] and one.policies["violence"]
+    assert [r["word"] for r in one.policies["violence"]] == [r["word"] for r in full.policies["violence"]]

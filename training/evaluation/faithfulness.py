@@ -94,7 +94,7 @@ def faithfulness(predictor, texts: Sequence[str], policy: str, counts: Counter, 
     rankings: dict[str, list[list[int]]] = {r: [] for r in (*methods, "random", "lexicon")}
     all_words = []
     for method in methods:
-        found = explain(predictor, texts, method=method, top_k=10_000)
+        found = explain(predictor, texts, method=method, top_k=10_000, policies=[policy])
         for text, reasons in zip(texts, found):
             rankings[method].append(rank_by_reasons(split_words(text), reasons.policies[policy]))
     for i, text in enumerate(texts):
