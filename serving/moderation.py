@@ -68,6 +68,7 @@ def moderation_result(result: TextResult) -> dict:
             "flags": result.flags,
             "actions": result.actions,
             "truncated": result.truncated,
+            "decision_id": result.decision_id,
             "unmodeled": list(UNMODELED),
             # Asked for with {"tweetguard": {"explain": true}}: the same reasons and statements as /classify's.
             **({"reasons": result.model_dump()["reasons"], "statements": result.statements,

@@ -69,6 +69,10 @@ class ServiceSettings(BaseModel):
         10_000, ge=0, description="exact-repeat cache: texts whose scores are kept (LRU keyed by model version and "
         "normalized text, serving.cache); 0 = off"
     )
+    decision_key: str | None = Field(
+        None, description="secret that signs each result's decision_id (serving.decisions, HMAC-SHA256); unset = a "
+        "random key per process, so ids stop verifying at a restart (logged at start-up)"
+    )
     explain_top_k: int = Field(5, gt=0, description="reasons: the most words listed per policy and text")
     explain_max_words: int = Field(
         256, gt=0, description="reasons: the most words explained in one request (all its texts); each is one more "
@@ -283,6 +287,8 @@ class TextResult(BaseModel):
         description="per policy, the most severe decision tier the probability reaches: none, review or remove"
     )
     truncated: bool = Field(description="the text was longer than the model window; its tail was not scored")
+    decision_id: str = Field("", description="signed record of this decision (model version, the text's sha256, "
+                             "scores, thresholds and tiers used, time): serving.decisions; quote it to give feedback")
     reasons: dict[str, list[WordReason]] = Field(
         default_factory=dict, description="with explain: per policy, the words with the highest contribution to "
         "its calibrated score (the score minus the score without the word), highest first; {} otherwise"

@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse
 from serving.artifact import decide, verify_files
 from serving.batcher import MicroBatcher, Overloaded
 from serving.cache import ScoreCache
+from serving.decisions import DecisionSigner
 from serving.guard import Refusal, RequestGuard
 from serving.metrics import record_cache, record_model, record_model_call, record_results
 from serving.moderation import moderation_response
@@ -85,6 +86,10 @@ class TweetGuard:
                                         cache_dir=SETTINGS.cache_dir)
         self.card = self.predictor.card
         self.version = str(self.model.tag.version)
+        self.decisions = DecisionSigner(SETTINGS.decision_key)
+        if self.decisions.ephemeral:
+            logger.warning("TWEETGUARD_DECISION_KEY is not set: decision ids are signed with a random key and stop "
+                           "verifying when this process restarts")
         self.score_cache = ScoreCache(SETTINGS.cache_size) if SETTINGS.cache_size else None
         self.score_log = ScoreLog(SETTINGS.score_log, model_fields(self.card, self.version, self.model.path),
                                   log_texts=SETTINGS.log_texts) if SETTINGS.score_log else None
@@ -165,13 +170,16 @@ class TweetGuard:
         for i, row in enumerate(rows):
             scores = dict(zip(POLICIES, row.scores))
             flags, actions = decide(scores, thresholds, tiers)  # the card's rule, as the Predictor applies it
+            decision_id = self.decisions.issue(model=f"{self.card.model_name}:{self.version}", text=texts[i],
+                                               scores=scores, thresholds=thresholds, tiers=tiers)
             extra = {} if reasons is None else {
                 "reasons": reasons[i].policies, "words_outside_window": reasons[i].outside_window,
                 "statements": [statement_of_reasons(
                     p, score=scores[p], flagged=flags[p], action=actions[p], flag_threshold=thresholds[p],
-                    tier_thresholds=tiers[p], words=reasons[i].policies[p], card=self.card, version=self.version)
-                    for p in POLICIES if flags[p] or actions[p] != "none"]}
-            results.append(TextResult(scores=scores, flags=flags, actions=actions, truncated=row.truncated, **extra))
+                    tier_thresholds=tiers[p], words=reasons[i].policies[p], card=self.card, version=self.version,
+                    decision_id=decision_id) for p in POLICIES if flags[p] or actions[p] != "none"]}
+            results.append(TextResult(scores=scores, flags=flags, actions=actions, truncated=row.truncated,
+                                      decision_id=decision_id, **extra))
         record_results(results, endpoint)
         if self.score_log is not None:
             self.score_log.write(texts, results, endpoint)

@@ -15,6 +15,7 @@ import pytest
 from openai.types import ModerationCreateResponse
 
 from benchmarks.served import batch_sizes
+from serving.decisions import DecisionSigner, text_sha256
 from serving.moderation import map_scores
 from serving.policies import POLICIES
 from serving.predictor import Predictor
@@ -22,7 +23,7 @@ from serving.predictor import Predictor
 pytestmark = pytest.mark.integration
 
 LIMITS = {"TWEETGUARD_MAX_TEXTS": "8", "TWEETGUARD_MAX_CHARS": "300", "TWEETGUARD_MAX_BODY_BYTES": "20000",
-          "TWEETGUARD_EXPLAIN_MAX_WORDS": "48", "TWEETGUARD_EXPLAIN_TOP_K": "3"}
+          "TWEETGUARD_EXPLAIN_MAX_WORDS": "48", "TWEETGUARD_EXPLAIN_TOP_K": "3", "TWEETGUARD_DECISION_KEY": "test-key"}
 TEXTS = ["you are a stupid idiot", "have a good day", "i will find you and hurt you", "@user go home", "love"]
 ODD = [
     "i will 🔪 you 😡",  # emoji
@@ -69,6 +70,11 @@ def test_classify_equals_offline_predictor(served, offline):
     assert body["model"]["name"] == card.model_name and body["model"]["thresholds"] == card.thresholds
     assert body["model"]["thresholds_source"] == "policy_card" and body["model"]["max_length"] == card.max_length
     assert body["model"]["tiers"] == card.tier_thresholds
+    for text, result in zip(texts, body["results"]):  # each decision signed with the service's key
+        decided = DecisionSigner("test-key").verify(result["decision_id"])
+        assert decided["text_sha256"] == text_sha256(text) and decided["scores"] == result["scores"]
+        assert decided["thresholds"] == card.thresholds and decided["tiers"] == card.tier_thresholds
+        assert decided["model"] == f"{card.model_name}:{body['model']['version']}"
 
 
 def test_explain_adds_reasons_that_explain_the_returned_score(served, offline):
@@ -97,7 +103,7 @@ def test_explain_adds_reasons_that_explain_the_returned_score(served, offline):
         assert [s["policy"] for s in got["statements"]] == acted
         for s in got["statements"]:
             p = s["policy"]
-            assert s["schema_version"] == 1 and s["automated"] is True and s["decision_id"] is None
+            assert s["schema_version"] == 1 and s["automated"] is True and s["decision_id"] == got["decision_id"]
             assert s["score"] == got["scores"][p] and s["action"] == got["actions"][p]
             assert s["flag_threshold"] == card.thresholds[p] and s["tier_thresholds"] == card.tier_thresholds[p]
             assert s["top_words"] == got["reasons"][p] and s["policy_definition"] == card.policy(p).description
@@ -163,6 +169,7 @@ def test_moderations_with_openai_client(served, offline):
         assert result.flagged == any(want["flags"].values())
         ours = result.model_extra["tweetguard"]  # our own three scores ride along
         assert set(ours["unmodeled"]) >= {"hate", "sexual", "self-harm", "illicit"}
+        assert DecisionSigner("test-key").verify(ours["decision_id"])["scores"] == ours["scores"]
         assert ours["flags"] == want["flags"] and ours["actions"] == want["actions"]
     single = client.moderations.create(input=TEXTS[0], model="omni-moderation-latest")
     assert len(single.results) == 1 and single.model.startswith("tweetguard:")
@@ -173,7 +180,9 @@ def test_moderations_with_openai_client(served, offline):
     classify = httpx.post(served.url + "/classify", json={"texts": TEXTS[:2], "explain": True}).json()["results"]
     for result, want in zip(explained.results, classify):
         ours = result.model_extra["tweetguard"]
-        assert ours["reasons"] == want["reasons"] and ours["statements"] == want["statements"]
+        assert ours["reasons"] == want["reasons"]
+        drop = lambda st: [{k: v for k, v in x.items() if k != "decision_id"} for x in st]  # noqa: E731 (time)
+        assert drop(ours["statements"]) == drop(want["statements"])
     with pytest.raises(openai.BadRequestError, match="tweetguard"):
         client.moderations.create(input="a", extra_body={"tweetguard": {"explain": "yes"}})
 
