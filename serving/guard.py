@@ -27,6 +27,8 @@ from serving.openapi import DOCS_PATH, document
 from serving.reasons import split_words
 from serving.schemas import ServiceSettings
 
+FEEDBACK_PATH = "/feedback"
+
 logger = logging.getLogger("tweetguard.guard")
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -104,6 +106,16 @@ def check_texts(req: Any, settings: ServiceSettings) -> None:
                           param="explain", code="too_many_words")
 
 
+def check_feedback(req: Any, settings: ServiceSettings) -> None:
+    """The settings' limits on a verdict (the pydantic model checks types and shapes)."""
+    if req.note is not None and len(req.note) > settings.max_note_chars:
+        raise Refusal(400, f"note: {len(req.note)} characters, the limit is {settings.max_note_chars} "
+                      "(TWEETGUARD_MAX_NOTE_CHARS)", param="note", code="note_too_long")
+    if req.text is not None and len(req.text) > settings.max_chars:
+        raise Refusal(400, f"text: {len(req.text)} characters, the limit is {settings.max_chars} "
+                      "(TWEETGUARD_MAX_CHARS)", param="text", code="text_too_long")
+
+
 class RequestGuard:
     """``routes`` maps a public scoring path to its request model; other paths pass through untouched.
     ``queue_refusal()`` says why the batch queue would refuse a request arriving now (None: admit); it is asked
@@ -123,6 +135,9 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         try:
             self._check_method(scope)
+            if path == FEEDBACK_PATH and self.token is None:
+                raise Refusal(404, "POST /feedback is off: it needs TWEETGUARD_API_TOKEN (anyone who can post "
+                              "feedback can change what the model is retrained on)", code="feedback_off")
             self._check_auth(scope)
             if self.inflight >= self.settings.max_inflight:
                 raise Refusal(
@@ -132,7 +147,7 @@ class RequestGuard:
                     code="overloaded",
                     headers={"Retry-After": "1"},
                 )
-            if self.queue_refusal is not None and (why := self.queue_refusal()) is not None:
+            if path != FEEDBACK_PATH and self.queue_refusal is not None and (why := self.queue_refusal()) is not None:
                 raise Refusal(503, why, code="overloaded", headers={"Retry-After": "1"})
         except Refusal as r:
             logger.info("refused %s %s: %s %s", scope["method"], path, r.status, r.code)
@@ -234,5 +249,8 @@ class RequestGuard:
             raise validation_refusal(e) from None
         except RecursionError:
             raise Refusal(400, "body is nested too deeply", param="body", code="invalid_json") from None
-        check_texts(req, self.settings)
+        if hasattr(req, "items"):  # the scoring routes
+            check_texts(req, self.settings)
+        else:
+            check_feedback(req, self.settings)
         return body

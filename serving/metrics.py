@@ -10,6 +10,8 @@ batch sizes). `bentoml.metrics` mirrors prometheus_client and handles BentoML's 
 - ``tweetguard_cache_lookups_total{result}``           exact-repeat cache hits / misses (hit rate = hit / all)
 - ``tweetguard_batch_requests`` / ``tweetguard_batch_texts``  histograms per model call: requests merged, texts
 - ``tweetguard_model_call_seconds``                    histogram of model call durations (one per merged batch)
+- ``tweetguard_feedback_verdicts_total{policy,outcome}``  verdicts (POST /feedback) against the decision's flag:
+                                                        upheld, overturned, missed, agreed, unsure
 - ``tweetguard_model_info{model_name,version,...}``    1 for the served model (an info metric as a gauge: the
                                                         multiprocess mode has no Info type)
 Label values are fixed sets (policies, actions, status codes, our error codes), never request content.
@@ -48,6 +50,10 @@ BATCH_TEXTS = bentoml.metrics.Histogram(name="tweetguard_batch_texts", documenta
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
 CALL_SECONDS = bentoml.metrics.Histogram(name="tweetguard_model_call_seconds",
                                          documentation="Duration of one model call (a merged batch)", buckets=_SECONDS)
+VERDICTS = bentoml.metrics.Counter(name="tweetguard_feedback_verdicts",
+                                   documentation="Moderators' verdicts per policy: upheld / overturned a flag, "
+                                   "missed (true, not flagged), agreed (false, not flagged), unsure",
+                                   labelnames=["policy", "outcome"])
 MODEL_INFO = bentoml.metrics.Gauge(name="tweetguard_model_info", documentation="The served model (value 1)",
                                    labelnames=["model_name", "version", "card_schema", "predict_path"])
 
@@ -89,3 +95,17 @@ def record_model_call(requests: int, texts: int, seconds: float) -> None:
 def record_model(model_name: str, version: str, card_schema: int, predict_path: str) -> None:
     MODEL_INFO.labels(model_name=model_name, version=version, card_schema=str(card_schema),
                       predict_path=predict_path).set(1)
+
+
+def verdict_outcome(label, flagged: bool) -> str:
+    """A verdict's label against the decision's flag: upheld / overturned / missed / agreed / unsure."""
+    if label == "unsure":
+        return "unsure"
+    return ("upheld" if label else "overturned") if flagged else ("missed" if label else "agreed")
+
+
+def record_verdict(decision: dict, labels: dict) -> None:
+    """Count one new verdict per labelled policy (flag = the decision's score >= its threshold)."""
+    for policy, label in labels.items():
+        flagged = decision["scores"][policy] >= decision["thresholds"][policy]
+        VERDICTS.labels(policy=policy, outcome=verdict_outcome(label, flagged)).inc()

@@ -73,6 +73,17 @@ class ServiceSettings(BaseModel):
         None, description="secret that signs each result's decision_id (serving.decisions, HMAC-SHA256); unset = a "
         "random key per process, so ids stop verifying at a restart (logged at start-up)"
     )
+    data_dir: str = Field("~/.local/share/tweetguard", description="where the service keeps its own data (the "
+                          "feedback database unless feedback_db is set)")
+    feedback_db: str | None = Field(
+        None, description="SQLAlchemy URL of the feedback store (POST /feedback), e.g. postgresql://...; unset = "
+        "SQLite (WAL) at <data_dir>/feedback.db"
+    )
+    feedback_retention_days: float | None = Field(
+        None, gt=0, description="delete verdicts older than this many days (at start-up and on every write); "
+        "unset = keep; `tweetguard feedback purge --before DATE` by hand"
+    )
+    max_note_chars: int = Field(2000, gt=0, description="longest note of a verdict (POST /feedback)")
     explain_top_k: int = Field(5, gt=0, description="reasons: the most words listed per policy and text")
     explain_max_words: int = Field(
         256, gt=0, description="reasons: the most words explained in one request (all its texts); each is one more "
@@ -325,3 +336,39 @@ class ScoredText(BaseModel):
 
     scores: list[float]  # in POLICIES order
     truncated: bool
+
+
+Label = Annotated[bool, Strict()] | Literal["unsure"]
+
+
+class FeedbackRequest(BaseModel):
+    """A moderator's verdict on one served decision: a label per policy (true / false / "unsure"), so a policy
+    the model missed can be reported too."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision_id: str = Field(..., max_length=8192, description="the decision_id of the /classify (or "
+                             "/v1/moderations) result the verdict is about")
+    labels: dict[str, Label] = Field(..., description="per policy: true (violates), false (does not) or "
+                                     "\"unsure\"; at least one policy", examples=[{"abusive": False, "violence": True}])
+    reviewer: str = Field(..., min_length=1, max_length=200, description="who decided (an id of your tool's)")
+    note: str | None = Field(None, description="free text (TWEETGUARD_MAX_NOTE_CHARS)")
+    text: str | None = Field(None, description="the text as sent for the decision; stored only if its sha256 is "
+                             "the decision's (without it the verdict is kept but not used for training)")
+
+    @field_validator("labels")
+    @classmethod
+    def _known_policies(cls, value: dict) -> dict:
+        if not value:
+            raise ValueError("give a label for at least one policy")
+        unknown = sorted(set(value) - set(POLICIES))
+        if unknown:
+            raise ValueError(f"unknown policies {unknown}; policies are {list(POLICIES)}")
+        return value
+
+
+class FeedbackResponse(BaseModel):
+    id: int = Field(description="the stored verdict's id")
+    revision: int = Field(description="1 for a reviewer's first verdict on a decision, then 2, 3, ... (appeals)")
+    stored: bool = Field(description="false: an identical repeat of the reviewer's last verdict, nothing stored")
+    usable_for_training: bool = Field(description="false: no matching text was given, the verdict is only counted")

@@ -3,6 +3,7 @@
 
 - ``POST /classify``        one text or a list -> calibrated probability, flag and action per policy
 - ``POST /v1/moderations``  the OpenAI moderation shape (mapping in `serving.moderation`)
+- ``POST /feedback``        a moderator's verdict on a served decision (`serving.feedback`; only with a token)
 - ``/livez`` ``/readyz`` ``/metrics`` from BentoML; readiness is true once the model is loaded and warm;
   ``/metrics`` also carries what was scored (`serving.metrics`).
 
@@ -14,6 +15,7 @@ Auth, limits and input errors are handled before any of this by `serving.guard.R
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -25,9 +27,10 @@ from starlette.responses import JSONResponse
 from serving.artifact import decide, verify_files
 from serving.batcher import MicroBatcher, Overloaded
 from serving.cache import ScoreCache
-from serving.decisions import DecisionSigner
-from serving.guard import Refusal, RequestGuard
-from serving.metrics import record_cache, record_model, record_model_call, record_results
+from serving.decisions import DecisionError, DecisionSigner, text_sha256
+from serving.feedback import FeedbackStore, sqlite_url
+from serving.guard import FEEDBACK_PATH, Refusal, RequestGuard
+from serving.metrics import record_cache, record_model, record_model_call, record_results, record_verdict
 from serving.moderation import moderation_response
 from serving.policies import POLICIES
 from serving.preprocess import normalize_tweet
@@ -35,6 +38,8 @@ from serving.reasons import occlusion_plan, occlusion_reasons, statement_of_reas
 from serving.schemas import (
     ClassifyRequest,
     ClassifyResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     ModelInfo,
     ModerationRequest,
     ScoredText,
@@ -90,6 +95,13 @@ class TweetGuard:
         if self.decisions.ephemeral:
             logger.warning("TWEETGUARD_DECISION_KEY is not set: decision ids are signed with a random key and stop "
                            "verifying when this process restarts")
+        self.verdict_store = None  # POST /feedback: only behind a token (the guard answers 404 without one)
+        if os.environ.get(TOKEN_ENV):
+            self.verdict_store = FeedbackStore(SETTINGS.feedback_db or sqlite_url(SETTINGS.data_dir))
+            self._apply_retention()
+            logger.info("POST /feedback stores verdicts in %s", self.verdict_store.engine.url.render_as_string())
+        else:
+            logger.warning("POST /feedback is off: set %s to receive moderators' verdicts", TOKEN_ENV)
         self.score_cache = ScoreCache(SETTINGS.cache_size) if SETTINGS.cache_size else None
         self.score_log = ScoreLog(SETTINGS.score_log, model_fields(self.card, self.version, self.model.path),
                                   log_texts=SETTINGS.log_texts) if SETTINGS.score_log else None
@@ -204,6 +216,34 @@ class TweetGuard:
         source = "request" if req.thresholds else "policy_card"
         return ClassifyResponse(model=self._model_info(used, tiers, source), results=results)
 
+    def _apply_retention(self) -> None:
+        if self.verdict_store is not None and SETTINGS.feedback_retention_days:
+            self.verdict_store.purge(time.time() - SETTINGS.feedback_retention_days * 86400)
+
+    def _store_verdict(self, req: FeedbackRequest, decision: dict):
+        stored = self.verdict_store.record(decision_id=req.decision_id, decision=decision, reviewer=req.reviewer,
+                                      labels=req.labels, note=req.note, text=req.text)
+        self._apply_retention()
+        return stored
+
+    @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
+    async def feedback(self, decision_id, labels, reviewer, note=None, text=None) -> FeedbackResponse:
+        """A moderator's verdict on a served decision (its decision_id), a label per policy; stored durably."""
+        req = FeedbackRequest(decision_id=decision_id, labels=labels, reviewer=reviewer, note=note, text=text)
+        try:
+            decision = self.decisions.verify(req.decision_id)
+        except DecisionError as e:
+            return Refusal(400, str(e), param="decision_id", code="invalid_decision").response()  # type: ignore
+        if req.text is not None and text_sha256(req.text) != decision["text_sha256"]:
+            return Refusal(400, "text: not the text of this decision (its sha256 differs); send it exactly as it "  # type: ignore
+                           "was scored, or leave it out", param="text", code="text_mismatch").response()
+        stored = await asyncio.to_thread(self._store_verdict, req, decision)
+        if stored.new:
+            record_verdict(decision, req.labels)
+        body = FeedbackResponse(id=stored.id, revision=stored.revision, stored=stored.new,
+                                usable_for_training=stored.usable_for_training)
+        return JSONResponse(body.model_dump(), status_code=201 if stored.new else 200)  # type: ignore
+
     @bentoml.api(route="/v1/moderations", input_spec=ModerationRequest)
     async def moderations(self, input, model=None, tweetguard=None) -> dict:  # noqa: A002 - OpenAI's field name
         """OpenAI-compatible moderation: `harassment`, `harassment/threatening`, `violence` mapped from ours
@@ -219,7 +259,7 @@ class TweetGuard:
 TweetGuard.add_asgi_middleware(
     RequestGuard,
     settings=SETTINGS,
-    routes={"/classify": ClassifyRequest, "/v1/moderations": ModerationRequest},
+    routes={"/classify": ClassifyRequest, "/v1/moderations": ModerationRequest, FEEDBACK_PATH: FeedbackRequest},
     token=os.environ.get(TOKEN_ENV) or None,
     queue_refusal=queue_refusal,
 )

@@ -138,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="with --explain: words listed per policy (default: 5)")
     _add_tracking_arg(p, "$MLFLOW_TRACKING_URI")
 
+    p = sub.add_parser("feedback", help="the service's store of moderators' verdicts (POST /feedback)")
+    fsub = p.add_subparsers(dest="feedback_command", required=True)
+    purge = fsub.add_parser("purge", help="delete the verdicts received before a date (stored texts are personal "
+                            "data)")
+    purge.add_argument("--before", required=True, help="UTC date or time, ISO 8601 (e.g. 2026-11-01)")
+    purge.add_argument("--db", default=None, help="SQLAlchemy URL of the store (default: $TWEETGUARD_FEEDBACK_DB, "
+                       "else SQLite in $TWEETGUARD_DATA_DIR, the service's defaults)")
+
     p = sub.add_parser("explain", help="show which words drove each policy's score, marked in the text")
     _add_model_arg(p)
     given = p.add_mutually_exclusive_group(required=True)
@@ -357,6 +365,25 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_feedback(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from serving.feedback import FeedbackStore, sqlite_url
+    from serving.schemas import ServiceSettings
+
+    try:
+        before = datetime.fromisoformat(args.before)
+    except ValueError:
+        raise ValueError(f"--before {args.before!r}: not an ISO 8601 date or time (e.g. 2026-11-01)") from None
+    if before.tzinfo is None:
+        before = before.replace(tzinfo=timezone.utc)
+    settings = ServiceSettings.from_env()
+    url = args.db or settings.feedback_db or sqlite_url(settings.data_dir)
+    n = FeedbackStore(url).purge(before.timestamp())
+    print(f"deleted {n} verdicts received before {before.isoformat()} from {url}")
+    return 0
+
+
 COMMANDS = {
     "config": _cmd_config,
     "data": _cmd_data,
@@ -371,6 +398,7 @@ COMMANDS = {
     "serve": _cmd_serve,
     "predict": _cmd_predict,
     "explain": _cmd_explain,
+    "feedback": _cmd_feedback,
 }
 
 
