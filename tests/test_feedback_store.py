@@ -72,3 +72,23 @@ def test_purge_command_deletes_before_a_date_and_names_a_bad_one(tmp_path, capsy
     assert "deleted 1 verdicts" in capsys.readouterr().out and len(store.rows()) == 1
     assert main(["feedback", "purge", "--before", "last tuesday", "--db", url]) == 2
     assert "--before 'last tuesday'" in capsys.readouterr().err
+
+
+def test_overturn_rates_per_policy_and_tier_use_each_reviewers_latest_verdict(tmp_path):
+    from training.evaluation.monitor import overturn_lines, overturn_report
+
+    store = FeedbackStore(sqlite_url(tmp_path))
+    token, decision = _decision()  # abusive 0.9: flagged (0.5) and in its review tier (0.6); violence 0.0
+    store.record(decision_id=token, decision=decision, reviewer="ann", labels={"abusive": True}, note=None, text=None)
+    store.record(decision_id=token, decision=decision, reviewer="ann", labels={"abusive": False}, note="appeal",
+                 text=None)  # ann's revision 2 replaces her first verdict
+    store.record(decision_id=token, decision=decision, reviewer="bob", labels={"abusive": True, "violence": True},
+                 note=None, text=None)
+    t2, d2 = _decision("another text")
+    store.record(decision_id=t2, decision=d2, reviewer="cy", labels={"abusive": "unsure"}, note=None, text=None)
+    report = overturn_report(store.rows())["tweetguard:v1"]
+    assert (report["abusive"]["upheld"], report["abusive"]["overturned"], report["abusive"]["unsure"]) == (1, 1, 1)
+    assert report["abusive"]["overturn_rate"] == 0.5 and report["abusive"]["tiers"]["review"]["overturn_rate"] == 0.5
+    assert report["violence"]["missed"] == 1 and report["violence"]["tiers"] == {}
+    assert "| tweetguard:v1 | abusive | 3 | 1 / 1 | 0.500 | review 0.500 (2) | 0 | 1 |" in "\n".join(
+        overturn_lines({"tweetguard:v1": report}))

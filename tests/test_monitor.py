@@ -109,9 +109,20 @@ def test_monitor_on_demand_reference_unshifted_then_shifted(registered, tmp_path
     # The same texts scored higher (p -> sqrt p): drift, exit 3 through the CLI.
     shifted = write_log(tmp_path / "shifted.jsonl", np.sqrt(reference.scores[rng.integers(0, reference.rows, 3000)]),
                         model, card.thresholds)
+    from serving.decisions import DecisionSigner
+    from serving.feedback import FeedbackStore, sqlite_url
+
+    store, signer = FeedbackStore(sqlite_url(tmp_path / "fb")), DecisionSigner("k")
+    token = signer.issue(model="tweetguard:x", text="t", scores={"abusive": 0.9}, thresholds={"abusive": 0.5},
+                         tiers={"abusive": {"review": 0.6, "remove": None}})
+    store.record(decision_id=token, decision=signer.verify(token), reviewer="r", labels={"abusive": False},
+                 note=None, text=None)
     code = main(["monitor", "--model", ref, "--scores", str(shifted), "--out", str(tmp_path / "r2"),
-                 "--config", str(config), "--tracking-uri", mlflow_uri, "monitor.min_rows=200"])
+                 "--config", str(config), "--tracking-uri", mlflow_uri, "monitor.min_rows=200",
+                 "--feedback-db", sqlite_url(tmp_path / "fb")])
     assert code == EXIT_DRIFT
+    assert "| tweetguard:x | abusive | 1 | 0 / 1 | 1.000 | review 1.000 (1) |" in (
+        tmp_path / "r2" / "monitor.md").read_text(encoding="utf-8")
     drifted = json.loads((tmp_path / "r2" / "monitor.json").read_text(encoding="utf-8"))
     assert drifted["drifted"] and all(drifted["policies"][p]["psi"] >= MonitorConfig().psi_threshold
                                       for p in drifted["drifted"])

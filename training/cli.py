@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arg(p)
     p.add_argument("--scores", required=True, metavar="LOG", help="served score log (JSONL, TWEETGUARD_SCORE_LOG)")
     p.add_argument("--out", default=None, help="report directory (default: <monitor.output_dir>/monitor-<model>)")
+    p.add_argument("--feedback-db", default=None, metavar="URL",
+                   help="the service's verdict store (SQLAlchemy URL, e.g. sqlite:///.../feedback.db): adds the "
+                        "overturn rate per policy and tier")
     _add_config_args(p, "YAML config (monitor, tracking; data for a reference computed on demand)",
                      "monitor.psi_threshold=0.1")
     _add_tracking_arg(p, "config, then env")
@@ -286,7 +289,8 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     check_reachable(resolve_uri(args.tracking_uri or cfg.tracking.uri))
-    result = monitor(args.model, args.scores, cfg, out_dir=args.out, tracking_uri=args.tracking_uri)
+    result = monitor(args.model, args.scores, cfg, out_dir=args.out, tracking_uri=args.tracking_uri,
+                     feedback_db=args.feedback_db)
     print(describe(result))
     return result.exit_code  # 0 no drift, 3 drift, 4 too few rows (training.evaluation.monitor)
 

@@ -180,6 +180,53 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def overturn_report(rows: list[dict]) -> dict:
+    """Moderators' verdicts (`serving.feedback.FeedbackStore.rows()`, each reviewer's latest revision per decision)
+    against what was decided, per served model (the decision's `name:version`) and policy: of the flagged
+    decisions labelled true / false, the share overturned (labelled false), and the same per decision tier
+    (review / remove, by the decision's own tier thresholds); plus verdicts that report a miss (true, not
+    flagged) and "unsure" ones. A climbing overturn rate is the earliest sign a model is wrong in production."""
+    from serving.artifact import action_of
+    from serving.metrics import verdict_outcome
+
+    latest: dict[tuple[str, str], dict] = {}
+    for r in rows:  # oldest first: a later revision replaces an earlier one
+        latest[(r["decision_sha256"], r["reviewer"])] = r
+    out: dict[str, dict] = {}
+    for r in latest.values():
+        d = r["decision"]
+        for policy, label in r["labels"].items():
+            flagged = d["scores"][policy] >= d["thresholds"][policy]
+            outcome = verdict_outcome(label, flagged)
+            entry = out.setdefault(d["model"], {}).setdefault(policy, {
+                "verdicts": 0, "upheld": 0, "overturned": 0, "missed": 0, "agreed": 0, "unsure": 0, "tiers": {}})
+            entry["verdicts"] += 1
+            entry[outcome] += 1
+            action = action_of(d["scores"][policy], d["tiers"].get(policy, {}))
+            if action != "none" and outcome in ("upheld", "overturned"):
+                tier = entry["tiers"].setdefault(action, {"upheld": 0, "overturned": 0})
+                tier[outcome] += 1
+    for policies in out.values():
+        for entry in policies.values():
+            judged = entry["upheld"] + entry["overturned"]
+            entry["overturn_rate"] = entry["overturned"] / judged if judged else float("nan")
+            for tier in entry["tiers"].values():
+                tier["overturn_rate"] = tier["overturned"] / (tier["upheld"] + tier["overturned"])
+    return out
+
+
+def overturn_lines(report: dict) -> list[str]:
+    """The overturn table (markdown), for the report and the CLI."""
+    rows = [[model, p, e["verdicts"], f"{e['upheld']} / {e['overturned']}", fmt(e["overturn_rate"]),
+             ", ".join(f"{t} {fmt(v['overturn_rate'])} ({v['upheld'] + v['overturned']})"
+                       for t, v in sorted(e["tiers"].items())) or "-", e["missed"], e["unsure"]]
+            for model, policies in report.items() for p, e in policies.items()]
+    if not rows:
+        return ["No verdicts in the feedback store."]
+    return [table(["served model", "policy", "verdicts", "flags upheld / overturned", "overturn rate",
+                   "overturn rate per tier (n)", "missed", "unsure"], rows)]
+
+
 @dataclass
 class MonitorResult:
     report: dict
@@ -188,8 +235,9 @@ class MonitorResult:
 
 
 def monitor(ref: str, scores_path: str | Path, cfg: Config, *, out_dir: str | Path | None = None,
-            tracking_uri: str | None = None) -> MonitorResult:
-    """Resolve `ref`, read the log, get (or compute) the reference, compare, write the report directory."""
+            tracking_uri: str | None = None, feedback_db: str | None = None) -> MonitorResult:
+    """Resolve `ref`, read the log, get (or compute) the reference, compare, write the report directory; with
+    `feedback_db` (a SQLAlchemy URL of the service's verdict store), the overturn rates beside the drift."""
     from training.evaluation.plots import score_drift
     from training.tracking.refs import is_mlflow_uri, resolve_model_ref
     from training.tracking.runs import resolve_uri
@@ -215,8 +263,13 @@ def monitor(ref: str, scores_path: str | Path, cfg: Config, *, out_dir: str | Pa
                      "bad": [{"line": b.line, "reason": b.reason} for b in served.bad],
                      "first_time": served.times[0] if served.times else None,
                      "last_time": served.times[1] if served.times else None}
+    if feedback_db:
+        from serving.feedback import FeedbackStore
+
+        report["feedback"] = overturn_report(FeedbackStore(feedback_db).rows())
     (out / REPORT_JSON).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    (out / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
+    (out / REPORT_MD).write_text(render_markdown(report) + ("\n## Moderators' verdicts\n\n" + "\n".join(
+        overturn_lines(report["feedback"])) + "\n" if feedback_db else ""), encoding="utf-8")
     if report["policies"]:
         fig = score_drift(reference.scores, served.scores, card.thresholds,
                           {p: d["psi"] for p, d in report["policies"].items()})
@@ -239,6 +292,8 @@ def describe(result: MonitorResult) -> str:
         lines.append(table(["policy", "PSI", "KS", "flag rate ref", "flag rate served"],
                            [[p, fmt(d["psi"]), fmt(d["ks"]), fmt(d["flag_rate_reference"]),
                              fmt(d["flag_rate_served"])] for p, d in r["policies"].items()]))
+    if "feedback" in r:
+        lines += ["moderators' verdicts:", *overturn_lines(r["feedback"])]
     lines += [f"{r['verdict']} (exit {result.exit_code})", f"report: {result.out_dir / REPORT_MD}"]
     return "\n".join(lines)
 
