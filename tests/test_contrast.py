@@ -16,7 +16,7 @@ from training.data.prepare import prepare
 from training.data.readers import read_source
 from training.data.sources import load_sources, text_key
 from training.evaluation.behaviour import load_suite
-from training.pipeline.contrast import build_index, similar
+from training.data.sources import build_index, similar
 
 CONTRAST = repo_root() / "data" / "contrast"
 

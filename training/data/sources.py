@@ -8,6 +8,7 @@ unknown. `load_sources` validates a declaration file; `training.data.readers` tu
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -296,3 +297,29 @@ def text_key(text: str) -> str:
     """Dedup/join key: the normalized tweet without punctuation, so re-formatted copies of one text
     (`@USER` vs `@user`, a `URL` token, `&amp;`, spacing, emoji vs its name) collide."""
     return _NON_WORD.sub(" ", normalize_tweet(text)).strip()
+
+
+# The project's near-duplicate rule (the contrast set against evaluation texts, `tweetguard sample`): equal text keys,
+# or word sets (of the keys) with Jaccard similarity >= JACCARD.
+JACCARD = 0.5
+
+
+def similar(key: str, index: dict[int, list[tuple[str, frozenset[str]]]], jaccard: float = JACCARD) -> str | None:
+    """The first indexed key equal to `key` or with word-set Jaccard >= `jaccard` (only sizes that can reach it)."""
+    mine = frozenset(key.split())
+    n = len(mine)
+    if not n:
+        return None
+    for size in range(max(1, int(jaccard * n)), int(n / jaccard) + 1):
+        for other, theirs in index.get(size, ()):
+            if other == key or len(mine & theirs) >= jaccard * len(mine | theirs):
+                return other
+    return None
+
+
+def build_index(keys: list[str]) -> dict[int, list[tuple[str, frozenset[str]]]]:
+    index: dict[int, list[tuple[str, frozenset[str]]]] = defaultdict(list)
+    for key in dict.fromkeys(keys):
+        words = frozenset(key.split())
+        index[len(words)].append((key, words))
+    return index

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import yaml
@@ -21,32 +20,10 @@ import yaml
 from training.config import load_config, repo_root
 from training.data.contrast import batch_records, read_manifest
 from training.data.prepare import prepare
-from training.data.sources import load_sources, text_key
+from training.data.sources import JACCARD, build_index, load_sources, similar, text_key
 from training.evaluation.behaviour import load_suite
 
-JACCARD = 0.5
 SOURCE = "contrast"
-
-
-def similar(key: str, index: dict[int, list[tuple[str, frozenset[str]]]], jaccard: float = JACCARD) -> str | None:
-    """The first indexed key equal to `key` or with word-set Jaccard >= `jaccard` (only sizes that can reach it)."""
-    mine = frozenset(key.split())
-    n = len(mine)
-    if not n:
-        return None
-    for size in range(max(1, int(jaccard * n)), int(n / jaccard) + 1):
-        for other, theirs in index.get(size, ()):
-            if other == key or len(mine & theirs) >= jaccard * len(mine | theirs):
-                return other
-    return None
-
-
-def build_index(keys: list[str]) -> dict[int, list[tuple[str, frozenset[str]]]]:
-    index: dict[int, list[tuple[str, frozenset[str]]]] = defaultdict(list)
-    for key in dict.fromkeys(keys):
-        words = frozenset(key.split())
-        index[len(words)].append((key, words))
-    return index
 
 
 def check(config: str | None) -> tuple[list[dict], int]:
