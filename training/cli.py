@@ -141,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="with --explain: words listed per policy (default: 5)")
     _add_tracking_arg(p, "$MLFLOW_TRACKING_URI")
 
+    p = sub.add_parser("sample", help="choose the texts worth a label: uncertainty, disagreement, stratified "
+                       "(with sampling weights) or random")
+    _add_model_arg(p, required=False)
+    p.add_argument("--input", required=True, help="a .csv/.tsv/.jsonl of texts, or a score log written with "
+                   "TWEETGUARD_LOG_TEXTS")
+    p.add_argument("--text-column", default="text", help="column/field holding the text (default: text)")
+    p.add_argument("--n", type=int, required=True, help="how many texts to sample")
+    p.add_argument("--strategy", required=True, choices=["uncertainty", "disagreement", "stratified", "random"])
+    p.add_argument("--output", required=True, help="output file (.csv, .tsv or .jsonl)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--challenger", default=None, metavar="REF",
+                   help="disagreement: the second model (default: models:/tweetguard@challenger)")
+    p.add_argument("--feedback-db", default=None, metavar="URL",
+                   help="never sample a text already labelled in this verdict store (SQLAlchemy URL)")
+    _add_tracking_arg(p, "$MLFLOW_TRACKING_URI")
+
     p = sub.add_parser("feedback", help="the service's store of moderators' verdicts (POST /feedback)")
     fsub = p.add_subparsers(dest="feedback_command", required=True)
     purge = fsub.add_parser("purge", help="delete the verdicts received before a date (stored texts are personal "
@@ -369,6 +385,29 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from serving.predictor import Predictor
+    from training.release.sample import sample_file
+    from training.tracking.refs import resolve_model_ref
+
+    hf_logging.disable_progress_bar()
+    model = args.model or "models:/tweetguard@champion"
+    predictor = Predictor.load(resolve_model_ref(model, tracking_uri=args.tracking_uri))
+    challenger = None
+    if args.strategy == "disagreement":
+        ref = args.challenger or "models:/tweetguard@challenger"
+        challenger = Predictor.load(resolve_model_ref(ref, tracking_uri=args.tracking_uri))
+    result = sample_file(predictor, args.input, args.output, n=args.n, strategy=args.strategy,
+                         text_column=args.text_column, seed=args.seed, challenger=challenger,
+                         feedback_db=args.feedback_db)
+    print(f"sampled {len(result.rows)} of {result.candidates} candidate texts ({args.strategy}, seed {args.seed}) "
+          f"into {args.output}; left out {result.excluded_repeats} exact or near repeats and "
+          f"{result.excluded_labelled} texts already labelled", file=sys.stderr)
+    return 0
+
+
 def _cmd_feedback(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
@@ -403,6 +442,7 @@ COMMANDS = {
     "predict": _cmd_predict,
     "explain": _cmd_explain,
     "feedback": _cmd_feedback,
+    "sample": _cmd_sample,
 }
 
 

@@ -51,13 +51,13 @@ class PredictSummary:
     bad_rows: list[BadInputRow]
 
 
-def _delimiter(path: Path) -> str | None:
+def table_delimiter(path: Path) -> str | None:
     """The csv delimiter of `path`'s format (training.data.tables.FORMATS); None: JSON lines."""
     return FORMATS[table_format(path, PREDICT)].delimiter
 
 
 def read_input(path: Path) -> Table:
-    delimiter = _delimiter(path)
+    delimiter = table_delimiter(path)
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
     try:
@@ -169,7 +169,7 @@ def check_input(
 ) -> Job:
     """Read and validate the input; raises (naming file, line, column) on anything that would stop scoring."""
     input_path, output_path = Path(input_path), Path(output_path)
-    out_format = _delimiter(output_path)
+    out_format = table_delimiter(output_path)
     if output_path.resolve() == input_path.resolve():
         raise ValueError(f"--output {output_path} is the input file; write the scores to a new file")
     table = read_input(input_path)
@@ -208,7 +208,7 @@ def predict_job(predictor: Predictor, job: Job, *, progress: bool | None = None,
             bar.update(len(idx))
     columns = table.columns + output_columns(predictor.policies) + (list(reasons_cells(None)) if explain_top_k
                                                                     else [])
-    _write(job.output_path, job.output_format, columns, _output_rows(table, scores, predictor.policies))
+    write_table(job.output_path, job.output_format, columns, _output_rows(table, scores, predictor.policies))
     return PredictSummary(job.output_path, len(table.rows), len(scores), truncated, job.bad_rows)
 
 
@@ -259,7 +259,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _write(path: Path, delimiter: str | None, columns: list[str], rows: Iterator[dict[str, Any]]) -> None:
+def write_table(path: Path, delimiter: str | None, columns: list[str], rows: Iterator[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
