@@ -49,19 +49,18 @@ def open_loop(url: str, texts: list[str], *, rate: float, seconds: float, explai
     n = int(rate * seconds)
     plan = [(texts[i % len(texts)], rng.random() < explain_share) for i in range(n)]
     latencies: dict[bool, list[float]] = {False: [], True: []}
-    failures = 0
+    failures = {False: 0, True: 0}  # non-200 or transport errors, plain / explained
 
     async def one(client, text, explain, at, t0):
-        nonlocal failures
         await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
         start = time.perf_counter()
         try:
             r = await client.post("/classify", json={"text": text, "explain": explain})
             if r.status_code != 200:
-                failures += 1
+                failures[explain] += 1
                 return
         except httpx.HTTPError:
-            failures += 1
+            failures[explain] += 1
             return
         latencies[explain].append((time.perf_counter() - start) * 1e3)
 
@@ -72,9 +71,9 @@ def open_loop(url: str, texts: list[str], *, rate: float, seconds: float, explai
             await asyncio.gather(*(one(client, t, e, i / rate, t0) for i, (t, e) in enumerate(plan)))
 
     asyncio.run(run())
-    return {"rate": rate, "seconds": seconds, "explain_share": explain_share, "failures": failures,
-            "plain": {"n": len(latencies[False]), **quantiles(latencies[False])},
-            "explained": {"n": len(latencies[True]), **quantiles(latencies[True])}}
+    return {"rate": rate, "seconds": seconds, "explain_share": explain_share,
+            "plain": {"n": len(latencies[False]), "failures": failures[False], **quantiles(latencies[False])},
+            "explained": {"n": len(latencies[True]), "failures": failures[True], **quantiles(latencies[True])}}
 
 
 def speed(args: argparse.Namespace) -> dict:
@@ -135,7 +134,10 @@ def speed(args: argparse.Namespace) -> dict:
     print(f"open loop at {rate:.1f} req/s (half of {report['capacity_requests_per_s']:.1f}): plain p99 "
           f"{report['none_explained']['plain']['p99_ms']:.0f} ms with none explained, "
           f"{report['ten_percent_explained']['plain']['p99_ms']:.0f} ms with 10% explained: ratio "
-          f"{report['plain_p99_ratio']:.2f} (goal <= 1.5)")
+          f"{report['plain_p99_ratio']:.2f} (goal <= 1.5); explained: {report['ten_percent_explained']['explained']['n']}"
+          f" answered (p50 {report['ten_percent_explained']['explained']['p50_ms']:.0f} ms), "
+          f"{report['ten_percent_explained']['explained']['failures']} refused or failed; plain failures "
+          f"{report['none_explained']['plain']['failures']} / {report['ten_percent_explained']['plain']['failures']}")
     return report
 
 

@@ -13,6 +13,13 @@ refusals cost only the headers. One still waiting `max_latency_s` after it arriv
 low, e.g. when other work takes the cores) is refused right then by a timer, so a refusal never takes much
 longer than `max_latency_s` and an accepted request waits at most that before its model call. The service's
 in-flight limit bounds the number of waiting requests.
+
+Two lanes: `score(texts, later=True)` (the occlusion copies of an explained request, serving.reasons, sent in small
+chunks) waits behind every plain request: a model call takes the plain requests first and adds at most
+`later_max_size` later texts (max_size // 8 by default), so a plain decision waits at most one short call for
+explanations. A later
+request's expected wait counts both lanes (it is refused when that is over `max_latency_s`); a plain request's
+counts the plain lane and the call in progress.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class _Waiting:
     future: asyncio.Future
     since: float = field(default_factory=time.monotonic)
     deadline: asyncio.TimerHandle | None = None
+    later: bool = False  # the lane behind plain requests
 
 
 class MicroBatcher(Generic[Row]):
@@ -48,10 +56,15 @@ class MicroBatcher(Generic[Row]):
     has more). `on_call(requests, texts, seconds)` is told the size and duration of each model call."""
 
     def __init__(self, score_fn: Callable[[list[str]], list[Row]], *, max_size: int, max_latency_s: float,
-                 on_call: Callable[[int, int, float], None] | None = None) -> None:
+                 on_call: Callable[[int, int, float], None] | None = None, later_max_size: int | None = None) -> None:
         self.score_fn, self.max_size, self.max_latency_s, self.on_call = score_fn, max_size, max_latency_s, on_call
+        # Most later-lane texts in one call: a call of them is short, so a plain request arriving meanwhile waits
+        # little (a later request larger than this still goes, alone).
+        self.later_max_size = later_max_size or max(1, max_size // 8)
         self._waiting: deque[_Waiting] = deque()
-        self._queued = 0  # texts waiting
+        self._later: deque[_Waiting] = deque()  # the lane behind every plain request
+        self._queued = 0  # texts waiting in the plain lane
+        self._queued_later = 0  # texts waiting in the later lane
         self._running = 0  # texts in the model call now
         self._seconds_per_text: float | None = None
         self._wake: asyncio.Event | None = None
@@ -64,35 +77,45 @@ class MicroBatcher(Generic[Row]):
         old = self._seconds_per_text
         self._seconds_per_text = per_text if old is None else (1 - _SMOOTHING) * old + _SMOOTHING * per_text
 
-    def expected_wait_s(self) -> float:
-        """Seconds a request arriving now waits before its model call starts (0 until a call was measured)."""
-        return (self._queued + self._running) * (self._seconds_per_text or 0.0)
+    def expected_wait_s(self, later: bool = False) -> float:
+        """Seconds a request arriving now waits before its model call starts (0 until a call was measured); a
+        `later` request waits behind both lanes."""
+        texts = self._queued + self._running + (self._queued_later if later else 0)
+        return texts * (self._seconds_per_text or 0.0)
 
-    def refusal(self) -> str | None:
+    def refusal(self, later: bool = False) -> str | None:
         """Why a request arriving now would be refused (None: it is admitted). The service's guard asks this
         before it reads a body, so an overloaded server refuses at the cost of the headers alone."""
-        wait = self.expected_wait_s()
+        wait = self.expected_wait_s(later)
         return self._refusal(wait) if wait > self.max_latency_s else None
 
-    async def score(self, texts: Sequence[str]) -> list[Row]:
-        if (why := self.refusal()) is not None:
+    async def score(self, texts: Sequence[str], later: bool = False) -> list[Row]:
+        if (why := self.refusal(later)) is not None:
             raise Overloaded(why)
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="tweetguard-batcher")
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(texts, loop.create_future())
+        waiting = _Waiting(texts, loop.create_future(), later=later)
         waiting.deadline = loop.call_later(self.max_latency_s, self._expire, waiting)
-        self._waiting.append(waiting)
-        self._queued += len(texts)
+        if later:
+            self._later.append(waiting)
+            self._queued_later += len(texts)
+        else:
+            self._waiting.append(waiting)
+            self._queued += len(texts)
         self._wake.set()
         return await waiting.future
 
     def _expire(self, waiting: _Waiting) -> None:
         """Still queued at its deadline: refused now (not when its turn would come)."""
-        if waiting in self._waiting:
-            self._waiting.remove(waiting)
-            self._queued -= len(waiting.texts)
+        lane = self._later if waiting.later else self._waiting
+        if waiting in lane:
+            lane.remove(waiting)
+            if waiting.later:
+                self._queued_later -= len(waiting.texts)
+            else:
+                self._queued -= len(waiting.texts)
             if not waiting.future.done():
                 waiting.future.set_exception(Overloaded(self._refusal(time.monotonic() - waiting.since)))
 
@@ -101,21 +124,28 @@ class MicroBatcher(Generic[Row]):
                 f"{self.max_latency_s * 1e3:.0f} ms (TWEETGUARD_BATCH_MAX_LATENCY_MS); retry later")
 
     def _take(self) -> list[_Waiting]:
+        """The next call's requests: the plain lane first, in arrival order, then the later lane, up to max_size
+        texts (a larger single request goes alone)."""
         batch, size = [], 0
-        while self._waiting and (not batch or size + len(self._waiting[0].texts) <= self.max_size):
-            w = self._waiting.popleft()
-            self._queued -= len(w.texts)
-            w.deadline.cancel()
-            if w.future.done():  # the client went away (its handler was cancelled)
-                continue
-            batch.append(w)
-            size += len(w.texts)
+        for lane in (self._waiting, self._later):
+            limit = self.max_size if lane is self._waiting else min(self.max_size, size + self.later_max_size)
+            while lane and (not batch or size + len(lane[0].texts) <= limit):
+                w = lane.popleft()
+                if w.later:
+                    self._queued_later -= len(w.texts)
+                else:
+                    self._queued -= len(w.texts)
+                w.deadline.cancel()
+                if w.future.done():  # the client went away (its handler was cancelled)
+                    continue
+                batch.append(w)
+                size += len(w.texts)
         return batch
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._waiting:
+            if not self._waiting and not self._later:
                 self._wake.clear()
                 await self._wake.wait()
                 continue

@@ -60,6 +60,7 @@ TOKEN_ENV = "TWEETGUARD_API_TOKEN"
 # bento serves that model even when the store holds newer ones; otherwise the env/default tag.
 MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or SETTINGS.model_tag
 _batcher: MicroBatcher | None = None  # the worker's batcher once the model is loaded
+EXPLAIN_CHUNK = 4  # texts per later-lane request of an explained request (serving.batcher's lanes)
 
 
 def queue_refusal() -> str | None:
@@ -158,13 +159,20 @@ class TweetGuard:
     async def _explained(self, texts: list[str], thresholds: dict[str, float],
                          tiers: dict[str, dict[str, float | None]], endpoint: str) -> list[TextResult] | JSONResponse:
         """Scores with reasons (serving.reasons, occlusion): each text and its copies without one word go to the
-        batcher together (they count in its wait estimate); the text's own row is the score returned, so the
-        reasons explain exactly that score. The exact-repeat cache is not used."""
+        batcher together, in its later lane (behind every plain request; they count in the wait estimate that
+        admits explained requests, which get 503 when it is over the limit); the text's own row is the score
+        returned, so the reasons explain exactly that score. The exact-repeat cache is not used."""
         plans = [occlusion_plan(t, self.predictor.tokenizer, self.card.max_length) for t in texts]
-        try:
-            fetched = await self.batcher.score([x for _, _, batch in plans for x in batch])
-        except Overloaded as e:
-            return Refusal(503, str(e), code="overloaded", headers={"Retry-After": "1"}).response()
+        flat = [x for _, _, batch in plans for x in batch]
+        step = EXPLAIN_CHUNK  # small later-lane requests: each model call takes only a few of them
+        chunks = await asyncio.gather(*(self.batcher.score(flat[i:i + step], later=True)
+                                        for i in range(0, len(flat), step)), return_exceptions=True)
+        for chunk in chunks:
+            if isinstance(chunk, Overloaded):
+                return Refusal(503, str(chunk), code="overloaded", headers={"Retry-After": "1"}).response()
+            if isinstance(chunk, BaseException):
+                raise chunk
+        fetched = [row for chunk in chunks for row in chunk]
         rows, reasons, at = [], [], 0
         for text, (words, n_inside, batch) in zip(texts, plans):
             block, at = fetched[at:at + len(batch)], at + len(batch)

@@ -160,3 +160,33 @@ def test_a_failed_call_fails_its_requests_only_and_a_gone_client_is_skipped():
 
     assert asyncio.run(main()) == ["Y"]
     assert seen == [["x"], ["boom"], ["y"]]  # the cancelled request never reached the model
+
+
+def test_later_requests_wait_behind_plain_ones_and_are_refused_first():
+    """Explained requests' copies (later lane) never go before a plain request: a call takes the plain lane first
+    and fills up with later ones; a later request's wait estimate counts both lanes, a plain one's does not."""
+    release, calls = threading.Event(), []
+
+    def held(texts):
+        release.wait(10)
+        calls.append(list(texts))
+        return [len(t) for t in texts]
+
+    async def main():
+        batcher = MicroBatcher(held, max_size=4, max_latency_s=30)
+        first = asyncio.ensure_future(batcher.score(["x"]))  # the call in progress
+        await asyncio.sleep(0.01)
+        later = asyncio.ensure_future(batcher.score(["l1", "l2", "l3"], later=True))
+        await asyncio.sleep(0.01)
+        plain = [asyncio.ensure_future(batcher.score([f"p{i}"])) for i in range(2)]
+        await asyncio.sleep(0.01)
+        batcher.observe(1, 1.0)  # pretend 1 s per text: the later lane's 3 texts count for later requests only
+        waits = batcher.expected_wait_s(), batcher.expected_wait_s(later=True)
+        release.set()
+        await asyncio.gather(first, later, *plain)
+        return waits
+
+    plain_wait, later_wait = asyncio.run(main())
+    assert calls[0] == ["x"] and calls[1] == ["p0", "p1"] and calls[2] == ["l1", "l2", "l3"]
+    # 1 s per text: a plain request waits for the running text and the 2 plain ones, a later one for 3 more.
+    assert (plain_wait, later_wait) == (3.0, 6.0)
