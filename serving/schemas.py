@@ -85,6 +85,10 @@ class ServiceSettings(BaseModel):
     )
     max_note_chars: int = Field(2000, gt=0, description="longest note of a verdict (POST /feedback)")
     explain_top_k: int = Field(5, gt=0, description="reasons: the most words listed per policy and text")
+    explain_max_wait_ms: int = Field(
+        250, gt=0, description="reasons: an explained request is admitted only while the work queued ahead of it "
+        "(both batcher lanes) is under this; else 503 at once, so explanations are shed before decisions slow"
+    )
     explain_max_words: int = Field(
         256, gt=0, description="reasons: the most words explained in one request (all its texts); each is one more "
         "text scored (serving.reasons), so more is refused with 400"

@@ -162,6 +162,11 @@ class TweetGuard:
         batcher together, in its later lane (behind every plain request; they count in the wait estimate that
         admits explained requests, which get 503 when it is over the limit); the text's own row is the score
         returned, so the reasons explain exactly that score. The exact-repeat cache is not used."""
+        wait = self.batcher.expected_wait_s(later=True)
+        if wait * 1e3 > SETTINGS.explain_max_wait_ms:
+            return Refusal(503, f"explain: ~{wait * 1e3:.0f} ms of work is queued, explanations are admitted under "
+                           f"{SETTINGS.explain_max_wait_ms} ms (TWEETGUARD_EXPLAIN_MAX_WAIT_MS); retry, or ask "
+                           "without explain", code="overloaded", headers={"Retry-After": "1"}).response()
         plans = [occlusion_plan(t, self.predictor.tokenizer, self.card.max_length) for t in texts]
         flat = [x for _, _, batch in plans for x in batch]
         step = EXPLAIN_CHUNK  # small later-lane requests: each model call takes only a few of them
