@@ -320,6 +320,11 @@ def similar(key: str, index: dict[int, list[tuple[str, frozenset[str]]]], jaccar
 def build_index(keys: list[str]) -> dict[int, list[tuple[str, frozenset[str]]]]:
     index: dict[int, list[tuple[str, frozenset[str]]]] = defaultdict(list)
     for key in dict.fromkeys(keys):
-        words = frozenset(key.split())
-        index[len(words)].append((key, words))
+        index_key(index, key)
     return index
+
+
+def index_key(index: dict[int, list[tuple[str, frozenset[str]]]], key: str) -> None:
+    """Add one text key to an index of `build_index` (by its word count, as `similar` looks it up)."""
+    words = frozenset(key.split())
+    index[len(words)].append((key, words))

@@ -214,8 +214,11 @@ def predict_job(predictor: Predictor, job: Job, *, progress: bool | None = None,
 
 def input_texts(input_path: str | Path, text_column: str = "text") -> list[str]:
     """The texts of a .csv/.tsv/.jsonl file (`tweetguard explain --input`); any bad row fails, naming its line."""
-    input_path = Path(input_path)
-    table = read_input(input_path)
+    return table_texts(read_input(Path(input_path)), text_column, Path(input_path))
+
+
+def table_texts(table: Table, text_column: str, input_path: Path) -> list[str]:
+    """A read table's texts, in order; any bad row fails, naming its file and line."""
     bad = find_bad_rows(table, text_column, input_path)
     if bad:
         raise ValueError(f"{input_path}: {len(bad)} of {len(table.rows)} rows have no usable text in column "

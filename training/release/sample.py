@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from serving.policies import POLICIES
-from training.data.sources import build_index, similar, text_key
-from training.release.predict import input_texts, read_input, table_delimiter, write_table
+from training.data.sources import build_index, index_key, similar, text_key
+from training.release.predict import read_input, table_delimiter, table_texts, write_table
 
 STRATEGIES = ("uncertainty", "disagreement", "stratified", "random")
 BANDS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0000001)
@@ -90,7 +90,7 @@ def sample(texts: list[str], probs: np.ndarray, thresholds: dict[str, float], *,
         if not k or similar(k, seen) is not None:  # an exact or near repeat of an earlier candidate
             repeats += 1
             continue
-        seen.setdefault(len(frozenset(k.split())), []).append((k, frozenset(k.split())))
+        index_key(seen, k)
         candidates.append(i)
     idx = np.asarray(candidates, dtype=np.int64)
     p = probs[idx]
@@ -125,8 +125,8 @@ def sample_file(predictor, input_path: str | Path, output_path: str | Path, *, n
     """Read, score, sample and write (atomically); see the module."""
     input_path, output_path = Path(input_path), Path(output_path)
     out_format = table_delimiter(output_path)
-    texts = input_texts(input_path, text_column)  # any bad row fails, naming its line
     table = read_input(input_path)
+    texts = table_texts(table, text_column, input_path)  # any bad row fails, naming its line
     probs = predictor.predict_proba(texts)
     other = None if challenger is None else challenger.predict_proba(texts)
     result = sample(texts, probs, predictor.card.thresholds, n=n, strategy=strategy, seed=seed, other=other,
