@@ -235,7 +235,7 @@ class TweetGuard:
 
     def _store_verdict(self, req: FeedbackRequest, decision: dict):
         stored = self.verdict_store.record(decision_id=req.decision_id, decision=decision, reviewer=req.reviewer,
-                                      labels=req.labels, note=req.note, text=req.text)
+                                           labels=req.labels, note=req.note, text=req.text)
         self._apply_retention()
         return stored
 
