@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 import bentoml
 
-from serving.artifact import TIERS
+from serving.artifact import TIERS, decide
 
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 
@@ -104,8 +104,15 @@ def verdict_outcome(label, flagged: bool) -> str:
     return ("upheld" if label else "overturned") if flagged else ("missed" if label else "agreed")
 
 
+def verdict_outcomes(decision: dict, labels: dict) -> dict[str, tuple[str, str]]:
+    """Per labelled policy: (the verdict's outcome, the decision's action), with the decision's flags and actions
+    from its own thresholds and tiers by the card's rule (`serving.artifact.decide`)."""
+    scores = decision["scores"]
+    flags, actions = decide(scores, decision["thresholds"], {p: decision["tiers"].get(p, {}) for p in scores})
+    return {p: (verdict_outcome(label, flags[p]), actions[p]) for p, label in labels.items()}
+
+
 def record_verdict(decision: dict, labels: dict) -> None:
-    """Count one new verdict per labelled policy (flag = the decision's score >= its threshold)."""
-    for policy, label in labels.items():
-        flagged = decision["scores"][policy] >= decision["thresholds"][policy]
-        VERDICTS.labels(policy=policy, outcome=verdict_outcome(label, flagged)).inc()
+    """Count one new verdict per labelled policy."""
+    for policy, (outcome, _) in verdict_outcomes(decision, labels).items():
+        VERDICTS.labels(policy=policy, outcome=outcome).inc()

@@ -71,8 +71,8 @@ def moderation_result(result: TextResult) -> dict:
             "decision_id": result.decision_id,
             "unmodeled": list(UNMODELED),
             # Asked for with {"tweetguard": {"explain": true}}: the same reasons and statements as /classify's.
-            **({"reasons": result.model_dump()["reasons"], "statements": result.statements,
-                "words_outside_window": result.model_dump()["words_outside_window"]} if result.reasons else {}),
+            **(result.model_dump(include={"reasons", "statements", "words_outside_window"}) if result.reasons
+               else {}),
         },
     }
 

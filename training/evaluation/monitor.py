@@ -186,8 +186,7 @@ def overturn_report(rows: list[dict]) -> dict:
     decisions labelled true / false, the share overturned (labelled false), and the same per decision tier
     (review / remove, by the decision's own tier thresholds); plus verdicts that report a miss (true, not
     flagged) and "unsure" ones. A climbing overturn rate is the earliest sign a model is wrong in production."""
-    from serving.artifact import action_of
-    from serving.metrics import verdict_outcome
+    from serving.metrics import verdict_outcomes
 
     latest: dict[tuple[str, str], dict] = {}
     for r in rows:  # oldest first: a later revision replaces an earlier one
@@ -195,14 +194,11 @@ def overturn_report(rows: list[dict]) -> dict:
     out: dict[str, dict] = {}
     for r in latest.values():
         d = r["decision"]
-        for policy, label in r["labels"].items():
-            flagged = d["scores"][policy] >= d["thresholds"][policy]
-            outcome = verdict_outcome(label, flagged)
+        for policy, (outcome, action) in verdict_outcomes(d, r["labels"]).items():
             entry = out.setdefault(d["model"], {}).setdefault(policy, {
                 "verdicts": 0, "upheld": 0, "overturned": 0, "missed": 0, "agreed": 0, "unsure": 0, "tiers": {}})
             entry["verdicts"] += 1
             entry[outcome] += 1
-            action = action_of(d["scores"][policy], d["tiers"].get(policy, {}))
             if action != "none" and outcome in ("upheld", "overturned"):
                 tier = entry["tiers"].setdefault(action, {"upheld": 0, "overturned": 0})
                 tier[outcome] += 1
