@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM := false
 export NO_MKDOCS_2_WARNING := 1
 export DISABLE_MKDOCS_2_WARNING := true
 
-.PHONY: install run baseline bench test test-fast docs docs-serve clean
+.PHONY: install label-studio run baseline bench test test-fast docs docs-serve clean
 
 # torch is pinned in the same resolution as everything else: left to pip it picks a multi-GB CUDA build.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -20,6 +20,17 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 install: $(BIN)/.installed
+
+# The Label Studio server the tests start (tests/test_label_studio.py), in its own environment: its pins
+# (Django, its own label-studio-sdk) are not the project's; the project needs only the SDK.
+LABEL_VENV := .venv-label
+$(LABEL_VENV)/.installed: constraints-label.txt
+	test -x $(LABEL_VENV)/bin/python || $(PY) -m venv $(LABEL_VENV)
+	$(LABEL_VENV)/bin/pip install -q --upgrade pip
+	$(LABEL_VENV)/bin/pip install -q -c constraints-label.txt "label-studio==1.23.2"
+	touch $@
+
+label-studio: $(LABEL_VENV)/.installed
 
 MODEL := models:/tweetguard
 
@@ -45,7 +56,7 @@ bench: install
 
 # The whole suite: unit + integration, the docs site built with --strict (tests/test_docs.py) and the import
 # layering contract (tests/test_architecture.py). This is what CI runs.
-test: install
+test: install label-studio
 	$(BIN)/python -m pytest --durations=25
 
 # The edit-test loop: everything except the `integration`-marked tests (real servers, real backbone, slow paths).

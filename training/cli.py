@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from training.config import ConfigError, load_config
 from training.tracking.refs import REF_FORMS
@@ -164,6 +165,37 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--before", required=True, help="UTC date or time, ISO 8601 (e.g. 2026-11-01)")
     purge.add_argument("--db", default=None, help="SQLAlchemy URL of the store (default: $TWEETGUARD_FEEDBACK_DB, "
                        "else SQLite in $TWEETGUARD_DATA_DIR, the service's defaults)")
+
+    snap = fsub.add_parser("snapshot", help="freeze the verdicts usable for training into a feedback snapshot")
+    snap.add_argument("--db", default=None, help="SQLAlchemy URL of the store (default: as for purge)")
+    snap.add_argument("--snapshots", default=None, metavar="DIR",
+                      help="snapshot folder (default: <$TWEETGUARD_DATA_DIR>/snapshots)")
+
+    p = sub.add_parser("label", help="the Label Studio round trip: export tasks (and a project), import labels "
+                       "into a feedback snapshot")
+    lsub = p.add_subparsers(dest="label_command", required=True)
+    lex = lsub.add_parser("export", help="write Label Studio tasks and the labelling config; with --url, create "
+                          "the project")
+    lex.add_argument("--input", required=True, help="the texts to label (.csv/.tsv/.jsonl, e.g. tweetguard "
+                     "sample's output)")
+    lex.add_argument("--text-column", default="text", help="column/field holding the text (default: text)")
+    lex.add_argument("--output", required=True, help="tasks file (.json); the config is written beside it")
+    lex.add_argument("--model", default=None, metavar="REF",
+                     help="the model whose flags pre-annotate the tasks (default: models:/tweetguard@champion)")
+    lex.add_argument("--no-predictions", action="store_true",
+                     help="blind tasks, no model scores (the test carve); needs no model")
+    lex.add_argument("--url", default=None, help="Label Studio URL: also create the project and import the tasks")
+    lex.add_argument("--token", default=None, help="Label Studio access token (default: $LABEL_STUDIO_API_KEY)")
+    lex.add_argument("--title", default="tweetguard", help="project title (with --url)")
+    _add_tracking_arg(lex, "$MLFLOW_TRACKING_URI")
+    lim = lsub.add_parser("import", help="pull finished annotations into an immutable feedback snapshot")
+    got = lim.add_mutually_exclusive_group(required=True)
+    got.add_argument("--input", help="a Label Studio JSON export file")
+    got.add_argument("--url", help="Label Studio URL (with --project)")
+    lim.add_argument("--project", type=int, default=None, help="with --url: the project id")
+    lim.add_argument("--token", default=None, help="Label Studio access token (default: $LABEL_STUDIO_API_KEY)")
+    lim.add_argument("--snapshots", default=None, metavar="DIR",
+                     help="snapshot folder (default: <$TWEETGUARD_DATA_DIR>/snapshots)")
 
     p = sub.add_parser("explain", help="show which words drove each policy's score, marked in the text")
     _add_model_arg(p)
@@ -408,22 +440,69 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _snapshots_dir(given: str | None) -> str:
+    from serving.schemas import ServiceSettings
+
+    return given or str(Path(ServiceSettings.from_env().data_dir).expanduser() / "snapshots")
+
+
+def _print_snapshot(snapshot, what: str) -> None:
+    state = "written" if snapshot.created else "unchanged (already there)"
+    print(f"{what}: {snapshot.rows} verdicts -> {snapshot.path} ({state}; sha256 {snapshot.sha256})")
+
+
 def _cmd_feedback(args: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
     from serving.feedback import FeedbackStore, sqlite_url
     from serving.schemas import ServiceSettings
 
+    settings = ServiceSettings.from_env()
+    url = args.db or settings.feedback_db or sqlite_url(settings.data_dir)
+    if args.feedback_command == "snapshot":
+        from training.data.feedback import store_verdicts, write_snapshot
+
+        rows, unusable = store_verdicts(FeedbackStore(url).rows())
+        _print_snapshot(write_snapshot(rows, _snapshots_dir(args.snapshots), origin="feedback", source=url),
+                        "feedback snapshot")
+        print(f"left out {unusable} verdicts without a matching text (not usable for training)")
+        return 0
     try:
         before = datetime.fromisoformat(args.before)
     except ValueError:
         raise ValueError(f"--before {args.before!r}: not an ISO 8601 date or time (e.g. 2026-11-01)") from None
     if before.tzinfo is None:
         before = before.replace(tzinfo=timezone.utc)
-    settings = ServiceSettings.from_env()
-    url = args.db or settings.feedback_db or sqlite_url(settings.data_dir)
     n = FeedbackStore(url).purge(before.timestamp())
     print(f"deleted {n} verdicts received before {before.isoformat()} from {url}")
+    return 0
+
+
+def _cmd_label(args: argparse.Namespace) -> int:
+    from training.release import label
+
+    if args.label_command == "import":
+        done = label.import_labels(_snapshots_dir(args.snapshots), input_path=args.input, url=args.url,
+                                   token=args.token, project=args.project)
+        _print_snapshot(done.snapshot, "label snapshot")
+        print(f"skipped {done.cancelled} cancelled annotations")
+        return 0
+    predictor = model = None
+    if not args.no_predictions:
+        from transformers.utils import logging as hf_logging
+
+        from serving.predictor import Predictor
+        from training.tracking.refs import resolve_model_ref
+
+        hf_logging.disable_progress_bar()
+        model = args.model or "models:/tweetguard@champion"
+        predictor = Predictor.load(resolve_model_ref(model, tracking_uri=args.tracking_uri))
+    done = label.export(args.input, args.output, predictor=predictor, model_version=model,
+                        text_column=args.text_column, url=args.url, token=args.token, title=args.title)
+    blind = "blind (no predictions)" if predictor is None else f"pre-annotated by {model}"
+    print(f"{done.n} tasks, {blind} -> {done.tasks}; labelling config -> {done.config}")
+    if done.project is not None:
+        print(f"Label Studio project {done.project}: {args.url.rstrip('/')}/projects/{done.project}")
     return 0
 
 
@@ -443,6 +522,7 @@ COMMANDS = {
     "explain": _cmd_explain,
     "feedback": _cmd_feedback,
     "sample": _cmd_sample,
+    "label": _cmd_label,
 }
 
 

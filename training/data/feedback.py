@@ -1,0 +1,144 @@
+"""Feedback snapshots: human labels frozen into immutable, content-hashed files that training can cite.
+
+A snapshot is `feedback-<sha256[:16]>.jsonl` in a snapshot folder, one verdict per line, with a manifest
+`feedback-<sha256[:16]>.json` beside it ({"sha256", "rows", "created_at", "origin", "source"}). The name is
+the hash of the file's bytes, so a snapshot never changes: writing the same verdicts again finds the file
+already there and writes nothing; a file whose bytes no longer match its name is refused on read.
+
+A verdict row: {"text", "text_sha256", "labels": {policy: true | false | "unsure"}, "reviewer", "labelled_at"
+(ISO 8601, UTC), "blind" (labelled without the model's scores shown), "origin" ("label-studio" | "feedback"),
+"item" (the origin's id of the labelled item: a Label Studio task, a decision), "verdict" (the origin's id of
+this verdict: an annotation, a stored verdict)}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from serving.policies import POLICIES
+
+PREFIX = "feedback-"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    sha256: str
+    rows: int
+    created: bool  # False: an identical snapshot was already there
+
+
+def text_sha256(text: str) -> str:
+    """The hash decisions and verdicts name a text by (sha256 of its UTF-8 bytes, as the service computes it)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def check_row(row: dict[str, Any], where: str) -> None:
+    """Raise ValueError naming `where` and the field when a verdict row is malformed."""
+    for field in ("text", "labels", "reviewer", "labelled_at", "origin"):
+        if field not in row:
+            raise ValueError(f"{where}: missing field {field!r}")
+    if not isinstance(row["text"], str) or not row["text"].strip():
+        raise ValueError(f"{where}: field 'text' is empty")
+    labels = row["labels"]
+    if not isinstance(labels, dict) or not labels:
+        raise ValueError(f"{where}: field 'labels' must name at least one policy")
+    for policy, value in labels.items():
+        if policy not in POLICIES:
+            raise ValueError(f"{where}: labels.{policy}: unknown policy (policies: {', '.join(POLICIES)})")
+        if not (value is True or value is False or value == "unsure"):  # 1 / 0 are not answers
+            raise ValueError(f"{where}: labels.{policy}: {value!r} is not true, false or \"unsure\"")
+
+
+def _canonical(rows: Iterable[dict[str, Any]]) -> bytes:
+    ordered = sorted(rows, key=lambda r: (r["labelled_at"], str(r.get("item", "")), str(r.get("verdict", ""))))
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in ordered).encode("utf-8")
+
+
+def write_snapshot(rows: list[dict[str, Any]], folder: str | Path, *, origin: str, source: str) -> Snapshot:
+    """Freeze `rows` into `folder` (created if needed); see the module. Rows are validated first: a bad row
+    raises ValueError naming its position and field, and nothing is written."""
+    if not rows:
+        raise ValueError(f"no verdicts to snapshot from {source}")
+    for i, row in enumerate(rows, 1):
+        check_row(row, f"{source}: verdict {i}")
+    data = _canonical(rows)
+    sha = hashlib.sha256(data).hexdigest()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{PREFIX}{sha[:16]}.jsonl"
+    if path.exists():
+        read_snapshot(path)  # an existing file must still be what its name says
+        return Snapshot(path, sha, len(rows), created=False)
+    manifest = {"sha256": sha, "rows": len(rows), "origin": origin, "source": source,
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    for target, payload in ((path.with_suffix(".json"), json.dumps(manifest, indent=1).encode() + b"\n"),
+                            (path, data)):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, target)
+    return Snapshot(path, sha, len(rows), created=True)
+
+
+def read_snapshot(path: str | Path) -> tuple[str, list[dict[str, Any]]]:
+    """(sha256, rows) of one snapshot file; ValueError when its bytes do not match its name or a row is bad."""
+    path = Path(path)
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    if not path.name.startswith(PREFIX) or path.stem[len(PREFIX):] != sha[:16]:
+        raise ValueError(f"{path}: contents do not match the snapshot's name (sha256 {sha[:16]}): a snapshot is "
+                         "never edited; write a new one")
+    rows = []
+    for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from None
+        check_row(row, f"{path}:{n}")
+        rows.append(row)
+    return sha, rows
+
+
+def snapshot_files(folder: str | Path) -> list[Path]:
+    """The snapshot files in `folder`, by name (empty when the folder does not exist)."""
+    folder = Path(folder)
+    return sorted(folder.glob(f"{PREFIX}*.jsonl")) if folder.is_dir() else []
+
+
+def snapshots_hash(folder: str | Path) -> str | None:
+    """One hash for every snapshot in `folder` (sha256 over their sorted hashes); None when there is none.
+    Logged on every MLflow run that trains or evaluates on feedback."""
+    hashes = sorted(read_snapshot(p)[0] for p in snapshot_files(folder))
+    return hashlib.sha256("\n".join(hashes).encode()).hexdigest() if hashes else None
+
+
+def store_verdicts(stored: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """(verdict rows, verdicts left out) from the service's feedback store (serving.feedback rows): a
+    reviewer's latest revision of each decision, when it is usable for training (its text was sent and matched
+    the decision). The moderators saw the model's decision, so none is blind."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in stored:
+        key = (r["decision_sha256"], r["reviewer"])
+        if key not in latest or r["revision"] >= latest[key]["revision"]:
+            latest[key] = r
+    rows, unusable = [], 0
+    for r in latest.values():
+        if not r["usable_for_training"] or not r["text"]:
+            unusable += 1
+            continue
+        rows.append({"text": r["text"], "text_sha256": r["text_sha256"], "labels": r["labels"],
+                     "reviewer": f"feedback:{r['reviewer']}",
+                     "labelled_at": datetime.fromtimestamp(r["received_at"], timezone.utc).isoformat(),
+                     "blind": False, "origin": "feedback", "item": r["decision_sha256"], "verdict": str(r["id"])})
+    return rows, unusable
