@@ -70,7 +70,7 @@ def test_annotations_become_verdicts_and_cancelled_ones_are_counted():
     assert cancelled == 1
     (row,) = rows
     assert row["labels"] == {"abusive": False, "harassment": True, "violence": False}
-    assert row["reviewer"] == "label-studio:r1@x.org" and row["blind"] and row["item"] == "7"
+    assert row["reviewer"] == "label-studio:r1@x.org" and row["blind"] and row["item"] == "project?/task7"
     rows, _ = verdicts(_export([{"abusive": "true", "harassment": "unsure"}]), "e")
     assert rows[0]["labels"] == {"abusive": True, "harassment": "unsure"}  # a policy left unanswered is unknown
 

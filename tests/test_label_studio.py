@@ -6,14 +6,7 @@ config, the instructions and the tasks (pre-annotated, or blind), two reviewers 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
-from pathlib import Path
 
-import httpx
 import pytest
 
 from serving.policies import POLICIES
@@ -22,42 +15,6 @@ from training.data.feedback import read_snapshot, snapshot_files
 from training.release.label import label_config
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[1]
-SERVER = ROOT / ".venv-label" / "bin" / "label-studio"
-TOKEN = "tweetguard-test-token-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def label_studio(tmp_path_factory):
-    assert SERVER.exists(), f"{SERVER} is missing: run `make label-studio` (make test does)"
-    data = tmp_path_factory.mktemp("label-studio")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, LABEL_STUDIO_BASE_DATA_DIR=str(data), DJANGO_DB="sqlite")
-    log = (data / "server.log").open("w")
-    proc = subprocess.Popen(
-        [str(SERVER), "start", "--no-browser", "--port", str(port), "--host", url, "--data-dir", str(data),
-         "--username", "lead@tweetguard.test", "--password", "not-a-real-password", "--user-token", TOKEN,
-         "--enable-legacy-api-token"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, f"label-studio exited {proc.returncode}: {(data / 'server.log').read_text()}"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "label-studio did not answer /health in 300 s"
-            time.sleep(1)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
-        log.close()
 
 
 def _answer(ls, task_id: int, labels: dict[str, str], user: int | None = None) -> None:
@@ -70,14 +27,15 @@ def _answer(ls, task_id: int, labels: dict[str, str], user: int | None = None) -
 def test_round_trip_through_a_real_label_studio(label_studio, tiny_artifact, tmp_path, capsys):
     from label_studio_sdk import LabelStudio
 
+    url, token = label_studio
     texts = ["@sam you absolute clown", "lovely weather today", "say that again and you'll need a dentist"]
     sample = tmp_path / "sample.csv"
     sample.write_text("text,sample_rank\n" + "".join(f'"{t}",{i}\n' for i, t in enumerate(texts, 1)))
     assert main(["label", "export", "--model", str(tiny_artifact), "--input", str(sample),
-                 "--output", str(tmp_path / "tasks.json"), "--url", label_studio, "--token", TOKEN,
+                 "--output", str(tmp_path / "tasks.json"), "--url", url, "--token", token,
                  "--title", "pre-annotated"]) == 0
     project = int(capsys.readouterr().out.split("Label Studio project ")[1].split(":")[0])
-    ls = LabelStudio(base_url=label_studio, api_key=TOKEN)
+    ls = LabelStudio(base_url=url, api_key=token)
     got = ls.projects.get(id=project)
     assert got.label_config.strip() == label_config().strip() and "How to judge a post" in got.expert_instruction
     tasks = list(ls.tasks.list(project=project, fields="all"))
@@ -93,7 +51,7 @@ def test_round_trip_through_a_real_label_studio(label_studio, tiny_artifact, tmp
     _answer(ls, by_text[texts[0]], {"abusive": "true", "harassment": "unsure", "violence": "false"}, user=second)
     _answer(ls, by_text[texts[1]], {"abusive": "false", "harassment": "false", "violence": "false"})
     snaps = tmp_path / "snaps"
-    assert main(["label", "import", "--url", label_studio, "--token", TOKEN, "--project", str(project),
+    assert main(["label", "import", "--url", url, "--token", token, "--project", str(project),
                  "--snapshots", str(snaps)]) == 0
     (path,) = snapshot_files(snaps)
     _, rows = read_snapshot(path)
@@ -104,13 +62,13 @@ def test_round_trip_through_a_real_label_studio(label_studio, tiny_artifact, tmp
 
     # the test carve: blind tasks, no predictions, marked blind in every verdict
     assert main(["label", "export", "--no-predictions", "--input", str(sample),
-                 "--output", str(tmp_path / "blind.json"), "--url", label_studio, "--token", TOKEN,
+                 "--output", str(tmp_path / "blind.json"), "--url", url, "--token", token,
                  "--title", "blind"]) == 0
     blind = int(capsys.readouterr().out.split("Label Studio project ")[1].split(":")[0])
     blind_tasks = list(ls.tasks.list(project=blind, fields="all"))
     assert all(not t.predictions for t in blind_tasks)
     _answer(ls, blind_tasks[0].id, {"abusive": "false", "harassment": "false", "violence": "true"})
-    assert main(["label", "import", "--url", label_studio, "--token", TOKEN, "--project", str(blind),
+    assert main(["label", "import", "--url", url, "--token", token, "--project", str(blind),
                  "--snapshots", str(snaps)]) == 0
     new = [p for p in snapshot_files(snaps) if p != path]
     (row,) = read_snapshot(new[0])[1]
@@ -118,6 +76,7 @@ def test_round_trip_through_a_real_label_studio(label_studio, tiny_artifact, tmp
 
 
 def test_a_wrong_token_is_a_clear_error_and_writes_nothing(label_studio, tmp_path, capsys):
-    assert main(["label", "import", "--url", label_studio, "--token", "wrong", "--project", "1",
+    url, _ = label_studio
+    assert main(["label", "import", "--url", url, "--token", "wrong", "--project", "1",
                  "--snapshots", str(tmp_path / "snaps")]) != 0
     assert not snapshot_files(tmp_path / "snaps")

@@ -310,7 +310,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_promote(args: argparse.Namespace) -> int:
     from training.evaluation.evaluate import load_split
-    from training.registry.promote import describe_decision, promote, rollback
+    from training.registry.promote import describe_decision, feedback_carve, promote, rollback
     from training.tracking.runs import check_reachable, resolve_uri
 
     cfg = load_config(args.config, args.overrides)
@@ -324,9 +324,9 @@ def _cmd_promote(args: argparse.Namespace) -> int:
         print("tweetguard promote: --candidate REF is required (or --rollback)", file=sys.stderr)
         return 2
     validation = load_split(cfg, "validation")
-    test = None if args.no_test else load_split(cfg, "test")
-    decision = promote(args.candidate, cfg, validation=validation, test=test, tracking_uri=uri, force=args.force,
-                       reason=args.reason)
+    test = None if args.no_test and not cfg.data.feedback else load_split(cfg, "test")
+    decision = promote(args.candidate, cfg, validation=validation, test=None if args.no_test else test,
+                       feedback=feedback_carve(test), tracking_uri=uri, force=args.force, reason=args.reason)
     print(describe_decision(decision), end="")
     return 1 if args.strict and decision.outcome == "refused" else 0
 

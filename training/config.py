@@ -96,6 +96,11 @@ class DataConfig(Section):
         "validation and test untouched), e.g. {contrast: 0.25} for a learning curve, or a large new source "
         "brought in without lengthening the epoch. Unlisted sources keep every row."
     )
+    feedback: str | None = Field(
+        None, description="Folder of feedback snapshots (`tweetguard label import`, `tweetguard feedback "
+        "snapshot`): set, the declared feedback source reads every snapshot in it (its latest verdicts are its "
+        "test carve); null = no feedback, training exactly as without it."
+    )
     cache_dir: str = Field("data/cache", description="Where prepared DatasetDicts are cached, keyed by content hash.")
 
     @field_validator("train_share")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from serving.policies import POLICIES
+from training.data.sources import FileSpec, RawRow, ReadResult, SourceSpec, TimeSplit, text_key
 
 PREFIX = "feedback-"
 
@@ -142,3 +143,92 @@ def store_verdicts(stored: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
                      "labelled_at": datetime.fromtimestamp(r["received_at"], timezone.utc).isoformat(),
                      "blind": False, "origin": "feedback", "item": r["decision_sha256"], "verdict": str(r["id"])})
     return rows, unusable
+
+
+def feedback_spec(spec: SourceSpec, folder: str | Path) -> SourceSpec:
+    """The declared feedback source pointed at `folder` (data.feedback): its files are the snapshots there."""
+    folder = Path(folder).expanduser().resolve()
+    files = snapshot_files(folder)
+    if not files:
+        raise FileNotFoundError(f"data.feedback = {folder}: no feedback snapshots ({PREFIX}*.jsonl) there; write one "
+                                "with `tweetguard label import` or `tweetguard feedback snapshot`")
+    return spec.model_copy(update={"folder": str(folder), "shipped": False,
+                                   "files": [FileSpec(path=p.name) for p in files]})
+
+
+def majority(answers: list[Any]) -> str:
+    """One policy's label from several reviewers: the majority of the true / false answers ("1" / "0"); a tie,
+    or only "unsure", is "unknown" (never a negative)."""
+    yes, no = sum(a is True for a in answers), sum(a is False for a in answers)
+    return "1" if yes > no else "0" if no > yes else "unknown"
+
+
+def agreement(by_text: list[list[dict[str, Any]]]) -> dict[str, tuple[float | None, int]]:
+    """Per policy: (Krippendorff's alpha, nominal, "unsure" as missing; texts it is computed over), from the
+    texts at least two reviewers answered true / false; alpha None when fewer than two such texts."""
+    import krippendorff
+    import numpy as np
+
+    out = {}
+    for policy in POLICIES:
+        units = []
+        for verdicts in by_text:
+            answers = {v["reviewer"]: v["labels"].get(policy) for v in verdicts}
+            answers = {r: a for r, a in answers.items() if a is True or a is False}
+            if len(answers) >= 2:
+                units.append(answers)
+        if len(units) < 2:
+            out[policy] = (None, len(units))
+            continue
+        reviewers = sorted({r for u in units for r in u})
+        data = np.full((len(reviewers), len(units)), np.nan)
+        for j, u in enumerate(units):
+            for r, a in u.items():
+                data[reviewers.index(r), j] = float(a)
+        alpha = krippendorff.alpha(reliability_data=data, level_of_measurement="nominal") \
+            if len(np.unique(data[~np.isnan(data)])) > 1 else 1.0
+        out[policy] = (float(alpha), len(units))
+    return out
+
+
+def read_feedback(spec: SourceSpec, folder: Path) -> ReadResult:
+    """Every snapshot of the folder -> one raw row per text (by text key): per policy the reviewers' majority,
+    split by time (spec.time_split): texts in the order of their first verdict, the latest the test carve.
+    A verdict seen in several snapshots counts once (its latest state: a revision or an edited annotation
+    supersedes); the subset is `blind` when every verdict of the text was given without the model's view."""
+    result = ReadResult()
+    latest: dict[tuple, tuple[dict, str, int]] = {}
+    for f in spec.files:
+        path = folder / f.path
+        _, rows = read_snapshot(path)
+        for line, v in enumerate(rows, 1):
+            key = (v["origin"], v["reviewer"], v.get("item") or v["text_sha256"])
+            if key not in latest or v["labelled_at"] >= latest[key][0]["labelled_at"]:
+                latest[key] = (v, str(path), line)
+    groups: dict[str, list[tuple[dict, str, int]]] = {}
+    for entry in latest.values():
+        groups.setdefault(text_key(entry[0]["text"]), []).append(entry)
+    ordered = sorted(groups.items(), key=lambda kv: (min(e[0]["labelled_at"] for e in kv[1]), kv[0]))
+    split = spec.time_split or TimeSplit()
+    n = len(ordered)
+    n_test = round(n * split.test)
+    n_val = round(n * split.validation)
+    for i, (key, entries) in enumerate(ordered):
+        verdicts = [e[0] for e in entries]
+        part = "test" if i >= n - n_test else "validation" if i >= n - n_test - n_val else "train"
+        first = min(entries, key=lambda e: e[0]["labelled_at"])
+        fields = {p: majority([v["labels"].get(p) for v in verdicts]) for p in POLICIES}
+        fields["reviewers"] = str(len({v["reviewer"] for v in verdicts}))
+        blind = all(v.get("blind") for v in verdicts)
+        result.rows.append(RawRow(spec.name, first[0]["text_sha256"][:16], first[0]["text"], part,
+                                  "blind" if blind else "reviewed", fields, first[1], first[2],
+                                  origin=first[0]["origin"]))
+    counts = {p: sum(r.split == p for r in result.rows) for p in ("train", "validation", "test")}
+    result.notes.append(f"{len(latest)} verdicts on {n} texts from {len(spec.files)} snapshots; split by time: "
+                        f"train {counts['train']}, validation {counts['validation']}, test {counts['test']} "
+                        f"(the latest; {sum(r.split == 'test' and r.subset == 'blind' for r in result.rows)} "
+                        "blind-labelled)")
+    for policy, (alpha, units) in agreement([[e[0] for e in g] for _, g in ordered]).items():
+        result.notes.append(f"agreement {policy}: Krippendorff's alpha (nominal, unsure as missing) "
+                            f"{'n/a' if alpha is None else f'{alpha:.3f}'} over {units} texts with 2+ reviewers")
+    return result

@@ -33,6 +33,7 @@ from serving.policies import POLICIES
 from serving.preprocess import PREPROCESS_VERSION
 from training.config import ConfigError, DataConfig
 from training.data.card import DataCard, build_card
+from training.data.feedback import feedback_spec
 from training.data.readers import join_labels, read_label_table, read_source
 from training.data.sources import (
     BadRow,
@@ -77,8 +78,16 @@ def select_sources(cfg: DataConfig, specs: list[SourceSpec]) -> tuple[list[Sourc
         if name not in opt_in:
             what = "is not an opt-in source (it is used unless excluded)" if name in names else "is not declared"
             raise ConfigError(f"data.opt_in: {name!r} {what}; the declared opt-in sources: {opt_in}")
+    if cfg.feedback and not any(s.reader == "feedback" for s in specs):
+        raise ConfigError(f"data.feedback = {cfg.feedback}, but {cfg.sources_file} declares no source with "
+                          "reader: feedback (copy the `feedback` entry of data/sources.yaml)")
     chosen, excluded = [], {}
     for s in specs:
+        if s.reader == "feedback":  # its folder is the config's, its files the snapshots in it
+            if not cfg.feedback:
+                excluded[s.name] = "no data.feedback folder"
+                continue
+            s = feedback_spec(s, cfg.feedback)
         if cfg.include is not None and s.name not in cfg.include:
             excluded[s.name] = "not in data.include"
         elif s.name in cfg.exclude:

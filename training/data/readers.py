@@ -15,6 +15,7 @@ from training.config import ConfigError
 from training.data.files import id_labels, need, records
 from training.data.conan import read_conan
 from training.data.contrast import read_contrast
+from training.data.feedback import read_feedback
 from training.data.hatexplain import read_hatexplain
 from training.data.sources import BadRow, RawRow, ReadResult, SourceSpec, source_dir, text_key
 
@@ -277,7 +278,7 @@ def read_hf(spec: SourceSpec, root: Path) -> ReadResult:
 
 READERS = {"table": read_tabular, "lines": read_lines, "ethos": read_ethos, "latent_hatred": read_latent_hatred,
            "vulgar_functions": read_vulgar_functions, "conan": read_conan, "hatexplain": read_hatexplain,
-           "contrast": read_contrast}
+           "contrast": read_contrast, "feedback": read_feedback}
 
 
 def read_source(spec: SourceSpec, root: Path) -> ReadResult:

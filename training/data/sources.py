@@ -72,6 +72,13 @@ class NearDuplicates(Strict):
                                                          "text_key always counts")
 
 
+class TimeSplit(Strict):
+    """Reader feedback: texts in the order of their first verdict; the latest ones are the test carve."""
+
+    validation: float = Field(0.1, ge=0, lt=0.5, description="share of texts before the test carve: validation")
+    test: float = Field(0.2, gt=0, lt=0.5, description="share of the latest texts: the test carve")
+
+
 class SourceSpec(Strict):
     name: str
     description: str
@@ -80,7 +87,7 @@ class SourceSpec(Strict):
         "tweets", description="where the texts come from; expert: written by NGO operators / annotators (CONAN)"
     )
     reader: Literal["table", "lines", "ethos", "latent_hatred", "vulgar_functions", "conan", "hatexplain",
-                    "contrast", "hf"] = "table"
+                    "contrast", "feedback", "hf"] = "table"
     folder: str | None = Field(None, description="folder under data.root holding the files; null = the name")
     shipped: bool = Field(False, description="the files ship in this repository: `folder` is relative to the "
                           "repository root, not data.root (data this project wrote itself, e.g. data/contrast)")
@@ -126,6 +133,9 @@ class SourceSpec(Strict):
     near_duplicates_of: NearDuplicates | None = Field(
         None, description="drop rows that are near-duplicates of another declared source's rows (counted in the "
         "card); that source is read for this even when the run leaves it out"
+    )
+    time_split: TimeSplit | None = Field(
+        None, description="reader feedback: the split by time (the latest verdicts are the test carve)"
     )
     known_defects: dict[str, int] = Field(
         default_factory=dict, description="declared file defects the reader handles, with expected counts"

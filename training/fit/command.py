@@ -255,6 +255,10 @@ def log_inputs(run, cfg: Config, prepared, pos_weight: list[float], n_train: int
     splits = {split: len(prepared.dataset[split]) for split in prepared.dataset}
     run.log_data(prepared.card_json_path, prepared.card_md_path, prepared.path, prepared.fingerprint, sources, splits)
     run.set_tags({f"pos_weight.{p}": f"{w:.3f}" for p, w in zip(POLICIES, pos_weight)})
+    if cfg.data.feedback:  # the exact human labels this run learned from (docs/labelling.md)
+        from training.data.feedback import snapshots_hash
+
+        run.set_tags({"feedback.snapshots_sha256": snapshots_hash(cfg.data.feedback)})
 
 
 def finish_trial(run, run_dir: Path, loop) -> TrainResult:

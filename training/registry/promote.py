@@ -5,8 +5,10 @@
 Candidate and current champion are both re-scored now, on the same validation rows. For every policy the
 paired bootstrap (the same resampled tweets for both models) gives a 95% interval of
 PR-AUC(candidate) - PR-AUC(champion). The candidate is refused when, for any policy, that whole interval lies
-below zero: a drop larger than resampling noise explains. Test metrics are printed beside, never used to decide
-(choosing on test would make it a second validation set). `@challenger` always marks the last candidate.
+below zero: a drop larger than resampling noise explains. With `data.feedback`, the same gate also runs on the
+feedback source's blind-labelled test carve (the latest human labels; docs/labelling.md). Other test metrics are
+printed beside, never used to decide (choosing on test would make it a second validation set). `@challenger`
+always marks the last candidate.
 
 Every decision is tagged on the candidate version (`promotion.decision`, `.evidence`, `.reason`, ...). Past
 champions are kept, oldest first, in the registered model's `champion_history` tag, which `--rollback` pops.
@@ -76,22 +78,22 @@ def _metrics_of(name: str, version: str, splits: dict, uri: str, batch_size: int
 
 
 def gate(labels: np.ndarray, champion_probs: np.ndarray, candidate_probs: np.ndarray, n: int = 1000,
-         seed: int = 0) -> tuple[list[str], dict[str, dict]]:
-    """(reasons to refuse, per-policy evidence) from the paired bootstrap of the PR-AUC difference."""
+         seed: int = 0, where: str = "validation") -> tuple[list[str], dict[str, dict]]:
+    """(reasons to refuse, per-policy evidence) from the paired bootstrap of the PR-AUC difference on `where`."""
     ci = paired_bootstrap_diff(labels, champion_probs, candidate_probs, n=n, seed=seed)
     before, after = masked_metrics(labels, champion_probs), masked_metrics(labels, candidate_probs)
     reasons, evidence = [], {}
     for p in POLICIES:
         key = f"{p}/pr_auc"
         if key not in before or key not in after or key not in ci:
-            evidence[p] = {"status": "not judged: validation lacks positives or negatives"}
+            evidence[p] = {"status": f"not judged: {where} lacks positives or negatives"}
             continue
         lo, hi = ci[key]
         evidence[p] = {"champion": round(before[key], 4), "candidate": round(after[key], 4),
                        "delta": round(after[key] - before[key], 4), "ci95": [round(lo, 4), round(hi, 4)],
                        "n_pos": int(before[f"{p}/n_pos"]), "n_neg": int(before[f"{p}/n_neg"])}
         if hi < 0:
-            reasons.append(f"{p}: validation PR-AUC {before[key]:.4f} -> {after[key]:.4f} "
+            reasons.append(f"{p}: {where} PR-AUC {before[key]:.4f} -> {after[key]:.4f} "
                            f"(delta {after[key] - before[key]:+.4f}, paired 95% CI [{lo:+.4f}, {hi:+.4f}] below 0)")
     return reasons, evidence
 
@@ -128,9 +130,22 @@ def behaviour_side_by_side(champion_suite: dict | None, candidate_suite: dict | 
                              "delta"], rows)
 
 
-def promote(candidate_ref: str, cfg: Config, *, validation, test=None, tracking_uri: str,
+def feedback_carve(test):
+    """The blind-labelled texts of the feedback source's test carve (the latest verdicts, labelled without the
+    model's view; docs/labelling.md), or None when the test split has none."""
+    if test is None:
+        return None
+    carve = test.filter(lambda r: r["source"] == "feedback" and r["subset"] == "blind")
+    return carve if len(carve) else None
+
+
+def promote(candidate_ref: str, cfg: Config, *, validation, test=None, feedback=None, tracking_uri: str,
             force: bool = False, reason: str | None = None) -> Decision:
-    """Compare, decide, and (if promoting) move the aliases; tags record the decision either way."""
+    """Compare, decide, and (if promoting) move the aliases; tags record the decision either way.
+
+    `feedback` (`feedback_carve`): the blind-labelled feedback test carve. The same gate runs on it as on
+    validation, and a candidate worse there beyond the interval is refused: it is the one sample of what the
+    service meets, labelled by the people who act on it."""
     if force and not (reason and reason.strip()):
         raise ValueError("--force needs --reason \"...\": the override is recorded on the version")
     name, alias, version = registered(candidate_ref)
@@ -145,18 +160,31 @@ def promote(candidate_ref: str, cfg: Config, *, validation, test=None, tracking_
     elif champion == candidate:
         return Decision(name, candidate, champion, "unchanged", [f"v{candidate} is already {CHAMPION}"])
     else:
-        splits = {"validation": validation, **({"test": test} if test is not None else {})}
+        splits = {"validation": validation, **({"test": test} if test is not None else {}),
+                  **({"feedback": feedback} if feedback is not None else {})}
         suite = cfg.evaluation.behaviour_suite
         champ = _metrics_of(name, champion, splits, uri, cfg.evaluation.batch_size, suite)
         cand = _metrics_of(name, candidate, splits, uri, cfg.evaluation.batch_size, suite)
         (champ_val, _), (cand_val, _) = champ["validation"], cand["validation"]
         reasons, evidence = gate(champ_val.labels, champ_val.probs, cand_val.probs,
                                  n=cfg.evaluation.bootstrap_samples, seed=cfg.evaluation.seed)
+        evidence = {"validation_rows": len(validation), **evidence}
+        cited = ["no policy's validation PR-AUC dropped beyond the paired-bootstrap 95% interval"]
+        if feedback is not None:
+            (champ_fb, _), (cand_fb, _) = champ["feedback"], cand["feedback"]
+            where = f"feedback carve ({len(feedback)} blind-labelled texts)"
+            fb_reasons, fb_evidence = gate(champ_fb.labels, champ_fb.probs, cand_fb.probs,
+                                           n=cfg.evaluation.bootstrap_samples, seed=cfg.evaluation.seed,
+                                           where=where)
+            reasons += fb_reasons
+            evidence["feedback"] = {"rows": len(feedback), **fb_evidence}
+            judged = [p for p in POLICIES if "delta" in fb_evidence[p]]
+            cited.append(f"{where}: no policy's PR-AUC dropped beyond the interval (judged: "
+                         f"{', '.join(judged) or 'none, too few positives or negatives'})")
         val = (champ["validation"][1], cand["validation"][1])
         test_metrics = (champ["test"][1], cand["test"][1]) if test is not None else None
         outcome = "forced" if reasons and force else "refused" if reasons else "promoted"
-        decision = Decision(name, candidate, champion, outcome, reasons or ["no policy's PR-AUC dropped beyond "
-                            "the paired-bootstrap 95% interval"], {"validation_rows": len(validation), **evidence},
+        decision = Decision(name, candidate, champion, outcome, reasons or cited, evidence,
                             side_by_side(val, test_metrics, champion, candidate)
                             + behaviour_side_by_side(champ["behaviour"], cand["behaviour"], champion, candidate))
     if decision.outcome == "forced":

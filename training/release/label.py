@@ -180,7 +180,8 @@ def verdicts(export_tasks: list[dict], source: str) -> tuple[list[dict[str, Any]
                          "reviewer": _reviewer(a),
                          "labelled_at": a.get("updated_at") or a.get("created_at") or "",
                          "blind": bool((t.get("data") or {}).get("blind", False)),
-                         "origin": "label-studio", "item": str(t.get("id")), "verdict": str(a.get("id"))})
+                         "origin": "label-studio", "verdict": str(a.get("id")),
+                         "item": f"project{t.get('project', '?')}/task{t.get('id')}"})
     return rows, cancelled
 
 
