@@ -15,15 +15,13 @@ import random
 
 import httpx
 import pytest
-import yaml
 from mlflow import MlflowClient
 
 from serving.feedback import FeedbackStore, sqlite_url
 from serving.policies import POLICIES
 from training.cli import main
-from training.config import load_config, repo_root
+from training.config import load_config
 from training.data.feedback import snapshot_files, snapshots_hash
-from training.data.sources import load_sources
 from training.pipeline.train import train
 from training.tracking.refs import resolve_model_ref
 
@@ -79,11 +77,6 @@ def test_the_loop(tmp_path, mlflow_uri, write_tiny_train_config, serve_tiny, lab
 
     ls_url, ls_token = label_studio
     config = write_tiny_train_config(tmp_path, max_steps=24, eval_every_steps=12)
-    sources = tmp_path / "data" / "datasets.yaml"  # the tiny sources, plus the feedback source as declared
-    raw = yaml.safe_load(sources.read_text())
-    feedback = next(s for s in load_sources(repo_root() / "data" / "sources.yaml") if s.name == "feedback")
-    raw["sources"].append(feedback.model_dump(mode="json", exclude_defaults=True))
-    sources.write_text(yaml.safe_dump(raw))
     first = train(load_config(config, ["run_name=champion"]), config_file=str(config), progress_bar=False)
     assert first.model_version == "1"  # the first version is @champion
 

@@ -22,7 +22,7 @@ NOTEBOOKS = repo_root() / "notebooks"
 KERNEL = "tweetguard-test"
 
 
-@pytest.mark.parametrize("name", ["evaluation.ipynb", "compare.ipynb"])
+@pytest.mark.parametrize("name", ["evaluation.ipynb", "compare.ipynb", "labelling_loop.ipynb"])
 def test_committed_notebooks_carry_no_outputs(name):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -87,3 +87,29 @@ def test_compare_notebook_runs(notebook_env, monkeypatch):
     text = _text(nb)
     assert "A = tweetguard v1 (transformer), B = tweetguard v2 (tfidf)" in text
     assert "abusive/pr_auc" in text and "tweetguard v2 - tweetguard v1" in text
+
+
+@pytest.mark.integration
+def test_labelling_loop_notebook_runs(tmp_path, mlflow_uri, monkeypatch, write_tiny_train_config):
+    """The simulated-reviewer loop on a tiny trained champion: both strategies at two budgets, each a real
+    feedback snapshot and a real continued training, scored on the source's test carve."""
+    from training.pipeline.train import train
+
+    kernel_dir = tmp_path / "jupyter" / "kernels" / KERNEL
+    kernel_dir.mkdir(parents=True)
+    (kernel_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "tweetguard (test)", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    config = write_tiny_train_config(tmp_path, max_steps=12)
+    assert train(load_config(config), config_file=str(config), progress_bar=False).model_version == "1"
+    for key, value in {"TWEETGUARD_CONFIG": str(config), "TWEETGUARD_SIM_SOURCE": "tiny_violence",
+                       "TWEETGUARD_SIM_BUDGETS": "40,80", "TWEETGUARD_SIM_SEEDS": "0", "TWEETGUARD_SIM_EPOCHS": "1",
+                       "TWEETGUARD_SIM_OUT": str(tmp_path / "sim"),
+                       "TWEETGUARD_OVERRIDES": "evaluation.bootstrap_samples=50"}.items():
+        monkeypatch.setenv(key, value)
+    text = _text(_run("labelling_loop.ipynb"))
+    assert "pool: 120 texts, carve: 30 texts" in text, text
+    assert "| champion (before) |" in text and "| uncertainty | 40 | 1 |" in text and "| random | 80 | 1 |" in text
+    assert "violence PR-AUC: uncertainty − random" in text
+    assert len(list((tmp_path / "sim").glob("*/snapshots/feedback-*.jsonl"))) == 4

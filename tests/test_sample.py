@@ -11,7 +11,7 @@ import pytest
 from serving.decisions import DecisionSigner
 from serving.feedback import FeedbackStore, sqlite_url
 from serving.policies import POLICIES
-from training.release.sample import labelled_keys, sample
+from training.data.sampling import labelled_keys, sample
 
 THRESHOLDS = {p: 0.5 for p in POLICIES}
 
