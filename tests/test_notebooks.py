@@ -30,14 +30,21 @@ def test_committed_notebooks_carry_no_outputs(name):
 
 
 @pytest.fixture
-def notebook_env(tmp_path, tiny_artifact, mlflow_uri, monkeypatch, write_tiny_train_config, register_dir) -> Path:
-    """Kernel spec for this Python, tiny data config, champion = tiny transformer, challenger = TF-IDF."""
+def kernel(tmp_path, monkeypatch) -> str:
+    """A kernel spec for this Python in a tmp JUPYTER_PATH; its name."""
     kernel_dir = tmp_path / "jupyter" / "kernels" / KERNEL
     kernel_dir.mkdir(parents=True)
     (kernel_dir / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "tweetguard (test)", "language": "python"}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return KERNEL
+
+
+@pytest.fixture
+def notebook_env(tmp_path, tiny_artifact, mlflow_uri, monkeypatch, write_tiny_train_config, register_dir,
+                 kernel) -> Path:
+    """Kernel spec for this Python, tiny data config, champion = tiny transformer, challenger = TF-IDF."""
     config = write_tiny_train_config(tmp_path)
     cfg = load_config(config, ["baseline.min_df=1"])
     from training.fit.baseline import train_baseline
@@ -90,17 +97,11 @@ def test_compare_notebook_runs(notebook_env, monkeypatch):
 
 
 @pytest.mark.integration
-def test_labelling_loop_notebook_runs(tmp_path, mlflow_uri, monkeypatch, write_tiny_train_config):
+def test_labelling_loop_notebook_runs(tmp_path, mlflow_uri, monkeypatch, write_tiny_train_config, kernel):
     """The simulated-reviewer loop on a tiny trained champion: both strategies at two budgets, each a real
     feedback snapshot and a real continued training, scored on the source's test carve."""
     from training.pipeline.train import train
 
-    kernel_dir = tmp_path / "jupyter" / "kernels" / KERNEL
-    kernel_dir.mkdir(parents=True)
-    (kernel_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "tweetguard (test)", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     config = write_tiny_train_config(tmp_path, max_steps=12)
     assert train(load_config(config), config_file=str(config), progress_bar=False).model_version == "1"
     for key, value in {"TWEETGUARD_CONFIG": str(config), "TWEETGUARD_SIM_SOURCE": "tiny_violence",
