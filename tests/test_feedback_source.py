@@ -12,7 +12,8 @@ import yaml
 
 from serving.policies import NEGATIVE, POSITIVE, UNKNOWN
 from training.config import DataConfig, repo_root
-from training.data.feedback import agreement, majority, text_sha256, write_snapshot
+from serving.decisions import text_sha256
+from training.data.feedback import agreement, majority, write_snapshot
 from training.data.prepare import prepare
 from training.data.sources import load_sources
 

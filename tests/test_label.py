@@ -73,6 +73,11 @@ def test_annotations_become_verdicts_and_cancelled_ones_are_counted():
     assert row["reviewer"] == "label-studio:r1@x.org" and row["blind"] and row["item"] == "project?/task7"
     rows, _ = verdicts(_export([{"abusive": "true", "harassment": "unsure"}]), "e")
     assert rows[0]["labels"] == {"abusive": True, "harassment": "unsure"}  # a policy left unanswered is unknown
+    assert rows[0]["labelled_at"] == "2026-12-01T10:00:00.000000+00:00"  # UTC, one format for every origin
+    undated = _export([{"abusive": "true"}])
+    del undated[0]["annotations"][0]["updated_at"]
+    with pytest.raises(ValueError, match="task 7: annotation 70: updated_at / created_at None"):
+        verdicts(undated, "e")
 
 
 @pytest.mark.parametrize("answers, message", [

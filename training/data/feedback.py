@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from serving.decisions import text_sha256  # the hash decisions name a text by
 from serving.policies import POLICIES
 from training.data.sources import FileSpec, RawRow, ReadResult, SourceSpec, TimeSplit, text_key
 
@@ -36,9 +37,15 @@ class Snapshot:
     created: bool  # False: an identical snapshot was already there
 
 
-def text_sha256(text: str) -> str:
-    """The hash decisions and verdicts name a text by (sha256 of its UTF-8 bytes, as the service computes it)."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def utc_iso(when: datetime | str) -> str:
+    """A verdict's time as ISO 8601 in UTC, microseconds kept, so that times from every origin order as strings."""
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    if not isinstance(when, datetime):
+        raise ValueError(f"{when!r} is not a time")
+    if when.tzinfo is None:
+        raise ValueError(f"time {when.isoformat()} has no time zone")
+    return when.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 def check_row(row: dict[str, Any], where: str) -> None:
@@ -119,7 +126,7 @@ def snapshot_files(folder: str | Path) -> list[Path]:
 
 def snapshots_hash(folder: str | Path) -> str | None:
     """One hash for every snapshot in `folder` (sha256 over their sorted hashes); None when there is none.
-    Logged on every MLflow run that trains or evaluates on feedback."""
+    Tagged on every MLflow run that trains on feedback (`feedback.snapshots_sha256`)."""
     hashes = sorted(read_snapshot(p)[0] for p in snapshot_files(folder))
     return hashlib.sha256("\n".join(hashes).encode()).hexdigest() if hashes else None
 
@@ -140,7 +147,7 @@ def store_verdicts(stored: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
             continue
         rows.append({"text": r["text"], "text_sha256": r["text_sha256"], "labels": r["labels"],
                      "reviewer": f"feedback:{r['reviewer']}",
-                     "labelled_at": datetime.fromtimestamp(r["received_at"], timezone.utc).isoformat(),
+                     "labelled_at": utc_iso(datetime.fromtimestamp(r["received_at"], timezone.utc)),
                      "blind": False, "origin": "feedback", "item": r["decision_sha256"], "verdict": str(r["id"])})
     return rows, unusable
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from serving.policies import POLICIES
 from training.config import Config
-from training.data.feedback import text_sha256, write_snapshot
+from serving.decisions import text_sha256
+from training.data.feedback import utc_iso, write_snapshot
 from training.metrics import masked_metrics
 from training.data.sampling import sample
 
@@ -43,7 +44,7 @@ def reviewer_rows(texts: list[str], labels: np.ndarray, chosen: list[int]) -> li
         answers = {p: bool(labels[i, j]) for j, p in enumerate(POLICIES) if labels[i, j] >= 0}
         if answers:
             rows.append({"text": texts[i], "text_sha256": text_sha256(texts[i]), "labels": answers,
-                         "reviewer": "simulated:gold", "labelled_at": (T0 + timedelta(seconds=rank)).isoformat(),
+                         "reviewer": "simulated:gold", "labelled_at": utc_iso(T0 + timedelta(seconds=rank)),
                          "blind": True, "origin": "simulated", "item": str(i), "verdict": str(i)})
     return rows
 

@@ -31,7 +31,8 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from serving.policies import DESCRIPTIONS, POLICIES
-from training.data.feedback import Snapshot, text_sha256, write_snapshot
+from serving.decisions import text_sha256
+from training.data.feedback import Snapshot, utc_iso, write_snapshot
 from training.release.predict import input_texts
 
 CHOICES = ("true", "false", "unsure")
@@ -148,6 +149,15 @@ def _reviewer(annotation: dict) -> str:
     return f"label-studio:{who}"
 
 
+def _when(annotation: dict, where: str) -> str:
+    when = annotation.get("updated_at") or annotation.get("created_at")
+    try:
+        return utc_iso(when)
+    except ValueError:
+        raise ValueError(f"{where}: annotation {annotation.get('id')}: updated_at / created_at {when!r} is not an "
+                         "ISO 8601 time with a zone") from None
+
+
 def verdicts(export_tasks: list[dict], source: str) -> tuple[list[dict[str, Any]], int]:
     """(one verdict row per finished annotation, annotations skipped as cancelled) of a Label Studio JSON
     export; ValueError naming the task and field of anything malformed."""
@@ -178,7 +188,7 @@ def verdicts(export_tasks: list[dict], source: str) -> tuple[list[dict[str, Any]
                 raise ValueError(f"{where}: annotation {a.get('id')}: no policy answered")
             rows.append({"text": text, "text_sha256": text_sha256(text), "labels": labels,
                          "reviewer": _reviewer(a),
-                         "labelled_at": a.get("updated_at") or a.get("created_at") or "",
+                         "labelled_at": _when(a, where),
                          "blind": bool((t.get("data") or {}).get("blind", False)),
                          "origin": "label-studio", "verdict": str(a.get("id")),
                          "item": f"project{t.get('project', '?')}/task{t.get('id')}"})
