@@ -186,6 +186,12 @@ class TrainConfig(Section):
         "subgroup of the same category (women -> men, muslim -> jewish), case kept; 0 = off. Transformer "
         "training only; the copies added are logged as derived.identity_swap_rows."
     )
+    obfuscate: float = Field(
+        0.0, ge=0, le=1, description="Share of the train rows (those with a word of 4+ letters and a known label) "
+        "that get one copy with a random word re-spelled as filters are evaded (look-alike digits or symbols, "
+        "spaced or dotted letters, a masked vowel, a stretched letter), labels unchanged (training.fit.obfuscate); "
+        "0 = off. The copies added are logged as derived.obfuscated_rows."
+    )
     uncertain_negatives: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="Train split only: {source: {policy: other_policy}}: a negative label "
         "of `policy` on a train row of `source` whose `other_policy` label is positive is masked in the loss "

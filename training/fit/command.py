@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from training.config import Config, ConfigError, mapping_fields, repo_root, to_flat
 from training.data.prepare import prepare
 from training.fit.augment import augment_train
+from training.fit.obfuscate import obfuscate_train
 from training.fit.batches import encode, mask_uncertain_negatives, pos_weights, sample_rows
 from training.fit.checkpoint import latest_checkpoint, seed_everything
 from training.fit.device import CPU, Accel
@@ -170,6 +171,7 @@ def fit_transformer(cfg: Config, world, config_file: str | None, resume: bool, p
     else:
         tokenizer, model = distiller.tokenizer(), distiller.student()
     train_split, swap_rows = augment_train(prepared.dataset, cfg)  # train.identity_swap; train split only
+    train_split, obfuscated_rows = obfuscate_train(train_split, prepared.dataset, cfg)  # train.obfuscate
     tc = cfg.train
     train_data, masked = mask_uncertain_negatives(encode(train_split, tokenizer, cfg.model.max_length),
                                                   tc.uncertain_negatives)
@@ -202,7 +204,8 @@ def fit_transformer(cfg: Config, world, config_file: str | None, resume: bool, p
         loop.log, loop.flush = run.log_metrics, run.flush
         if state is None:
             log_inputs(run, cfg, prepared, pos_weight, len(train_data), len(val_data),
-                        {"derived.identity_swap_rows": swap_rows, "derived.uncertain_negatives_masked": masked,
+                        {"derived.identity_swap_rows": swap_rows, "derived.obfuscated_rows": obfuscated_rows,
+                         "derived.uncertain_negatives_masked": masked,
                          **({} if distiller is None else distiller.params()),
                          **({} if init is None else init.params())})
         else:
