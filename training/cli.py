@@ -326,7 +326,8 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     validation = load_split(cfg, "validation")
     test = None if args.no_test and not cfg.data.feedback else load_split(cfg, "test")
     decision = promote(args.candidate, cfg, validation=validation, test=None if args.no_test else test,
-                       feedback=feedback_carve(test), tracking_uri=uri, force=args.force, reason=args.reason)
+                       feedback=feedback_carve(test) if cfg.data.feedback else None, tracking_uri=uri,
+                       force=args.force, reason=args.reason)
     print(describe_decision(decision), end="")
     return 1 if args.strict and decision.outcome == "refused" else 0
 
