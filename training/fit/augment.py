@@ -117,6 +117,11 @@ def swap_identity_terms(split, terms: Terms, fraction: float, seed: int,
     return Swapped(datasets.concatenate_datasets([split, added]), len(chosen), len(matching))
 
 
+def held_out_keys(dataset) -> set[str]:
+    """Text keys of every split but train: no augmented copy may repeat one (the one-row-per-text rule)."""
+    return {text_key(t) for split in dataset if split != "train" for t in dataset[split]["text"]}
+
+
 def augment_train(dataset, cfg) -> tuple[datasets.Dataset, int]:
     """The train split to encode, and the copies added: `dataset["train"]` itself (no file read) when
     `train.identity_swap` is 0, else swapped with the terms of `evaluation.identity_terms` and `train.seed`;
@@ -126,8 +131,7 @@ def augment_train(dataset, cfg) -> tuple[datasets.Dataset, int]:
     if not fraction:
         return train, 0
     terms = load_term_lists(cfg.evaluation.identity_terms)  # read as the bias slices read it
-    exclude = {text_key(t) for split in dataset if split != "train" for t in dataset[split]["text"]}
-    result = swap_identity_terms(train, terms, fraction, cfg.train.seed, exclude_keys=exclude)
+    result = swap_identity_terms(train, terms, fraction, cfg.train.seed, exclude_keys=held_out_keys(dataset))
     print(f"train.identity_swap={fraction}: {result.added} counterfactual copies added to {len(train)} train rows "
           f"({result.matching} mention an identity term and have a known label)", file=sys.stderr)
     return result.dataset, result.added

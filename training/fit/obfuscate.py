@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.data.sources import text_key
+from training.fit.augment import held_out_keys
 
 OBF_ID = "#obf1"
 STYLES = ("lookalike", "spaced", "dotted", "masked", "stretched")
@@ -112,8 +113,7 @@ def obfuscate_train(train, dataset, cfg) -> tuple["datasets.Dataset", int]:  # n
     fraction = cfg.train.obfuscate
     if not fraction:
         return train, 0
-    exclude = {text_key(t) for split in dataset if split != "train" for t in dataset[split]["text"]}
-    result = obfuscate_rows(train, fraction, cfg.train.seed, exclude)
+    result = obfuscate_rows(train, fraction, cfg.train.seed, held_out_keys(dataset))
     print(f"train.obfuscate={fraction}: {result.added} obfuscated-spelling copies added to {len(train)} train rows "
           f"({result.eligible} have a word of 4+ letters and a known label)", file=sys.stderr)
     return result.dataset, result.added

@@ -49,10 +49,7 @@ def reviewer_rows(texts: list[str], labels: np.ndarray, chosen: list[int]) -> li
     return rows
 
 
-def carve_metrics(model_dir: Path, texts: list[str], labels: np.ndarray, batch_size: int) -> dict[str, float]:
-    from serving.predictor import Predictor
-
-    predictor = Predictor.load(model_dir, batch_size=batch_size)
+def carve_metrics(predictor, texts: list[str], labels: np.ndarray) -> dict[str, float]:
     return masked_metrics(labels, predictor.predict_proba(texts), predictor.card.thresholds)
 
 
@@ -66,7 +63,7 @@ def simulate(cfg: Config, champion_dir: Path, pool: tuple[list[str], np.ndarray]
     texts, labels = pool
     predictor = Predictor.load(champion_dir, batch_size=cfg.evaluation.batch_size)
     probs = predictor.predict_proba(texts)
-    before = carve_metrics(champion_dir, *carve, cfg.evaluation.batch_size)
+    before = carve_metrics(predictor, *carve)
     arms = []
     for seed in seeds:
         for strategy in strategies:
@@ -90,7 +87,8 @@ def simulate(cfg: Config, champion_dir: Path, pool: tuple[list[str], np.ndarray]
                 result = train(run_cfg, progress_bar=False)
                 positives = {p: int((labels[chosen, j] == 1).sum()) for j, p in enumerate(POLICIES)}
                 arms.append(Arm(strategy, budget, seed, positives,
-                                carve_metrics(result.artifact_dir, *carve, cfg.evaluation.batch_size)))
+                                carve_metrics(Predictor.load(result.artifact_dir,
+                                                             batch_size=cfg.evaluation.batch_size), *carve)))
     return before, arms
 
 
