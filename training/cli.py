@@ -418,20 +418,24 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_sample(args: argparse.Namespace) -> int:
+def _load_predictor(ref: str, tracking_uri: str | None):
+    """The Predictor of a model reference (a directory, runs:/, models:/), without hub progress bars."""
     from transformers.utils import logging as hf_logging
 
     from serving.predictor import Predictor
-    from training.release.sample import sample_file
     from training.tracking.refs import resolve_model_ref
 
     hf_logging.disable_progress_bar()
-    model = args.model or "models:/tweetguard@champion"
-    predictor = Predictor.load(resolve_model_ref(model, tracking_uri=args.tracking_uri))
+    return Predictor.load(resolve_model_ref(ref, tracking_uri=tracking_uri))
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from training.release.sample import sample_file
+
+    predictor = _load_predictor(args.model or "models:/tweetguard@champion", args.tracking_uri)
     challenger = None
     if args.strategy == "disagreement":
-        ref = args.challenger or "models:/tweetguard@challenger"
-        challenger = Predictor.load(resolve_model_ref(ref, tracking_uri=args.tracking_uri))
+        challenger = _load_predictor(args.challenger or "models:/tweetguard@challenger", args.tracking_uri)
     result = sample_file(predictor, args.input, args.output, n=args.n, strategy=args.strategy,
                          text_column=args.text_column, seed=args.seed, challenger=challenger,
                          feedback_db=args.feedback_db)
@@ -490,14 +494,8 @@ def _cmd_label(args: argparse.Namespace) -> int:
         return 0
     predictor = model = None
     if not args.no_predictions:
-        from transformers.utils import logging as hf_logging
-
-        from serving.predictor import Predictor
-        from training.tracking.refs import resolve_model_ref
-
-        hf_logging.disable_progress_bar()
         model = args.model or "models:/tweetguard@champion"
-        predictor = Predictor.load(resolve_model_ref(model, tracking_uri=args.tracking_uri))
+        predictor = _load_predictor(model, args.tracking_uri)
     done = label.export(args.input, args.output, predictor=predictor, model_version=model,
                         text_column=args.text_column, url=args.url, token=args.token, title=args.title)
     blind = "blind (no predictions)" if predictor is None else f"pre-annotated by {model}"
