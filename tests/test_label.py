@@ -54,6 +54,35 @@ def test_export_pre_annotates_with_the_model_or_writes_blind_tasks(tiny_artifact
     assert all(t["data"]["blind"] and "predictions" not in t for t in tasks)
 
 
+def test_a_stratified_samples_weights_travel_from_sample_to_tasks_to_verdicts(tiny_artifact, tmp_path):
+    texts = tmp_path / "texts.csv"
+    words = ["rain", "match", "coffee", "idiot", "train", "garden", "clown", "movie", "exam", "dog"]
+    texts.write_text("text\n" + "".join(f"the {a} and the {b} again\n" for a in words for b in words if a != b))
+    sample, tasks_path = tmp_path / "sample.csv", tmp_path / "tasks.json"
+    assert main(["sample", "--model", str(tiny_artifact), "--input", str(texts), "--n", "12", "--strategy",
+                 "stratified", "--output", str(sample)]) == 0
+    assert main(["label", "export", "--no-predictions", "--input", str(sample), "--output", str(tasks_path)]) == 0
+    tasks = json.loads(tasks_path.read_text())
+    assert len(tasks) == len(sample.read_text().splitlines()) - 1 >= 3  # near repeats are sampled once
+    assert all(t["data"]["sample_strategy"] == "stratified" for t in tasks)
+    assert all(t["data"]["sample_weight"] >= 1 and ":" in t["data"]["sample_stratum"] for t in tasks)
+    for t in tasks:  # a reviewer answers every task
+        t["annotations"] = [{"id": t["data"]["row"], "completed_by": 1, "updated_at": "2026-12-07T10:00:00Z",
+                             "result": [{"from_name": "abusive", "to_name": "text", "type": "choices",
+                                         "value": {"choices": ["false"]}}]}]
+    rows, _ = verdicts(tasks, "export.json")
+    assert [(r["sample_stratum"], r["sample_weight"]) for r in rows] == [
+        (t["data"]["sample_stratum"], t["data"]["sample_weight"]) for t in tasks]
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,sample_weight\nhello there,1.5\nyou clown,heavy\n")
+    assert main(["label", "export", "--no-predictions", "--input", str(bad), "--output", str(tmp_path / "b.json")]) == 2
+    assert not (tmp_path / "b.json").exists()
+    with pytest.raises(ValueError, match=r"bad.csv: line 3: sample_weight 'heavy' is not a number"):
+        from training.release.label import export
+        export(bad, tmp_path / "b.json")
+
+
 def _export(answers: list[dict], cancelled: bool = False) -> list[dict]:
     return [{"id": 7, "data": {"text": "@sam you absolute clown", "blind": True},
              "annotations": [{"id": 70 + i, "completed_by": {"id": 1, "email": f"r{i}@x.org"},

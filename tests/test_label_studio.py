@@ -30,7 +30,9 @@ def test_round_trip_through_a_real_label_studio(label_studio, tiny_artifact, tmp
     url, token = label_studio
     texts = ["@sam you absolute clown", "lovely weather today", "say that again and you'll need a dentist"]
     sample = tmp_path / "sample.csv"
-    sample.write_text("text,sample_rank\n" + "".join(f'"{t}",{i}\n' for i, t in enumerate(texts, 1)))
+    # a stratified sample's columns: its stratum and weight travel through Label Studio into every verdict
+    sample.write_text("text,sample_rank,sample_strategy,sample_stratum,sample_weight\n" + "".join(
+        f'"{t}",{i},stratified,abusive:0.{2 * i}-0.{2 * i + 2},{i}.5\n' for i, t in enumerate(texts, 1)))
     assert main(["label", "export", "--model", str(tiny_artifact), "--input", str(sample),
                  "--output", str(tmp_path / "tasks.json"), "--url", url, "--token", token,
                  "--title", "pre-annotated"]) == 0
@@ -59,6 +61,9 @@ def test_round_trip_through_a_real_label_studio(label_studio, tiny_artifact, tmp
     first = sorted((r["reviewer"], json.dumps(r["labels"], sort_keys=True)) for r in rows if r["text"] == texts[0])
     assert len({who for who, _ in first}) == 2
     assert {"abusive": True, "harassment": "unsure", "violence": False} in [json.loads(x) for _, x in first]
+    assert all(r["sample_strategy"] == "stratified" for r in rows)
+    assert {(r["text"], r["sample_stratum"], r["sample_weight"]) for r in rows} == {
+        (texts[0], "abusive:0.2-0.4", 1.5), (texts[1], "abusive:0.4-0.6", 2.5)}
 
     # the test carve: blind tasks, no predictions, marked blind in every verdict
     assert main(["label", "export", "--no-predictions", "--input", str(sample),

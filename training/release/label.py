@@ -10,7 +10,9 @@ each headed by the policy's definition (serving.policies, the same text as docs/
 tasks carry its flags as pre-annotations (`predictions`, the probability on each answer);
 `--no-predictions` writes them blind (the test carve, which must be labelled without the model's view) and
 needs no model. With `--url` it also creates the project through the SDK (`label-studio-sdk`), with the rules of
-docs/policies.md as the annotators' instructions, and imports the tasks into it.
+docs/policies.md as the annotators' instructions, and imports the tasks into it. An input written by
+`tweetguard sample` keeps its SAMPLE_FIELDS (strategy, stratum, sampling weight) in each task's data, and `import`
+copies them onto each verdict: a stratified sample labelled here still estimates precision without bias.
 
 `import` reads finished annotations (an export file in Label Studio's JSON format, or the project through the
 SDK), one verdict per annotation (cancelled ones are skipped and counted), and freezes them into an immutable
@@ -33,9 +35,10 @@ from xml.sax.saxutils import quoteattr
 from serving.policies import DESCRIPTIONS, POLICIES
 from serving.decisions import text_sha256
 from training.data.feedback import Snapshot, utc_iso, write_snapshot
-from training.release.predict import input_texts
+from training.release.predict import read_input, table_texts
 
 CHOICES = ("true", "false", "unsure")
+SAMPLE_FIELDS = ("sample_strategy", "sample_stratum", "sample_weight")  # tweetguard sample's, kept per verdict
 ANSWER = {"true": True, "false": False, "unsure": "unsure"}
 POLICIES_DOC = Path(__file__).resolve().parents[2] / "docs" / "policies.md"
 TOKEN_ENV = "LABEL_STUDIO_API_KEY"
@@ -66,12 +69,32 @@ def instructions() -> str:
     return f'<pre style="white-space: pre-wrap">{html.escape(body)}</pre>'
 
 
-def tasks(texts: list[str], results: list[dict] | None, model_version: str | None) -> list[dict[str, Any]]:
-    """Label Studio tasks; `results` (Predictor.predict per text) become pre-annotations, None: blind."""
+def sample_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The `tweetguard sample` columns of an input row that travel with its task and verdicts (SAMPLE_FIELDS:
+    how the text was chosen, and the stratified / random sampling weight that makes a labelled sample estimate
+    precision without bias); empty when the input is not a sample."""
+    out: dict[str, Any] = {}
+    for field in SAMPLE_FIELDS:
+        value = row.get(field)
+        if value in (None, ""):
+            continue
+        if field == "sample_weight":
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"sample_weight {value!r} is not a number") from None
+        out[field] = value
+    return out
+
+
+def tasks(texts: list[str], results: list[dict] | None, model_version: str | None,
+          samples: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Label Studio tasks; `results` (Predictor.predict per text) become pre-annotations, None: blind;
+    `samples` (sample_fields per text) go into each task's data."""
     out = []
     for i, text in enumerate(texts):
         task: dict[str, Any] = {"data": {"text": text, "text_sha256": text_sha256(text), "row": i + 1,
-                                         "blind": results is None}}
+                                         "blind": results is None, **(samples[i] if samples else {})}}
         if results is not None:
             r = results[i]
             task["predictions"] = [{
@@ -121,11 +144,18 @@ def export(input_path: str | Path, output: str | Path, *, predictor=None, model_
            text_column: str = "text", url: str | None = None, token: str | None = None,
            title: str = "tweetguard") -> Exported:
     """Write tasks and config (and create the project with --url); see the module."""
-    texts = input_texts(input_path, text_column)
+    table = read_input(Path(input_path))
+    texts = table_texts(table, text_column, Path(input_path))
     if not texts:
         raise ValueError(f"{input_path}: no texts to label")
+    samples = []
+    for line, row in zip(table.lines, table.rows):
+        try:
+            samples.append(sample_fields(row))
+        except ValueError as e:
+            raise ValueError(f"{input_path}: line {line}: {e}") from None
     results = None if predictor is None else predictor.predict(texts)
-    task_list = tasks(texts, results, model_version)
+    task_list = tasks(texts, results, model_version, samples)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(task_list, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
@@ -186,12 +216,17 @@ def verdicts(export_tasks: list[dict], source: str) -> tuple[list[dict[str, Any]
                 labels[name] = ANSWER[chosen[0]]
             if not labels:
                 raise ValueError(f"{where}: annotation {a.get('id')}: no policy answered")
+            data = t.get("data") or {}
+            try:
+                sampled = sample_fields(data)
+            except ValueError as e:
+                raise ValueError(f"{where}: data.{e}") from None
             rows.append({"text": text, "text_sha256": text_sha256(text), "labels": labels,
                          "reviewer": _reviewer(a),
                          "labelled_at": _when(a, where),
-                         "blind": bool((t.get("data") or {}).get("blind", False)),
+                         "blind": bool(data.get("blind", False)),
                          "origin": "label-studio", "verdict": str(a.get("id")),
-                         "item": f"project{t.get('project', '?')}/task{t.get('id')}"})
+                         "item": f"project{t.get('project', '?')}/task{t.get('id')}", **sampled})
     return rows, cancelled
 
 
