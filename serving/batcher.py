@@ -15,11 +15,14 @@ longer than `max_latency_s` and an accepted request waits at most that before it
 in-flight limit bounds the number of waiting requests.
 
 Two lanes: `score(texts, later=True)` (the occlusion copies of an explained request, serving.reasons, sent in small
-chunks) waits behind every plain request: a model call takes the plain requests first and adds at most
-`later_max_size` later texts (max_size // 8 by default), so a plain decision waits at most one short call for
-explanations. A later
-request's expected wait counts both lanes (it is refused when that is over `max_latency_s`); a plain request's
-counts the plain lane and the call in progress.
+chunks) waits behind every plain request. A model call holds one lane only: plain requests whenever any wait, and
+later ones only when none does, at most `later_max_size` texts (max_size // 8 by default), so a plain decision
+waits at most one short call for explanations. When plain requests arrived during a later call of d seconds, the
+later lane keeps to its share of the time (`later_share`): its next call waits d x (1 - share) / share (plain
+calls go meanwhile), so explanations cannot keep every core busy while decisions are asked for; with no plain
+request waiting, later calls follow each other at once. A later request's expected wait counts
+both lanes, its own at that share (it is refused when that is over `max_latency_s`); a plain request's counts the
+plain lane and the call in progress.
 """
 
 from __future__ import annotations
@@ -56,8 +59,13 @@ class MicroBatcher(Generic[Row]):
     has more). `on_call(requests, texts, seconds)` is told the size and duration of each model call."""
 
     def __init__(self, score_fn: Callable[[list[str]], list[Row]], *, max_size: int, max_latency_s: float,
-                 on_call: Callable[[int, int, float], None] | None = None, later_max_size: int | None = None) -> None:
+                 on_call: Callable[[int, int, float], None] | None = None, later_max_size: int | None = None,
+                 later_share: float = 1.0) -> None:
+        if not 0 < later_share <= 1:
+            raise ValueError(f"later_share must be in (0, 1], got {later_share}")
         self.score_fn, self.max_size, self.max_latency_s, self.on_call = score_fn, max_size, max_latency_s, on_call
+        self.later_share = later_share  # of the time, what later calls may take while plain requests come
+        self._later_from = 0.0  # monotonic time before which no later call starts (its share's pause)
         # Most later-lane texts in one call: a call of them is short, so a plain request arriving meanwhile waits
         # little (a later request larger than this still goes, alone).
         self.later_max_size = later_max_size or max(1, max_size // 8)
@@ -80,8 +88,11 @@ class MicroBatcher(Generic[Row]):
     def expected_wait_s(self, later: bool = False) -> float:
         """Seconds a request arriving now waits before its model call starts (0 until a call was measured); a
         `later` request waits behind both lanes."""
-        texts = self._queued + self._running + (self._queued_later if later else 0)
-        return texts * (self._seconds_per_text or 0.0)
+        per_text = self._seconds_per_text or 0.0
+        wait = (self._queued + self._running) * per_text
+        if later:  # its lane runs at its share of the time, after the current pause
+            wait += self._queued_later * per_text / self.later_share + max(0.0, self._later_from - time.monotonic())
+        return wait
 
     def refusal(self, later: bool = False) -> str | None:
         """Why a request arriving now would be refused (None: it is admitted). The service's guard asks this
@@ -124,22 +135,22 @@ class MicroBatcher(Generic[Row]):
                 f"{self.max_latency_s * 1e3:.0f} ms (TWEETGUARD_BATCH_MAX_LATENCY_MS); retry later")
 
     def _take(self) -> list[_Waiting]:
-        """The next call's requests: the plain lane first, in arrival order, then the later lane, up to max_size
-        texts (a larger single request goes alone)."""
+        """The next call's requests, one lane only: the plain lane in arrival order up to max_size texts, or, when
+        it is empty, the later lane up to later_max_size (a larger single request goes alone)."""
+        lane = self._waiting or self._later
+        limit = self.max_size if lane is self._waiting else self.later_max_size
         batch, size = [], 0
-        for lane in (self._waiting, self._later):
-            limit = self.max_size if lane is self._waiting else min(self.max_size, size + self.later_max_size)
-            while lane and (not batch or size + len(lane[0].texts) <= limit):
-                w = lane.popleft()
-                if w.later:
-                    self._queued_later -= len(w.texts)
-                else:
-                    self._queued -= len(w.texts)
-                w.deadline.cancel()
-                if w.future.done():  # the client went away (its handler was cancelled)
-                    continue
-                batch.append(w)
-                size += len(w.texts)
+        while lane and (not batch or size + len(lane[0].texts) <= limit):
+            w = lane.popleft()
+            if w.later:
+                self._queued_later -= len(w.texts)
+            else:
+                self._queued -= len(w.texts)
+            w.deadline.cancel()
+            if w.future.done():  # the client went away (its handler was cancelled)
+                continue
+            batch.append(w)
+            size += len(w.texts)
         return batch
 
     async def _run(self) -> None:
@@ -148,6 +159,14 @@ class MicroBatcher(Generic[Row]):
             if not self._waiting and not self._later:
                 self._wake.clear()
                 await self._wake.wait()
+                continue
+            pause = self._later_from - time.monotonic()
+            if not self._waiting and pause > 0:  # only later work, within its share's pause: a plain one may come
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), pause)
+                except TimeoutError:
+                    pass
                 continue
             batch = self._take()
             if not batch:
@@ -165,6 +184,8 @@ class MicroBatcher(Generic[Row]):
             finally:
                 self._running = 0
             seconds = time.perf_counter() - t0
+            if batch[0].later and self._waiting:  # decisions waited for it: explanations yield the cores a while
+                self._later_from = time.monotonic() + seconds * (1 - self.later_share) / self.later_share
             self.observe(len(texts), seconds)
             if self.on_call is not None:
                 self.on_call(len(batch), len(texts), seconds)

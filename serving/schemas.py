@@ -89,6 +89,11 @@ class ServiceSettings(BaseModel):
         250, gt=0, description="reasons: an explained request is admitted only while the work queued ahead of it "
         "(both batcher lanes) is under this; else 503 at once, so explanations are shed before decisions slow"
     )
+    explain_cpu_share: float = Field(
+        0.5, gt=0, le=1, description="reasons: the share of the time explained requests' copies may take while "
+        "plain requests come (serving.batcher's later lane pauses after a call a plain request waited for; 1 = no "
+        "pause), so explanations do not keep every core busy and slow the decisions"
+    )
     explain_max_words: int = Field(
         256, gt=0, description="reasons: the most words explained in one request (all its texts); each is one more "
         "text scored (serving.reasons), so more is refused with 400"

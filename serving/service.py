@@ -107,7 +107,8 @@ class TweetGuard:
         self.score_log = ScoreLog(SETTINGS.score_log, model_fields(self.card, self.version, self.model.path),
                                   log_texts=SETTINGS.log_texts) if SETTINGS.score_log else None
         self.batcher = MicroBatcher(self._score_rows, max_size=SETTINGS.batch_max_size,
-                                    max_latency_s=SETTINGS.batch_max_latency_ms / 1e3, on_call=record_model_call)
+                                    max_latency_s=SETTINGS.batch_max_latency_ms / 1e3, on_call=record_model_call,
+                                    later_share=SETTINGS.explain_cpu_share)
         warmup = [f"warm up the model before readiness {i}" for i in range(8)]
         t0 = time.perf_counter()
         self.predictor.predict(warmup)

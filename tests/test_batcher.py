@@ -163,8 +163,9 @@ def test_a_failed_call_fails_its_requests_only_and_a_gone_client_is_skipped():
 
 
 def test_later_requests_wait_behind_plain_ones_and_are_refused_first():
-    """Explained requests' copies (later lane) never go before a plain request: a call takes the plain lane first
-    and fills up with later ones; a later request's wait estimate counts both lanes, a plain one's does not."""
+    """Explained requests' copies (later lane) never go before a plain request, nor with one: a call takes the
+    plain lane whenever it has requests, the later lane only when it is empty; a later request's wait estimate counts
+    both lanes, a plain one's does not."""
     release, calls = threading.Event(), []
 
     def held(texts):
@@ -190,3 +191,42 @@ def test_later_requests_wait_behind_plain_ones_and_are_refused_first():
     assert calls[0] == ["x"] and calls[1] == ["p0", "p1"] and calls[2] == ["l1", "l2", "l3"]
     # 1 s per text: a plain request waits for the running text and the 2 plain ones, a later one for 3 more.
     assert (plain_wait, later_wait) == (3.0, 6.0)
+
+
+def test_the_later_lane_keeps_to_its_share_of_the_time_and_plain_calls_go_in_its_pauses():
+    """With later_share 0.25, a later call of d seconds during which a plain request arrived is followed by a pause
+    of 3 d before the next later call; plain requests are scored in the pause, and it counts in a later request's
+    wait. With no plain request waiting, later calls follow each other at once."""
+    calls = []
+
+    def timed(texts):
+        calls.append((time.monotonic(), list(texts)))
+        time.sleep(0.1)
+        return [len(t) for t in texts]
+
+    async def main():
+        batcher = MicroBatcher(timed, max_size=8, max_latency_s=30, later_max_size=2, later_share=0.25)
+        alone = [asyncio.ensure_future(batcher.score([f"a{i}", f"b{i}"], later=True)) for i in range(2)]
+        await asyncio.gather(*alone)  # no plain request: two later calls back to back
+        later = asyncio.ensure_future(batcher.score(["l1", "l2", "l3", "l4"], later=True))  # alone: one call
+        more = asyncio.ensure_future(batcher.score(["m1", "m2"], later=True))
+        await asyncio.sleep(0.05)
+        first = asyncio.ensure_future(batcher.score(["p1"]))  # arrives during l1-l4's call
+        assert await first == [2]  # scored right after it (~0.1 s); then the later lane pauses 3 x 0.1 s
+        await asyncio.sleep(0.05)
+        in_pause = batcher.expected_wait_s(later=True)
+        plain_sent = time.monotonic()
+        plain = await batcher.score(["plain"])
+        plain_wait = calls[-1][0] - plain_sent
+        await asyncio.gather(later, more)
+        return in_pause, plain, plain_wait
+
+    in_pause, plain, plain_wait = asyncio.run(main())
+    assert plain == [5] and plain_wait < 0.05  # a plain request does not wait for the later lane's pause
+    texts = [t for _, t in calls]
+    assert texts == [["a0", "b0"], ["a1", "b1"], ["l1", "l2", "l3", "l4"], ["p1"], ["plain"], ["m1", "m2"]]
+    assert calls[1][0] - calls[0][0] < 0.25  # back to back (a pause would be 0.3 s): nobody waited for a0's call
+    assert calls[5][0] - calls[2][0] >= 0.1 + 0.3 - 0.02  # m1 started after l1-l4's call and its 3x pause
+    assert in_pause >= 0.15  # the rest of the pause (~0.2 s) counts in a later request's wait
+    with pytest.raises(ValueError, match="later_share"):
+        MicroBatcher(timed, max_size=8, max_latency_s=30, later_share=0)
