@@ -90,7 +90,7 @@ class ServiceSettings(BaseModel):
         "(both batcher lanes) is under this; else 503 at once, so explanations are shed before decisions slow"
     )
     explain_cpu_share: float = Field(
-        0.5, gt=0, le=1, description="reasons: the share of the time explained requests' copies may take while "
+        0.25, gt=0, le=1, description="reasons: the share of the time explained requests' copies may take while "
         "plain requests come (serving.batcher's later lane pauses after a call a plain request waited for; 1 = no "
         "pause), so explanations do not keep every core busy and slow the decisions"
     )
