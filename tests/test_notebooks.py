@@ -107,7 +107,10 @@ def test_labelling_loop_notebook_runs(tmp_path, mlflow_uri, monkeypatch, write_t
     for key, value in {"TWEETGUARD_CONFIG": str(config), "TWEETGUARD_SIM_SOURCE": "tiny_violence",
                        "TWEETGUARD_SIM_BUDGETS": "40,80", "TWEETGUARD_SIM_SEEDS": "0", "TWEETGUARD_SIM_EPOCHS": "1",
                        "TWEETGUARD_SIM_OUT": str(tmp_path / "sim"),
-                       "TWEETGUARD_OVERRIDES": "evaluation.bootstrap_samples=50"}.items():
+                       # a per-source rule of the main mix (as configs/default.yaml has) does not reach the
+                       # feedback-only continued runs
+                       "TWEETGUARD_OVERRIDES": "evaluation.bootstrap_samples=50 "
+                                               'train.label_weights={"tiny_full":{"abusive":2}}'}.items():
         monkeypatch.setenv(key, value)
     text = _text(_run("labelling_loop.ipynb"))
     assert "pool: 120 texts, carve: 30 texts" in text, text

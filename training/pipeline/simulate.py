@@ -76,6 +76,8 @@ def simulate(cfg: Config, champion_dir: Path, pool: tuple[list[str], np.ndarray]
                 run_cfg = cfg.model_copy(deep=True)
                 run_cfg.run_name = f"simulate-{name}"
                 run_cfg.data.include = ["feedback"]
+                # The main mix's per-source training rules name sources this feedback-only run does not have.
+                run_cfg.train.label_weights, run_cfg.train.uncertain_negatives = {}, {}
                 run_cfg.data.feedback = str(snapshot.path.parent)
                 run_cfg.train.init_from = str(champion_dir)
                 run_cfg.train.epochs = epochs
