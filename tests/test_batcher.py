@@ -210,7 +210,8 @@ def test_the_later_lane_keeps_to_its_share_of_the_time_and_plain_calls_go_in_its
         await asyncio.gather(*alone)  # no plain request: two later calls back to back
         later = asyncio.ensure_future(batcher.score(["l1", "l2", "l3", "l4"], later=True))  # alone: one call
         more = asyncio.ensure_future(batcher.score(["m1", "m2"], later=True))
-        await asyncio.sleep(0.05)
+        while len(calls) < 3:  # until l1-l4's call has started (however busy the machine)
+            await asyncio.sleep(0.005)
         first = asyncio.ensure_future(batcher.score(["p1"]))  # arrives during l1-l4's call
         assert await first == [2]  # scored right after it (~0.1 s); then the later lane pauses 3 x 0.1 s
         await asyncio.sleep(0.05)
