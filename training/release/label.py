@@ -36,9 +36,9 @@ from serving.policies import DESCRIPTIONS, POLICIES
 from serving.decisions import text_sha256
 from training.data.feedback import Snapshot, utc_iso, write_snapshot
 from training.release.predict import read_input, table_texts
+from training.release.sample import SAMPLE_FIELDS
 
 CHOICES = ("true", "false", "unsure")
-SAMPLE_FIELDS = ("sample_strategy", "sample_stratum", "sample_weight")  # tweetguard sample's, kept per verdict
 ANSWER = {"true": True, "false": False, "unsure": "unsure"}
 POLICIES_DOC = Path(__file__).resolve().parents[2] / "docs" / "policies.md"
 TOKEN_ENV = "LABEL_STUDIO_API_KEY"

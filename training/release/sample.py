@@ -30,6 +30,11 @@ from training.data.sampling import Sampled, labelled_keys, sample
 from training.release.predict import read_input, table_delimiter, table_texts, write_table
 
 
+# The columns of a sample that travel with its texts through labelling (training.release.label): how each text was
+# chosen, and the sampling weight that lets a labelled stratified sample estimate precision without bias.
+SAMPLE_FIELDS = ("sample_strategy", "sample_stratum", "sample_weight")
+
+
 def sample_file(predictor, input_path: str | Path, output_path: str | Path, *, n: int, strategy: str,
                 text_column: str = "text", seed: int = 0, challenger=None, feedback_db: str | None = None) -> Sampled:
     """Read, score, sample and write (atomically); see the module."""
