@@ -5,7 +5,8 @@ part (train / test), writer, instructions, row count and sha256, and the rows th
 A batch whose bytes differ from its manifest sha256 stops the read (the manifest is what the data card hashes, so
 the hash must cover the batches). Each row is linked to the first text of its pair (`RawRow.linked_text`), so
 `group_split: pairs` keeps a pair on one side of the train / validation carve; the test part is test only. Labels
-1 / 0 / "unsure" (read as unknown by the declaration's rules).
+1 / 0 / "unsure" (read as unknown by the declaration's rules). A batch with `held: <why>` (an experiment rejected
+it) stays listed, hashed and near-duplicate checked, but its rows are not read.
 """
 
 from __future__ import annotations
@@ -67,10 +68,13 @@ def read_contrast(spec: SourceSpec, folder: Path) -> ReadResult:
         manifest = read_manifest(manifest_path)
         dropped = {d["id"] for d in manifest.get("dropped") or []}
         skipped = 0
+        held = [b["name"] for b in manifest["batches"] if b.get("held")]
         first_of_pair: dict[str, str] = {}
         for b, path, line, rec in batch_records(manifest_path, result.bad):
             if rec["id"] in dropped:
                 skipped += 1
+                continue
+            if b.get("held"):
                 continue
             linked = first_of_pair.setdefault(f"{b['name']}/{rec['pair_id']}", rec["text"])
             result.rows.append(RawRow(
@@ -78,5 +82,6 @@ def read_contrast(spec: SourceSpec, folder: Path) -> ReadResult:
                 {p: str(rec[p]) for p in ("abusive", "harassment", "violence")}, str(path), line,
                 linked_text=linked, origin=b["name"]))
         result.notes.append(f"{manifest_path.name}: {len(manifest['batches'])} batches, {skipped} rows left out by "
-                            f"the near-duplicate rule (listed in `dropped`)")
+                            f"the near-duplicate rule (listed in `dropped`)"
+                            + (f"; held, not read: {', '.join(held)}" if held else ""))
     return result
