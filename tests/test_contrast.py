@@ -94,3 +94,22 @@ def test_every_row_has_every_field_and_a_known_label():
     for _, path, line, rec in batch_records(CONTRAST / "manifest.yaml"):
         for policy in ("abusive", "harassment", "violence"):
             assert rec[policy] in (0, 1, "unsure"), f"{path}:{line}: {policy}={json.dumps(rec[policy])}"
+
+
+def test_a_train_share_keeps_whole_pairs(tmp_path):
+    """data.train_share (the learning curve's 25 / 50%) samples whole pairs: a kept positive keeps its hard
+    negative, and about the share of the train part is kept."""
+    root = tmp_path / "datasets"
+    root.mkdir()
+    spec = contrast_spec().model_dump(mode="json", exclude_defaults=True)
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(yaml.safe_dump({"sources": [dict(spec, opt_in=False)]}))
+    cfg = DataConfig(root=str(root), sources_file=str(sources), cache_dir=str(tmp_path / "cache"))
+    full = {r["id"] for r in prepare(cfg).dataset["train"]}
+    half = {r["id"] for r in prepare(cfg.model_copy(update={"train_share": {"contrast": 0.5}})).dataset["train"]}
+    assert half < full and abs(len(half) - len(full) / 2) <= 4  # a component is a pair (rarely a few rows)
+    pairs: dict[str, set[bool]] = {}
+    for b, _, _, rec in batch_records(CONTRAST / "manifest.yaml"):
+        if f"contrast:{rec['id']}" in full:
+            pairs.setdefault(f"{b['name']}/{rec['pair_id']}", set()).add(f"contrast:{rec['id']}" in half)
+    assert len(pairs) > 400 and all(len(kept) == 1 for kept in pairs.values())  # both rows kept, or neither

@@ -109,6 +109,24 @@ def pair_groups(rows: list[Row]) -> dict[str, str]:
     return {key: find(key) for key in list(parent)}
 
 
+def sample_whole_pairs(rows: list[Row], keep: int, rng: np.random.Generator) -> list[Row]:
+    """About `keep` of `rows` (a seeded sample, in their order), a whole pair component at a time (`pair_groups`;
+    a row without a pair is its own): a contrast pair keeps its hard negative. Components are taken in a random
+    order until `keep` rows are reached, so the sample may overshoot by less than one component."""
+    component = pair_groups(rows)
+    roots = sorted({component[r.key] for r in rows})
+    taken, n = set(), 0
+    size = defaultdict(int)
+    for r in rows:
+        size[component[r.key]] += 1
+    for i in rng.permutation(len(roots)):
+        if n >= keep:
+            break
+        taken.add(roots[i])
+        n += size[roots[i]]
+    return [r for r in rows if component[r.key] in taken]
+
+
 def group_split(rows: list[Row], cfg: DataConfig, test_fraction: float | None = None) -> None:
     """Assign `split` in place, a whole component at a time (`pair_groups`): test / validation / train by
     `id_hash_fraction(data.seed, smallest key)` below test_fraction / + validation_fraction / the rest
@@ -198,9 +216,9 @@ def build_splits(rows: list[Row], cfg: DataConfig, stats: dict) -> dict[str, lis
             keep = round(len(part) * cfg.train_share.get(source, 1.0))
             keep = min(keep, cfg.max_train_rows_per_source or keep)
             if len(part) > keep:
-                idx = np.sort(rng.choice(len(part), keep, replace=False))
-                stats[source]["capped_from_train"] += len(part) - len(idx)
-                part = [part[i] for i in idx]
+                kept = sample_whole_pairs(part, keep, rng)
+                stats[source]["capped_from_train"] += len(part) - len(kept)
+                part = kept
             capped += part
         by_split["train"] = capped
     return by_split
