@@ -93,8 +93,9 @@ class DataConfig(Section):
     )
     train_share: dict[str, float] = Field(
         default_factory=dict, description="Per source, the share of its train rows kept (a data.seed sample; "
-        "validation and test untouched; a whole pair at a time where the source has pairs), e.g. {contrast: 0.25} for a learning curve, or a large new source "
-        "brought in without lengthening the epoch. Unlisted sources keep every row."
+        "validation and test untouched; a whole pair at a time where the source has pairs), e.g. {contrast: 0.25} "
+        "for a learning curve, or a large new source brought in without lengthening the epoch. Unlisted sources "
+        "keep every row."
     )
     feedback: str | None = Field(
         None, description="Folder of feedback snapshots (`tweetguard label import`, `tweetguard feedback "
