@@ -1,7 +1,7 @@
 """Reasons, checked (issue 36): how faithful each method's words are, and what `"explain": true` costs served.
 
   .venv/bin/python -m benchmarks.reasons --model DIR [--config configs/default.yaml] [--n 150] [--out DIR]
-  .venv/bin/python -m benchmarks.reasons speed --model DIR [--tweets 100] [--seconds 60] [--out DIR]
+  .venv/bin/python -m benchmarks.reasons speed --model DIR [--tweets 100] [--seconds 60] [--repeats 3] [--out DIR]
 
 ERASER's comprehensiveness and sufficiency at k = 3 words and k = 20% (training.evaluation.faithfulness) of
 occlusion (served) and integrated gradients (offline) against random words and a lexicon of the policy's train
@@ -12,8 +12,9 @@ layers and the head). Prints a markdown table with the machine; writes faithfuln
 `speed`: a real `bentoml serve` of the model (exact-repeat cache off). (1) One client, one tweet per request:
 p50 of an explained request against a plain request carrying the same texts the occlusion batch scores (the
 tweet and its one-word-deleted copies). (2) Plain one-tweet requests' capacity (16 clients), then an open-loop
-offered load at half of it for `--seconds`, first with no request explained, then with 10% explained: plain
-requests' p99 in each. Ratios only within this run; writes speed.json.
+offered load at half of it for `--seconds`, with no request explained and with 10% explained, alternating
+`--repeats` times (a p99 of one minute rests on ~30 requests): plain requests' p99 over each arm's pooled repeats,
+and per repeat. Ratios only within this run; writes speed.json.
 """
 
 from __future__ import annotations
@@ -43,8 +44,6 @@ def open_loop(url: str, texts: list[str], *, rate: float, seconds: float, explai
 
     import httpx
 
-    from benchmarks.measure import quantiles
-
     rng = random.Random(seed)
     n = int(rate * seconds)
     plan = [(texts[i % len(texts)], rng.random() < explain_share) for i in range(n)]
@@ -71,9 +70,26 @@ def open_loop(url: str, texts: list[str], *, rate: float, seconds: float, explai
             await asyncio.gather(*(one(client, t, e, i / rate, t0) for i, (t, e) in enumerate(plan)))
 
     asyncio.run(run())
+    return summarize(rate, seconds, explain_share, latencies, failures)
+
+
+def summarize(rate: float, seconds: float, explain_share: float, latencies: dict[bool, list[float]],
+              failures: dict[bool, int]) -> dict:
+    from benchmarks.measure import quantiles
+
     return {"rate": rate, "seconds": seconds, "explain_share": explain_share,
             "plain": {"n": len(latencies[False]), "failures": failures[False], **quantiles(latencies[False])},
-            "explained": {"n": len(latencies[True]), "failures": failures[True], **quantiles(latencies[True])}}
+            "explained": {"n": len(latencies[True]), "failures": failures[True], **quantiles(latencies[True])},
+            "latencies_ms": latencies, "failure_counts": failures}
+
+
+def pooled(runs: list[dict]) -> dict:
+    """One open-loop arm's repeats as one: latencies and failures pooled, quantiles over the pool."""
+    lat = {e: [x for r in runs for x in r["latencies_ms"][e]] for e in (False, True)}
+    fail = {e: sum(r["failure_counts"][e] for r in runs) for e in (False, True)}
+    out = summarize(runs[0]["rate"], sum(r["seconds"] for r in runs), runs[0]["explain_share"], lat, fail)
+    out["repeat_plain_p99_ms"] = [r["plain"]["p99_ms"] for r in runs]
+    return out
 
 
 def speed(args: argparse.Namespace) -> dict:
@@ -116,11 +132,19 @@ def speed(args: argparse.Namespace) -> dict:
         capacity = load_run(server.url, [[t] for t in rest[50:50 + args.capacity_requests]], 16)
         report["capacity_requests_per_s"] = capacity["requests_per_s"]
         rate = capacity["requests_per_s"] / 2
-        report["none_explained"] = open_loop(server.url, rest, rate=rate, seconds=args.seconds, explain_share=0.0)
-        report["ten_percent_explained"] = open_loop(server.url, rest, rate=rate, seconds=args.seconds,
-                                                    explain_share=0.1, seed=1)
+        arms: dict[str, list[dict]] = {"none_explained": [], "ten_percent_explained": []}
+        for rep in range(args.repeats):  # alternate the arms, so drift in the machine hits both alike
+            arms["none_explained"].append(open_loop(server.url, rest, rate=rate, seconds=args.seconds,
+                                                    explain_share=0.0, seed=2 * rep))
+            arms["ten_percent_explained"].append(open_loop(server.url, rest, rate=rate, seconds=args.seconds,
+                                                           explain_share=0.1, seed=2 * rep + 1))
+        for arm, runs in arms.items():
+            report[arm] = {k: v for k, v in pooled(runs).items() if k not in ("latencies_ms", "failure_counts")}
         report["plain_p99_ratio"] = (report["ten_percent_explained"]["plain"]["p99_ms"]
                                      / report["none_explained"]["plain"]["p99_ms"])
+        report["repeat_plain_p99_ratios"] = [t / n for t, n in zip(report["ten_percent_explained"]["repeat_plain_p99_ms"],
+                                                                   report["none_explained"]["repeat_plain_p99_ms"])]
+        report["machine_after"] = machine()  # load average at the end: another process on the cores shows here
     finally:
         server.stop()
     out = Path(args.out)
@@ -138,6 +162,9 @@ def speed(args: argparse.Namespace) -> dict:
           f" answered (p50 {report['ten_percent_explained']['explained']['p50_ms']:.0f} ms), "
           f"{report['ten_percent_explained']['explained']['failures']} refused or failed; plain failures "
           f"{report['none_explained']['plain']['failures']} / {report['ten_percent_explained']['plain']['failures']}")
+    print(f"{args.repeats} alternating repeats of {args.seconds:.0f} s per arm, pooled; per-repeat ratios "
+          + ", ".join(f"{r:.2f}" for r in report["repeat_plain_p99_ratios"])
+          + f"; load average before {m['load_avg'][0]:.2f}, after {report['machine_after']['load_avg'][0]:.2f}")
     return report
 
 
@@ -152,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--model", required=True)
         sp.add_argument("--tweets", type=int, default=100)
         sp.add_argument("--capacity-requests", type=int, default=600)
-        sp.add_argument("--seconds", type=float, default=60.0)
+        sp.add_argument("--seconds", type=float, default=60.0, help="per repeat and arm")
+        sp.add_argument("--repeats", type=int, default=3, help="alternating repeats of the two open-loop arms")
         sp.add_argument("--threads", type=int, default=os.cpu_count() or 2)
         sp.add_argument("--data-root", default=os.environ.get("TWEETGUARD_DATA_ROOT", "../shared/datasets"))
         sp.add_argument("--sources-file", default="data/sources.yaml")
