@@ -44,7 +44,7 @@ def _loop(tiny, run_dir: Path, log=lambda m, s: None, should_stop=None, **train)
     cfg = TrainConfig(**{"epochs": 1, "max_steps": 8, "batch_size": 16, "lr": 2e-3, "num_threads": 1,
                          "label_weights": {}, "source_balance": 0.0, "source_terms": "none", "eval_every_steps": 1,
                          "eval_max_rows": None, "max_minutes": None, "system_metrics": False,
-                         "checkpoint_every_steps": 4, "output_dir": str(run_dir.parent), **train})
+                         "checkpoint_every_steps": 4, "weight_averaging": "none", "output_dir": str(run_dir.parent), **train})
     return TrainingLoop(build_model(backbone, "mean"), data, val, cfg, run_dir, pad_id=tok.pad_token_id or 0,
                         pos_weight=[1.0, 1.0, 1.0], log=log, progress_bar=False, should_stop=should_stop)
 

@@ -241,7 +241,7 @@ class TrainConfig(Section):
         "mean_pr_auc", description="Validation metric to maximize (key of training.metrics output)."
     )
     weight_averaging: Literal["none", "swa", "ema"] = Field(
-        "none", description="Average the weights over the last part of the schedule (torch.optim.swa_utils."
+        "swa", description="Average the weights over the last part of the schedule (torch.optim.swa_utils."
         "AveragedModel, updated every step from train.averaging_start): swa = equal weights, ema = exponential "
         "(train.ema_decay). Validations from then on score the averaged weights, and the kept weights are theirs."
     )
