@@ -16,8 +16,11 @@ in-flight limit bounds the number of waiting requests.
 
 Two lanes: `score(texts, later=True)` (the occlusion copies of an explained request, serving.reasons, sent in small
 chunks) waits behind every plain request. A model call holds one lane only: plain requests whenever any wait, and
-later ones only when none does, at most `later_max_size` texts (max_size // 8 by default), so a plain decision
-waits at most one short call for explanations. When plain requests arrived during a later call of d seconds, the
+later ones only when none does. While plain requests come (one waited for a later call, or was scored while later
+work waited, within the last `_CONTENDED_HOLD_S`), a later call takes at most `later_max_size` texts (max_size // 8
+by default), so a plain decision waits at most one short call for explanations; with no plain request about, later
+calls take up to `later_alone_size` (max_size), so a lone explained request is not cut into many small calls. When
+plain requests arrived during a later call of d seconds, the
 later lane keeps to its share of the time (`later_share`): its next call waits d x (1 - share) / share (plain
 calls go meanwhile), so explanations cannot keep every core busy while decisions are asked for; with no plain
 request waiting, later calls follow each other at once. A later request's expected wait counts
@@ -38,6 +41,7 @@ from typing import Generic, TypeVar
 Row = TypeVar("Row")
 
 _SMOOTHING = 0.2  # weight of the newest model call in the seconds-per-text estimate
+_CONTENDED_HOLD_S = 1.0  # after plain and later work last met, later calls stay short this long
 
 
 class Overloaded(Exception):
@@ -60,7 +64,7 @@ class MicroBatcher(Generic[Row]):
 
     def __init__(self, score_fn: Callable[[list[str]], list[Row]], *, max_size: int, max_latency_s: float,
                  on_call: Callable[[int, int, float], None] | None = None, later_max_size: int | None = None,
-                 later_share: float = 1.0) -> None:
+                 later_share: float = 1.0, later_alone_size: int | None = None) -> None:
         if not 0 < later_share <= 1:
             raise ValueError(f"later_share must be in (0, 1], got {later_share}")
         self.score_fn, self.max_size, self.max_latency_s, self.on_call = score_fn, max_size, max_latency_s, on_call
@@ -69,6 +73,8 @@ class MicroBatcher(Generic[Row]):
         # Most later-lane texts in one call: a call of them is short, so a plain request arriving meanwhile waits
         # little (a later request larger than this still goes, alone).
         self.later_max_size = later_max_size or max(1, max_size // 8)
+        self.later_alone_size = later_alone_size or max_size  # ... and with no plain request about
+        self._contended_until = 0.0  # monotonic time until which later calls stay at later_max_size
         self._waiting: deque[_Waiting] = deque()
         self._later: deque[_Waiting] = deque()  # the lane behind every plain request
         self._queued = 0  # texts waiting in the plain lane
@@ -136,9 +142,16 @@ class MicroBatcher(Generic[Row]):
 
     def _take(self) -> list[_Waiting]:
         """The next call's requests, one lane only: the plain lane in arrival order up to max_size texts, or, when
-        it is empty, the later lane up to later_max_size (a larger single request goes alone)."""
+        it is empty, the later lane up to later_max_size while plain requests come, else later_alone_size (a larger
+        single request goes alone)."""
         lane = self._waiting or self._later
-        limit = self.max_size if lane is self._waiting else self.later_max_size
+        now = time.monotonic()
+        if lane is self._waiting and self._later:  # decisions are asked for while explanations wait
+            self._contended_until = now + _CONTENDED_HOLD_S
+        if lane is self._waiting:
+            limit = self.max_size
+        else:
+            limit = self.later_max_size if now < self._contended_until else self.later_alone_size
         batch, size = [], 0
         while lane and (not batch or size + len(lane[0].texts) <= limit):
             w = lane.popleft()
@@ -186,6 +199,7 @@ class MicroBatcher(Generic[Row]):
             seconds = time.perf_counter() - t0
             if batch[0].later and self._waiting:  # decisions waited for it: explanations yield the cores a while
                 self._later_from = time.monotonic() + seconds * (1 - self.later_share) / self.later_share
+                self._contended_until = time.monotonic() + _CONTENDED_HOLD_S
             self.observe(len(texts), seconds)
             if self.on_call is not None:
                 self.on_call(len(batch), len(texts), seconds)

@@ -94,6 +94,11 @@ class ServiceSettings(BaseModel):
         "plain requests come (serving.batcher's later lane pauses after a call a plain request waited for; 1 = no "
         "pause), so explanations do not keep every core busy and slow the decisions"
     )
+    explain_call_texts: int = Field(
+        1, gt=0, description="reasons: the most explained copies in one model call (serving.batcher's later lane); "
+        "a plain request that arrives meanwhile waits for at most that call, so fewer keep decisions faster and "
+        "explanations slower"
+    )
     explain_max_words: int = Field(
         256, gt=0, description="reasons: the most words explained in one request (all its texts); each is one more "
         "text scored (serving.reasons), so more is refused with 400"

@@ -60,7 +60,6 @@ TOKEN_ENV = "TWEETGUARD_API_TOKEN"
 # bento serves that model even when the store holds newer ones; otherwise the env/default tag.
 MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or SETTINGS.model_tag
 _batcher: MicroBatcher | None = None  # the worker's batcher once the model is loaded
-EXPLAIN_CHUNK = 4  # texts per later-lane request of an explained request (serving.batcher's lanes)
 
 
 def queue_refusal() -> str | None:
@@ -108,7 +107,8 @@ class TweetGuard:
                                   log_texts=SETTINGS.log_texts) if SETTINGS.score_log else None
         self.batcher = MicroBatcher(self._score_rows, max_size=SETTINGS.batch_max_size,
                                     max_latency_s=SETTINGS.batch_max_latency_ms / 1e3, on_call=record_model_call,
-                                    later_share=SETTINGS.explain_cpu_share)
+                                    later_share=SETTINGS.explain_cpu_share,
+                                    later_max_size=SETTINGS.explain_call_texts)
         warmup = [f"warm up the model before readiness {i}" for i in range(8)]
         t0 = time.perf_counter()
         self.predictor.predict(warmup)
@@ -170,7 +170,7 @@ class TweetGuard:
                            "without explain", code="overloaded", headers={"Retry-After": "1"}).response()
         plans = [occlusion_plan(t, self.predictor.tokenizer, self.card.max_length) for t in texts]
         flat = [x for _, _, batch in plans for x in batch]
-        step = EXPLAIN_CHUNK  # small later-lane requests: each model call takes only a few of them
+        step = SETTINGS.explain_call_texts  # later-lane requests of one model call's size at most
         chunks = await asyncio.gather(*(self.batcher.score(flat[i:i + step], later=True)
                                         for i in range(0, len(flat), step)), return_exceptions=True)
         for chunk in chunks:

@@ -205,7 +205,8 @@ def test_the_later_lane_keeps_to_its_share_of_the_time_and_plain_calls_go_in_its
         return [len(t) for t in texts]
 
     async def main():
-        batcher = MicroBatcher(timed, max_size=8, max_latency_s=30, later_max_size=2, later_share=0.25)
+        batcher = MicroBatcher(timed, max_size=8, max_latency_s=30, later_max_size=2, later_share=0.25,
+                               later_alone_size=2)
         alone = [asyncio.ensure_future(batcher.score([f"a{i}", f"b{i}"], later=True)) for i in range(2)]
         await asyncio.gather(*alone)  # no plain request: two later calls back to back
         later = asyncio.ensure_future(batcher.score(["l1", "l2", "l3", "l4"], later=True))  # alone: one call
@@ -231,3 +232,41 @@ def test_the_later_lane_keeps_to_its_share_of_the_time_and_plain_calls_go_in_its
     assert in_pause >= 0.15  # the rest of the pause (~0.2 s) counts in a later request's wait
     with pytest.raises(ValueError, match="later_share"):
         MicroBatcher(timed, max_size=8, max_latency_s=30, later_share=0)
+
+
+def test_later_calls_are_short_only_while_plain_requests_come():
+    """With no plain request about, an explained request's copies (sent as one-text later requests) go in one call
+    up to later_alone_size; once a plain request waited for a later call, later calls take later_max_size texts,
+    so the next decision waits for one short call only."""
+    calls = []
+
+    def timed(texts):
+        calls.append(list(texts))
+        time.sleep(0.05)
+        return [len(t) for t in texts]
+
+    async def main():
+        batcher = MicroBatcher(timed, max_size=8, max_latency_s=30, later_max_size=1)
+        await asyncio.gather(*(batcher.score([f"a{i}"], later=True) for i in range(4)))  # alone: one call
+        later = [asyncio.ensure_future(batcher.score([f"b{i}"], later=True)) for i in range(4)]
+        while len(calls) < 2:  # b0-b3's first call has started
+            await asyncio.sleep(0.005)
+        await batcher.score(["p"])  # arrives during it: from now on later calls are short
+        await asyncio.gather(*later)
+
+    asyncio.run(main())
+    assert calls[0] == ["a0", "a1", "a2", "a3"]
+    assert calls[1] == ["b0", "b1", "b2", "b3"] and calls[2] == ["p"]  # the call p waited for, then p
+    calls.clear()
+
+    async def contended():
+        batcher = MicroBatcher(timed, max_size=8, max_latency_s=30, later_max_size=1)
+        first = asyncio.ensure_future(batcher.score(["x"]))
+        while not calls:
+            await asyncio.sleep(0.005)
+        later = [asyncio.ensure_future(batcher.score([f"c{i}"], later=True)) for i in range(3)]
+        plain = asyncio.ensure_future(batcher.score(["q"]))  # scored while later work waits
+        await asyncio.gather(first, plain, *later)
+
+    asyncio.run(contended())
+    assert calls == [["x"], ["q"], ["c0"], ["c1"], ["c2"]]  # later calls of one text while decisions come
