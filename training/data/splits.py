@@ -115,10 +115,8 @@ def sample_whole_pairs(rows: list[Row], keep: int, rng: np.random.Generator) -> 
     order until `keep` rows are reached, so the sample may overshoot by less than one component."""
     component = pair_groups(rows)
     roots = sorted({component[r.key] for r in rows})
+    size = Counter(component[r.key] for r in rows)
     taken, n = set(), 0
-    size = defaultdict(int)
-    for r in rows:
-        size[component[r.key]] += 1
     for i in rng.permutation(len(roots)):
         if n >= keep:
             break
