@@ -55,14 +55,18 @@ def test_a_changed_batch_is_refused(tmp_path):
         list(batch_records(copy / "manifest.yaml"))
 
 
-def test_pairs_stay_on_one_side_of_the_validation_carve(tmp_path):
+def contrast_only(tmp_path) -> DataConfig:
+    """A data config whose only source is the shipped contrast set (an empty data root beside it)."""
     root = tmp_path / "datasets"
     root.mkdir()
     spec = contrast_spec().model_dump(mode="json", exclude_defaults=True)
     sources = tmp_path / "sources.yaml"
     sources.write_text(yaml.safe_dump({"sources": [dict(spec, opt_in=False)]}))
-    cfg = DataConfig(root=str(root), sources_file=str(sources), cache_dir=str(tmp_path / "cache"))
-    data = prepare(cfg).dataset
+    return DataConfig(root=str(root), sources_file=str(sources), cache_dir=str(tmp_path / "cache"))
+
+
+def test_pairs_stay_on_one_side_of_the_validation_carve(tmp_path):
+    data = prepare(contrast_only(tmp_path)).dataset
     split_of = {r["id"].split(":", 1)[1]: split for split in data for r in data[split]}
     assert {"train", "validation", "test"} == set(split_of.values())
     pairs: dict[str, set[str]] = {}
@@ -99,12 +103,7 @@ def test_every_row_has_every_field_and_a_known_label():
 def test_a_train_share_keeps_whole_pairs(tmp_path):
     """data.train_share (the learning curve's 25 / 50%) samples whole pairs: a kept positive keeps its hard
     negative, and about the share of the train part is kept."""
-    root = tmp_path / "datasets"
-    root.mkdir()
-    spec = contrast_spec().model_dump(mode="json", exclude_defaults=True)
-    sources = tmp_path / "sources.yaml"
-    sources.write_text(yaml.safe_dump({"sources": [dict(spec, opt_in=False)]}))
-    cfg = DataConfig(root=str(root), sources_file=str(sources), cache_dir=str(tmp_path / "cache"))
+    cfg = contrast_only(tmp_path)
     full = {r["id"] for r in prepare(cfg).dataset["train"]}
     half = {r["id"] for r in prepare(cfg.model_copy(update={"train_share": {"contrast": 0.5}})).dataset["train"]}
     assert half < full and abs(len(half) - len(full) / 2) <= 4  # a component is a pair (rarely a few rows)
