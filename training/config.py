@@ -243,7 +243,8 @@ class TrainConfig(Section):
     weight_averaging: Literal["none", "swa", "ema"] = Field(
         "swa", description="Average the weights over the last part of the schedule (torch.optim.swa_utils."
         "AveragedModel, updated every step from train.averaging_start): swa = equal weights, ema = exponential "
-        "(train.ema_decay). Validations from then on score the averaged weights, and the kept weights are theirs."
+        "(train.ema_decay). Validations from then on score the averaged weights; the kept weights are the best "
+        "validation's, which may come before averaging starts."
     )
     averaging_start: float = Field(
         0.75, ge=0, lt=1, description="Share of the schedule's steps after which weight averaging starts."
