@@ -142,8 +142,9 @@ def speed(args: argparse.Namespace) -> dict:
             report[arm] = {k: v for k, v in pooled(runs).items() if k not in ("latencies_ms", "failure_counts")}
         report["plain_p99_ratio"] = (report["ten_percent_explained"]["plain"]["p99_ms"]
                                      / report["none_explained"]["plain"]["p99_ms"])
-        report["repeat_plain_p99_ratios"] = [t / n for t, n in zip(report["ten_percent_explained"]["repeat_plain_p99_ms"],
-                                                                   report["none_explained"]["repeat_plain_p99_ms"])]
+        report["repeat_plain_p99_ratios"] = [
+            t / n for t, n in zip(report["ten_percent_explained"]["repeat_plain_p99_ms"],
+                                  report["none_explained"]["repeat_plain_p99_ms"])]
         report["machine_after"] = machine()  # load average at the end: another process on the cores shows here
     finally:
         server.stop()
