@@ -29,7 +29,7 @@ def test_readme_round_trips_through_modelcard_load(tmp_path, make_tiny_artifact)
     model_dir = make_tiny_artifact(tmp_path / "m")
     card = read_card(model_dir)
     card.sources, card.dataset_hash = declared("olid", "abuseval"), "f" * 64
-    card.validation_metrics = {**VALIDATION, "train_best/abusive/pr_auc": 0.1, "abusive/n_pos": 12.0}
+    card.validation_metrics = {**VALIDATION, "train_kept/abusive/pr_auc": 0.1, "abusive/n_pos": 12.0}
     write_card(model_dir, card)
 
     loaded = ModelCard.load(write_hub_readme(model_dir))
@@ -43,7 +43,7 @@ def test_readme_round_trips_through_modelcard_load(tmp_path, make_tiny_artifact)
         {"source": "olid", "license": "none-stated", "non_commercial": False, "research_only": False},
         {"source": "abuseval", "license": "CC-BY-NC-SA-4.0", "non_commercial": True, "research_only": False}]
     assert data.research_only is False
-    # model-index: every per-policy metric of the card, exactly (no train_best/ or counts), on its dataset hash.
+    # model-index: every per-policy metric of the card, exactly (no train_kept/ or counts), on its dataset hash.
     assert values(data.eval_results) == {("validation", p, m): VALIDATION[f"{p}/{m}"]
                                          for p in POLICIES for m in EVAL_METRICS}
     assert {r.dataset_revision for r in data.eval_results} == {"f" * 64}

@@ -200,9 +200,9 @@ def test_artifact_and_serving_carry_no_trace_of_the_terms(tmp_path, mlflow_uri, 
     assert sorted(p.name for p in dirs["none"].iterdir()) == sorted(p.name for p in dirs["affine"].iterdir())
     weights = {mode: load_file(d / "model.safetensors") for mode, d in dirs.items()}
     assert weights["none"].keys() == weights["affine"].keys()
-    # The artifact is the best weights as they are (no term folded into the head) ...
-    best = load_file(dirs["affine"].parent / BEST_DIR / "model.safetensors")
-    assert best.keys() == weights["affine"].keys() and all(torch.equal(best[k], weights["affine"][k]) for k in best)
+    # The artifact is the kept weights (train.keep: last) as they are (no term folded into the head) ...
+    kept = load_file(dirs["affine"].parent / LAST_DIR / "model.safetensors")
+    assert kept.keys() == weights["affine"].keys() and all(torch.equal(kept[k], weights["affine"][k]) for k in kept)
     # ... and the scorer reads text only.
     assert list(inspect.signature(Predictor.logits).parameters) == ["self", "texts"]
     assert Predictor.load(dirs["affine"]).logits(["you are stupid", "go home"]).shape == (2, len(POLICIES))

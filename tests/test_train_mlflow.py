@@ -60,7 +60,7 @@ def check_run_contents(client: MlflowClient, run_id: str, uri: str, tmp_path: Pa
     assert card.mlflow_run_id == run_id and set(card.validation_metrics) >= {"mean_pr_auc"}
     # MLflow 3's model view: the card's validation metrics are the logged model's, on the validation dataset input.
     linked = {m.key: m for m in client.get_logged_model(logged.model_id).metrics}
-    expected = {f"final_val_{k}": v for k, v in card.validation_metrics.items() if not k.startswith("train_best/")}
+    expected = {f"final_val_{k}": v for k, v in card.validation_metrics.items() if not k.startswith("train_kept/")}
     assert {k: m.value for k, m in linked.items()} == pytest.approx(expected) and "final_val_mean_pr_auc" in linked
     assert {(m.dataset_name, m.dataset_digest, m.step, m.run_id) for m in linked.values()} == {
         ("tweetguard-validation", names["tweetguard-validation"].dataset.digest, STEPS, run_id)}

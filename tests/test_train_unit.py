@@ -227,7 +227,7 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path, mlflow_uri, write_t
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         cfg = load_config(path, [f"run_name={name}", f"train.seed={seed}"])
         result = train(cfg, progress_bar=False)
-        runs[name] = (_history(result.artifact_dir.parent), result.best_metrics)
+        runs[name] = (_history(result.artifact_dir.parent), result.metrics)
     (ha, ma), (hb, mb), (hc, _) = runs["a"], runs["b"], runs["c"]
     assert len(ha["losses"]) == 12
     assert ha["losses"] == hb["losses"] and ha["evals"] == hb["evals"] and ma == mb
@@ -256,7 +256,7 @@ def test_artifact_is_complete_and_thresholds_come_from_validation(
     assert card.head == "cls" and card.mlflow_run_id == result.run_id
     # Calibration + thresholds fit on validation by training.fit.calibration; the loop's best metrics kept beside.
     assert all(p.calibration.method == "platt" for p in card.policies)
-    assert {f"train_best/{k}": v for k, v in result.best_metrics.items()}.items() <= card.validation_metrics.items()
+    assert {f"train_kept/{k}": v for k, v in result.metrics.items()}.items() <= card.validation_metrics.items()
     assert "mean_pr_auc" in card.validation_metrics
     assert {s.name for s in card.sources} == {"tiny_full", "tiny_violence"} and card.dataset_hash
     assert card.config["train"]["max_steps"] == 6

@@ -3,6 +3,7 @@ the validations from then on, kept as the artifact's weights, and restored exact
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from training.config import TrainConfig
 from training.fit.batches import Encoded
 from training.fit.checkpoint import seed_everything
 from training.fit.loop import BEST_DIR, LAST_DIR, TrainingLoop
+from training.fit.source_terms import BEST_SOURCE_TERMS_FILE
 
 WORDS = ["you", "are", "a", "stupid", "idiot", "kill", "hurt", "love", "great", "day", "go", "home"]
 
@@ -102,3 +104,26 @@ def test_ema_resumes_exactly_after_a_crash(tiny, tmp_path):
     _loop(tiny, tmp_path / "runs" / "plain-ckpt", max_steps=6).fit()  # a checkpoint without averaged weights
     with pytest.raises(ValueError, match="no averaged weights"):
         _loop(tiny, tmp_path / "runs" / "plain-ckpt", **train).resume()
+
+
+def test_keep_chooses_the_artifacts_weights(tiny, tmp_path):
+    """train.keep: best = the best monitored validation's folder, step and metrics; last = the final weights (here
+    the SWA average), validated at the last step, whatever validation said of the earlier steps."""
+    train = {"weight_averaging": "swa", "averaging_start": 0.5}
+    best = _loop(tiny, tmp_path / "runs" / "best", keep="best", **train)
+    best.fit()
+    assert best.kept() == (BEST_DIR, best.p.best_step, best.p.best_metrics)
+    last = _loop(tiny, tmp_path / "runs" / "last", keep="last", **train)
+    last.fit()
+    folder, step, metrics = last.kept()
+    assert (folder, step) == (LAST_DIR, 8) and last.p.losses == best.p.losses
+    assert metrics == {k: v for k, v in last.p.evals[-1].items() if k not in ("step", "epoch", "averaged_steps")}
+    assert metrics["mean_pr_auc"] == last.p.evals[-1]["mean_pr_auc"] and "averaged_steps" not in metrics
+    kept = _weights(last.run_dir, folder)
+    averaged = last.averaged.module.state_dict()
+    assert all(torch.equal(kept[k], averaged[k]) for k in kept)
+    # With source terms, the terms written for train.init_from are the kept (final) step's.
+    terms = _loop(tiny, tmp_path / "runs" / "terms", keep="last", source_terms="affine", **train)
+    terms.fit()
+    saved = json.loads((terms.run_dir / BEST_SOURCE_TERMS_FILE).read_text())
+    assert saved["step"] == 8 and terms.kept()[1] == 8 and terms.p.best_step != 8, terms.p.best_step

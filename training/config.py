@@ -243,8 +243,13 @@ class TrainConfig(Section):
     weight_averaging: Literal["none", "swa", "ema"] = Field(
         "swa", description="Average the weights over the last part of the schedule (torch.optim.swa_utils."
         "AveragedModel, updated every step from train.averaging_start): swa = equal weights, ema = exponential "
-        "(train.ema_decay). Validations from then on score the averaged weights; the kept weights are the best "
-        "validation's, which may come before averaging starts."
+        "(train.ema_decay). Validations from then on score the averaged weights; which weights the artifact "
+        "keeps is train.keep."
+    )
+    keep: Literal["best", "last"] = Field(
+        "last", description="The weights the artifact is built from: best = the best monitored validation's "
+        "(train.metric on train.eval_max_rows rows; with weight averaging it may come before averaging starts), "
+        "last = the final weights (with weight averaging: the average itself)."
     )
     averaging_start: float = Field(
         0.75, ge=0, lt=1, description="Share of the schedule's steps after which weight averaging starts."

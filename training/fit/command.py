@@ -46,7 +46,7 @@ class TrainResult:
     artifact_dir: Path | None  # None for a run trained with register=False (a search trial): no artifact
     run_id: str
     model_version: str | None
-    best_metrics: dict[str, float]
+    metrics: dict[str, float]  # validation metrics of the kept weights (train.keep)
     steps: int
     stop_reason: str
     examples_per_s: float
@@ -55,14 +55,14 @@ class TrainResult:
     def summary(self, metric: str) -> str:
         from serving.policies import POLICIES
 
-        per_policy = " ".join(f"{p}/pr_auc={self.best_metrics[f'{p}/pr_auc']:.3f}" for p in POLICIES
-                              if f"{p}/pr_auc" in self.best_metrics)
+        per_policy = " ".join(f"{p}/pr_auc={self.metrics[f'{p}/pr_auc']:.3f}" for p in POLICIES
+                              if f"{p}/pr_auc" in self.metrics)
         version = f" registered version {self.model_version}" if self.model_version else ""
         done = (f"trained {self.steps} steps in {self.minutes:.1f} min ({self.examples_per_s:.1f} ex/s, stopped: "
                 f"{self.stop_reason})" if self.steps else f"fitted in {self.minutes:.1f} min")
         artifact = f" | artifact {self.artifact_dir}" if self.artifact_dir else ""
-        return (f"{done}{artifact} | MLflow run {self.run_id}{version} | best "
-                f"validation {metric}={self.best_metrics.get(metric, float('nan')):.4f} {per_policy}")
+        return (f"{done}{artifact} | MLflow run {self.run_id}{version} | kept "
+                f"weights' validation {metric}={self.metrics.get(metric, float('nan')):.4f} {per_policy}")
 
 
 @dataclass
@@ -268,7 +268,7 @@ def finish_trial(run, run_dir: Path, loop) -> TrainResult:
     """`register=False`: the run's history and speed only; no artifact is built, logged or registered."""
     p = loop.p
     train_s = log_history(run, run_dir, p, {})
-    return TrainResult(None, run.run_id, None, p.best_metrics, p.step, p.stop_reason, p.examples / train_s,
+    return TrainResult(None, run.run_id, None, loop.kept()[2], p.step, p.stop_reason, p.examples / train_s,
                        p.elapsed / 60)
 
 

@@ -37,7 +37,7 @@ from training.fit.validation import predict_probs, validation_metrics
 from training.fit.source_terms import SourceTerms, make_source_terms
 
 BEST_DIR = "best"
-LAST_DIR = "last"  # the final weights, whatever validation said (for inspection and the resume test)
+LAST_DIR = "last"  # the final weights, whatever validation said (train.keep=last builds the artifact from it)
 
 LogFn = Callable[[dict[str, float], int], None]
 StopFn = Callable[[dict[str, float], int], str]  # (validation metrics, step) -> reason to stop, "" = go on
@@ -223,13 +223,23 @@ class TrainingLoop:
         return self.averaged is not None and int(self.averaged.n_averaged) > 0
 
     @property
-    def kept_model(self):
-        """The weights validation scores and the artifact keeps: the running average once it has started."""
+    def current_model(self):
+        """The weights validation scores and `last/` holds: the running average once it has started."""
         return self.averaged.module if self.averaging else self.model
+
+    def kept(self) -> tuple[str, int, dict[str, float]]:
+        """train.keep: the weights the artifact is built from, as (folder in the run dir, step, their validation
+        metrics): `best/`, the best monitored validation's, or `last/`, the final weights (with weight averaging:
+        the average), which the loop always validates."""
+        if self.cfg.keep == "last":
+            last = self.p.evals[-1]
+            return LAST_DIR, last["step"], {k: v for k, v in last.items()
+                                            if k not in ("step", "epoch", "averaged_steps")}
+        return BEST_DIR, self.p.best_step, self.p.best_metrics
 
     def validate(self) -> dict[str, float]:
         t0 = time.monotonic()
-        probs = predict_probs(self.kept_model, self.val, self.cfg.eval_batch_size, self.pad_id, self.accel)
+        probs = predict_probs(self.current_model, self.val, self.cfg.eval_batch_size, self.pad_id, self.accel)
         metrics = validation_metrics(self.val.labels, probs)
         if self.cfg.metric not in metrics:
             raise KeyError(f"train.metric={self.cfg.metric!r} is not a validation metric; have {sorted(metrics)}")
@@ -238,7 +248,7 @@ class TrainingLoop:
         if improved:
             self.p.best_metric, self.p.best_step, self.p.best_metrics = value, self.p.step, metrics
             self.p.stale_evals = 0
-            save_weights(self.kept_model, self.run_dir, BEST_DIR)  # the artifact is built from it
+            save_weights(self.current_model, self.run_dir, BEST_DIR)  # train.keep=best builds the artifact from it
             if self.terms is not None:  # the terms of those weights (what train.init_from starts from)
                 self.terms.write_best(self.run_dir, self.p.step)
         else:
@@ -342,9 +352,11 @@ class TrainingLoop:
             self._validate_logged(bar)
         bar.close()
         if w.main:
-            save_weights(self.kept_model, self.run_dir, LAST_DIR)
+            save_weights(self.current_model, self.run_dir, LAST_DIR)
             if self.terms is not None:
                 self.terms.write_report(self.run_dir)  # logged by training.fit.command; never in the weights
+                if self.cfg.keep == "last":  # the kept weights' exact terms (what train.init_from reads)
+                    self.terms.write_best(self.run_dir, self.p.step)
         p.elapsed += time.monotonic() - started
         return p
 

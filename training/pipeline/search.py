@@ -173,7 +173,7 @@ def run_search(cfg: Config, *, config_file: str | None = None, progress_bar: boo
                 shutil.rmtree(Path(tcfg.train.output_dir) / tcfg.run_name / name, ignore_errors=True)
             if pruned:
                 raise optuna.TrialPruned(result.stop_reason)
-            return result.best_metrics[metric]
+            return result.metrics[metric]
 
         def report(study, t) -> None:
             best = best_trial(study)

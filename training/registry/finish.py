@@ -30,7 +30,6 @@ from training.evaluation.hubcard import write_hub_readme
 from training.evaluation.reference import REFERENCE_FILE, log_reference, save_reference
 from training.fit.calibration import fit_on_validation
 from training.fit.command import ARTIFACT_DIR, Trained, TrainResult, log_history
-from training.fit.loop import BEST_DIR
 from training.registry.pyfunc import RUN_MODEL_PATH, register_pyfunc
 from training.scorer import Scored
 from training.tracking.runs import Run, dataset_ref
@@ -86,7 +85,7 @@ def finish_model(run: Run, run_dir: Path, artifact: Path, validation, cfg: Confi
     run.log_metrics({**threshold_metrics(card), **(metrics(card, scored) if metrics else {})}, step)
     version = log_and_register(run, artifact, cfg, uri, registration)
     # The card's validation metrics, on the run and on its logged model (MLflow 3's model view), with the dataset.
-    run.log_metrics({f"final_val_{k}": v for k, v in card.validation_metrics.items() if not k.startswith("train_best/")},
+    run.log_metrics({f"final_val_{k}": v for k, v in card.validation_metrics.items() if not k.startswith("train_kept/")},
                     step, model_id=logged_model_id(registration.name, version, uri),
                     dataset=dataset_ref("validation", dataset_hash))
     log_reference(reference, run.run_id, uri)  # beside the version's model, for `tweetguard monitor`
@@ -99,19 +98,21 @@ def finish_training(trained: Trained, registration: Registration | None = None) 
     from serving.modeling import load_model
 
     cfg, run, run_dir, prepared, p = trained.cfg, trained.run, trained.run_dir, trained.prepared, trained.loop.p
+    kept_dir, kept_step, kept_metrics = trained.loop.kept()  # train.keep
     registration = registration or Registration(cfg.tracking.registered_model)
     card = PolicyCard(
         **({"model_name": registration.model_name} if registration.model_name else {}),
         max_length=cfg.model.max_length, head=cfg.model.head, backbone=cfg.model.backbone,
         sources=[SourceRef(**s) for s in prepared.card.fitted_sources], dataset_hash=prepared.fingerprint,
-        validation_metrics={f"train_best/{k}": v for k, v in p.best_metrics.items()}, mlflow_run_id=run.run_id,
+        validation_metrics={f"train_kept/{k}": v for k, v in kept_metrics.items()}, mlflow_run_id=run.run_id,
         config=cfg.model_dump(mode="json"),
     )
-    artifact = save_artifact(run_dir / ARTIFACT_DIR, load_model(run_dir / BEST_DIR), trained.tokenizer, card)
+    artifact = save_artifact(run_dir / ARTIFACT_DIR, load_model(run_dir / kept_dir), trained.tokenizer, card)
     train_s = log_history(run, run_dir, p, {})
+    run.set_tags({"kept_step": str(kept_step)})
     finished = finish_model(run, run_dir, artifact, prepared.dataset["validation"], cfg, trained.uri, registration,
-                            dataset_hash=prepared.fingerprint, step=p.step, note=f"weights of step {p.best_step}")
-    return TrainResult(artifact, run.run_id, finished.version, p.best_metrics, p.step, p.stop_reason,
+                            dataset_hash=prepared.fingerprint, step=p.step, note=f"weights of step {kept_step}")
+    return TrainResult(artifact, run.run_id, finished.version, kept_metrics, p.step, p.stop_reason,
                        p.examples / train_s, p.elapsed / 60)
 
 
