@@ -17,7 +17,7 @@ from serving.policies import POLICIES
 from training.config import ConfigError, TrainConfig, load_config
 from training.fit.batches import Encoded, collate, masked_bce
 from training.fit.checkpoint import seed_everything
-from training.fit.loop import BEST_DIR, LAST_DIR, TrainingLoop
+from training.fit.loop import LAST_DIR, TrainingLoop
 from training.fit.source_terms import SOURCE_TERMS_FILE, SourceTerms
 
 POOL = ["you", "are", "a", "the", "and", "i", "it", "is", "not", "so", "stupid", "idiot", "kill", "hurt", "love",
@@ -147,9 +147,8 @@ def test_a_source_that_calls_everything_abusive_gets_a_positive_offset(tiny, tmp
     assert plain.p.losses[0] == loop.p.losses[0]  # the terms start at the identity ...
     assert plain.p.losses[1:] != loop.p.losses[1:]  # ... and then change the loss
     # The run's weights are the model's alone.
-    for name in (BEST_DIR, LAST_DIR):
-        assert load_file(loop.run_dir / name / "model.safetensors").keys() == \
-            load_file(plain.run_dir / name / "model.safetensors").keys()
+    assert load_file(loop.run_dir / LAST_DIR / "model.safetensors").keys() == \
+        load_file(plain.run_dir / LAST_DIR / "model.safetensors").keys()
 
 
 def test_resume_restores_the_terms_and_repeats_the_run_exactly(tiny, tmp_path):

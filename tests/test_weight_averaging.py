@@ -63,7 +63,7 @@ def test_swa_keeps_the_mean_of_the_last_steps_weights(tiny, tmp_path):
     plain.should_stop = lambda m, step: seen.setdefault(step, {k: v.detach().clone() for k, v in
                                                                plain.model.state_dict().items()}) and ""
     plain.fit()
-    swa = _loop(tiny, tmp_path / "runs" / "swa", weight_averaging="swa", averaging_start=0.5)
+    swa = _loop(tiny, tmp_path / "runs" / "swa", weight_averaging="swa", averaging_start=0.5, keep="best")
     swa.fit()
     assert swa.p.losses == plain.p.losses and int(swa.averaged.n_averaged) == 4
     assert [e.get("averaged_steps") for e in swa.p.evals] == [None] * 4 + [1, 2, 3, 4]
@@ -117,6 +117,7 @@ def test_keep_chooses_the_artifacts_weights(tiny, tmp_path):
     last.fit()
     folder, step, metrics = last.kept()
     assert (folder, step) == (LAST_DIR, 8) and last.p.losses == best.p.losses
+    assert not (last.run_dir / BEST_DIR).exists()  # keep=last never writes the best validation's weights
     assert metrics == {k: v for k, v in last.p.evals[-1].items() if k not in ("step", "epoch", "averaged_steps")}
     assert metrics["mean_pr_auc"] == last.p.evals[-1]["mean_pr_auc"] and "averaged_steps" not in metrics
     kept = _weights(last.run_dir, folder)

@@ -38,6 +38,7 @@ from training.fit.source_terms import SourceTerms, make_source_terms
 
 BEST_DIR = "best"
 LAST_DIR = "last"  # the final weights, whatever validation said (train.keep=last builds the artifact from it)
+# BEST_DIR is written only with train.keep=best: the best monitored validation's weights, at each improvement.
 
 LogFn = Callable[[dict[str, float], int], None]
 StopFn = Callable[[dict[str, float], int], str]  # (validation metrics, step) -> reason to stop, "" = go on
@@ -248,9 +249,10 @@ class TrainingLoop:
         if improved:
             self.p.best_metric, self.p.best_step, self.p.best_metrics = value, self.p.step, metrics
             self.p.stale_evals = 0
-            save_weights(self.current_model, self.run_dir, BEST_DIR)  # train.keep=best builds the artifact from it
-            if self.terms is not None:  # the terms of those weights (what train.init_from starts from)
-                self.terms.write_best(self.run_dir, self.p.step)
+            if self.cfg.keep == "best":  # the artifact is built from them (train.keep=last: from `last/`)
+                save_weights(self.current_model, self.run_dir, BEST_DIR)
+                if self.terms is not None:  # the terms of those weights (what train.init_from starts from)
+                    self.terms.write_best(self.run_dir, self.p.step)
         else:
             self.p.stale_evals += 1
         self.p.evals.append({"step": self.p.step, "epoch": self.p.epoch, **metrics,

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 SOURCE_TERMS_FILE = "source_terms.json"
-BEST_SOURCE_TERMS_FILE = "source_terms_best.json"  # exact terms of the best step (the artifact's weights)
+BEST_SOURCE_TERMS_FILE = "source_terms_best.json"  # exact terms of the kept step (train.keep: the artifact's weights)
 
 
 class SourceTerms(nn.Module):
