@@ -30,7 +30,7 @@ def test_the_shipped_set_reads_with_its_manifest(tmp_path):
     result = read_source(contrast_spec(), tmp_path)  # shipped: read from the repository, not data.root
     dropped = {d["id"] for d in manifest["dropped"]}
     held = {b["name"] for b in manifest["batches"] if b.get("held")}
-    # C01: its screen failed; writer D's six: awaiting theirs. Listed and checked, not read.
+    # C01 and writer D's six: their screens failed. Listed and checked, not read.
     assert held == {"C01-implicit-group-hate"} | {b["name"] for b in manifest["batches"] if b["name"][:2] == "D0"}
     assert len(held) == 7
     kept = [rec["id"] for b, _, _, rec in batch_records(CONTRAST / "manifest.yaml") if b["name"] not in held]
